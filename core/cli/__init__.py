@@ -1,0 +1,61 @@
+"""The headless ``wicket`` command line.
+
+Each sub-command lives in its own module under ``core.cli`` and exposes
+``register(subparsers)``; the module list below is the whole command set. The desktop
+app is started by ``gui.launcher`` when no sub-command is given, so that ``core``
+never imports the GUI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from core import __version__
+from core.errors import WicketError
+
+#: Modules that each add one or more sub-commands (``register(subparsers)``).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wicket",
+        description="Wicket: tunnels to Kubernetes apiservers in private networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"wicket {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: info)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a headless sub-command; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result: int = args.func(args)
+    except WicketError as exc:
+        print(f"wicket: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result

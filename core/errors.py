@@ -1,0 +1,198 @@
+"""Every exception Wicket raises on purpose, in one tree.
+
+Foreign errors (``ssl.SSLError``, ``OSError``, ruamel's ``YAMLError``, keyring's errors)
+are translated into this tree at the boundary where they occur, so callers catch
+``WicketError`` subclasses only. Where a builtin meaning applies, the class also
+inherits it (a timeout is a ``TimeoutError``, a refused stream a
+``ConnectionRefusedError``), so generic code keeps working.
+
+``Local*`` errors mean *we* misused a protocol or an API; ``Remote*`` errors mean the
+peer sent something invalid.
+
+::
+
+    WicketError
+    ├── ConfigError (ValueError)
+    │   ├── KubeconfigError
+    │   │   ├── KubeconfigParseError          file and line of the parse failure
+    │   │   └── KubeconfigLockError           a lock could not be taken in time
+    │   └── TokenError                        a join/client token that does not parse
+    ├── ProtocolError
+    │   ├── LocalProtocolError                we asked for something the protocol forbids
+    │   └── RemoteProtocolError               the peer broke the protocol
+    ├── MuxError
+    │   ├── SessionClosed (ConnectionError)   the session is gone (reason attached)
+    │   │   ├── SessionGoneAway               the peer sent GoAway: no new streams
+    │   │   └── KeepaliveTimeout (TimeoutError)
+    │   ├── StreamError
+    │   │   ├── StreamReset (ConnectionResetError)
+    │   │   ├── StreamRefused (ConnectionRefusedError)
+    │   │   ├── StreamClosed                  write after write_eof / close
+    │   │   ├── OpenTimeout (TimeoutError)
+    │   │   ├── WriteTimeout (TimeoutError)   the stream was reset because of it
+    │   │   └── CloseTimeout (TimeoutError)
+    │   └── LimitExceeded                     streams, pending opens, buffered bytes
+    ├── TunnelError
+    │   ├── AuthError                         credentials or certificates refused
+    │   ├── UpstreamUnavailable               no agent, target down
+    │   └── PKIError                          key/certificate generation or loading
+    ├── SecretStoreError
+    │   ├── SecretBackendUnavailable          no usable backend (fail, plaintext, ...)
+    │   └── SecretTimeout (TimeoutError)      a backend call hung past its deadline
+    └── DisplayUnavailable                    the GUI cannot find a display
+"""
+
+from __future__ import annotations
+
+
+class WicketError(Exception):
+    """Base of every error Wicket raises on purpose."""
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+class ConfigError(WicketError, ValueError):
+    """Invalid configuration or user input."""
+
+
+class KubeconfigError(ConfigError):
+    """A kubeconfig could not be read or written; nothing was changed."""
+
+
+class KubeconfigParseError(KubeconfigError):
+    """A kubeconfig file does not parse; carries the file and line."""
+
+    def __init__(self, path: str, line: int | None, problem: str) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+class KubeconfigLockError(KubeconfigError):
+    """A ``<file>.lock`` stayed in place past the wait bound (maybe stale)."""
+
+
+class TokenError(ConfigError):
+    """A join or client token is malformed or does not verify."""
+
+
+# -- protocols -----------------------------------------------------------------------
+
+
+class ProtocolError(WicketError):
+    """A wire protocol was violated."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side asked for something the protocol forbids (a programming error)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that violate the protocol.
+
+    ``code`` is the protocol's own error code to report back where it has one (for
+    the multiplexer: the GoAway code).
+    """
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- multiplexer ---------------------------------------------------------------------
+
+
+class MuxError(WicketError):
+    """Multiplexer failures, session- or stream-wide."""
+
+
+class SessionClosed(MuxError, ConnectionError):
+    """The mux session is closed; ``reason`` says why."""
+
+    def __init__(self, reason: str = "session closed") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SessionGoneAway(SessionClosed):
+    """The peer sent GoAway: it accepts no new streams."""
+
+
+class KeepaliveTimeout(SessionClosed, TimeoutError):
+    """The peer did not answer a keepalive ping in time."""
+
+
+class StreamError(MuxError):
+    """A failure confined to one stream."""
+
+
+class StreamReset(StreamError, ConnectionResetError):
+    """The stream was reset (by the peer, or locally after a timeout)."""
+
+
+class StreamRefused(StreamError, ConnectionRefusedError):
+    """The peer refused to open the stream (backlog full, going away, limits)."""
+
+
+class StreamClosed(StreamError):
+    """The stream is closed for writing on this side."""
+
+
+class OpenTimeout(StreamError, TimeoutError):
+    """The peer did not acknowledge a stream open in time."""
+
+
+class WriteTimeout(StreamError, TimeoutError):
+    """A write did not get window in time; the stream was reset."""
+
+
+class CloseTimeout(StreamError, TimeoutError):
+    """The peer did not finish its side after ours was closed; the stream was reset."""
+
+
+class LimitExceeded(MuxError):
+    """A configured limit (streams, pending opens, buffered bytes) was reached."""
+
+
+# -- tunnel --------------------------------------------------------------------------
+
+
+class TunnelError(WicketError):
+    """Relay, agent and endpoint failures."""
+
+
+class AuthError(TunnelError):
+    """Authentication or certificate verification failed."""
+
+
+class UpstreamUnavailable(TunnelError):
+    """The cluster's agent is not connected, or its target refused the connection."""
+
+
+class PKIError(TunnelError):
+    """A key or certificate could not be created, loaded or verified."""
+
+
+# -- secrets -------------------------------------------------------------------------
+
+
+class SecretStoreError(WicketError):
+    """The secret store failed; the secret was not stored or read."""
+
+
+class SecretBackendUnavailable(SecretStoreError):
+    """No secure keyring backend is usable here."""
+
+
+class SecretTimeout(SecretStoreError, TimeoutError):
+    """A keyring call did not return in time (a locked SecretService can hang)."""
+
+
+# -- desktop -------------------------------------------------------------------------
+
+
+class DisplayUnavailable(WicketError):
+    """There is no display for the desktop app."""

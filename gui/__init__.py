@@ -1,0 +1,1 @@
+"""Wicket's desktop app (PySide6 + qasync), built on ``core.service``."""

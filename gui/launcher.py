@@ -1,0 +1,26 @@
+"""The ``wicket`` console entry point.
+
+With a sub-command it runs the headless CLI (``core.cli``) without importing Qt; with
+none it starts the desktop app.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from core.cli import main as cli_main
+from core.errors import DisplayUnavailable
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] != "app":
+        return cli_main(args)
+    from gui.app import run_app  # Qt is imported only for the desktop app
+
+    try:
+        return run_app(args[1:])
+    except DisplayUnavailable as exc:
+        print(f"wicket: {exc}", file=sys.stderr)
+        return 2

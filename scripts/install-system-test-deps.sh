@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs (real peers and backends, not fakes).
+# Installs only what is missing; needs root (as on CI and the developers' machines).
+set -euo pipefail
+pkgs=(
+  # keep one package a line; say which test needs it
+)
+missing=()
+for p in "${pkgs[@]+"${pkgs[@]}"}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "install-system-test-deps: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq || true
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
