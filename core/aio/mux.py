@@ -1,0 +1,559 @@
+"""asyncio adapter for the sans-I/O multiplexer.
+
+``MuxConnection`` is an ``asyncio.Protocol`` on a TCP or TLS transport: the transport's
+``data_received`` feeds the session, so frame parsing never waits on a coroutine and no
+per-stream timeout or cancellation can interrupt it mid-frame (the FRP kubectl-exec
+lesson). Each ``MuxStream`` is an ``asyncio.Transport`` for one stream: any protocol can
+run on it, including asyncio's TLS (``loop.start_tls``) and the stock
+``StreamReader``/``StreamWriter`` pair (``open_connection``/``accept_connection``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from core import errors
+from core.protocol.mux import MuxConfig, MuxSession, SessionSnapshot, StreamSnapshot
+from core.protocol.mux import events as ev
+from core.protocol.mux.frames import GoAwayCode
+
+#: StreamReader buffer limit for stream pairs (it pauses the stream at twice this).
+READER_LIMIT = 256 * 1024
+#: How much the session hands the transport per write call.
+WRITE_CHUNK = 256 * 1024
+
+StreamHandler = Callable[["MuxStream"], None]
+
+
+def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        view = memoryview(data)
+        while view:
+            buf = memoryview(protocol.get_buffer(len(view)))
+            n = min(len(buf), len(view))
+            if not n:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            buf[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
+    else:
+        protocol.data_received(data)  # type: ignore[attr-defined]
+
+
+class MuxStream(asyncio.Transport):
+    """One multiplexed stream, as an asyncio transport."""
+
+    _start_tls_compatible = True
+
+    def __init__(self, conn: MuxConnection, stream_id: int, outbound: bool) -> None:
+        super().__init__()
+        self._conn = conn
+        self.stream_id = stream_id
+        self.outbound = outbound
+        self._protocol: asyncio.BaseProtocol | None = None
+        self._pending: deque[bytes] = deque()
+        self._pending_eof = False
+        self._paused = False
+        self._closing = False
+        self._lost = False
+        self._ended = False
+        self._lost_after_pending = False
+        self.error: Exception | None = None
+        self.final: StreamSnapshot | None = None
+
+    # -- protocol attachment -----------------------------------------------------------
+
+    def attach(self, protocol: asyncio.BaseProtocol) -> None:
+        """Run ``protocol`` on this stream (for accepted streams; opened ones too)."""
+        self._protocol = protocol
+        protocol.connection_made(self)
+        if self._lost:
+            self._call_lost()
+        else:
+            self._deliver_pending()
+            self._conn._run()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._protocol is not None
+        return self._protocol
+
+    # -- reading -----------------------------------------------------------------------
+
+    def is_reading(self) -> bool:
+        return not self._paused and not self._closing
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._deliver_pending()
+            self._conn._run()
+
+    def _data_received(self, data: bytes) -> None:
+        if self._protocol is None or self._paused or self._pending:
+            self._pending.append(data)
+            if self._protocol is not None and not self._paused:
+                self._deliver_pending()
+            return
+        self._conn._consumed(self, len(data))
+        _feed(self._protocol, data)
+
+    def _deliver_pending(self) -> None:
+        protocol = self._protocol
+        if protocol is None:
+            return
+        while self._pending and not self._paused and not self._lost:
+            data = self._pending.popleft()
+            self._conn._consumed(self, len(data))
+            _feed(protocol, data)
+        if self._pending or self._paused:
+            return
+        if self._pending_eof:
+            self._pending_eof = False
+            self._eof()
+        if self._lost_after_pending:
+            self._lost_after_pending = False
+            self._lost_soon(None)
+
+    def _eof_received(self) -> None:
+        self._ended = True
+        if self._protocol is None or self._pending or self._paused:
+            self._pending_eof = True
+            return
+        self._eof()
+
+    def _eof(self) -> None:
+        assert self._protocol is not None
+        keep_open = self._protocol.eof_received()  # type: ignore[attr-defined]
+        if not keep_open:
+            self.close()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self._lost:
+            return
+        if isinstance(data, bytearray):
+            data = bytes(data)
+        self._conn._write(self, data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def write_eof(self) -> None:
+        if self._closing or self._lost:
+            return
+        self._conn._write_eof(self)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return self._conn.session.outbox_size(self.stream_id)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        high = self._conn.session.config.outbox_high_water
+        return high // 2, high
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Limits are the session's (``MuxConfig.outbox_high_water``)."""
+
+    # -- closing -----------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        return self._closing or self._lost
+
+    def close(self) -> None:
+        """Close both directions (FIN after queued data); the peer has close_timeout."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        self._pending.clear()
+        self._conn._close_stream(self)
+        self._lost_soon(None)
+
+    def abort(self) -> None:
+        """Reset the stream now (RST)."""
+        if self._lost:
+            return
+        self._closing = True
+        self._pending.clear()
+        self._conn._reset_stream(self)
+        self._lost_soon(None)
+
+    def _lost_soon(self, exc: Exception | None) -> None:
+        if not self._lost:
+            self._lost = True
+            self.error = exc
+            self._conn.loop.call_soon(self._call_lost)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        """The session ended this stream (FIN both ways, reset, or session gone)."""
+        self._closing = True
+        if self._lost:
+            return
+        if exc is None and (self._pending or self._pending_eof):
+            # A clean end: the reader gets every byte and the EOF before the loss.
+            self._lost_after_pending = True
+            self._deliver_pending()
+            return
+        self._lost_soon(exc)
+
+    def _call_lost(self) -> None:
+        protocol = self._protocol
+        if protocol is not None:
+            self._protocol = None
+            protocol.connection_lost(self.error)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "mux_stream_id":
+            return self.stream_id
+        if name == "mux_connection":
+            return self._conn
+        return self._conn.get_extra_info(name, default)
+
+    def snapshot(self) -> StreamSnapshot | None:
+        """Live counters while the stream exists, then its final ones."""
+        return self._conn.session.stream_snapshot(self.stream_id) or self.final
+
+    def __repr__(self) -> str:
+        return f"<MuxStream {self.stream_id} {'out' if self.outbound else 'in'}>"
+
+
+class MuxConnection(asyncio.Protocol):
+    """A mux session on an asyncio transport.
+
+    ``stream_handler``, if given, is called synchronously with each accepted inbound
+    stream (it should ``attach`` a protocol or start a task); without it, inbound streams
+    wait in the backlog for ``accept()``.
+    """
+
+    def __init__(
+        self,
+        is_client: bool,
+        config: MuxConfig | None = None,
+        stream_handler: StreamHandler | None = None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.session = MuxSession(is_client, self.loop.time(), config)
+        self.stream_handler = stream_handler
+        self._transport: asyncio.Transport | None = None
+        self._streams: dict[int, MuxStream] = {}
+        self._accept_waiters: deque[asyncio.Future[MuxStream]] = deque()
+        self._ping_waiters: list[asyncio.Future[float]] = []
+        self._write_paused = False
+        self._running = False
+        self._dirty = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed: asyncio.Future[None] = self.loop.create_future()
+        self.made: asyncio.Future[None] = self.loop.create_future()
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=4 * WRITE_CHUNK)
+        if not self.made.done():
+            self.made.set_result(None)
+        self.session.handle_timer(self.loop.time())  # first keepalive: RTT at once
+        self._run()
+
+    def data_received(self, data: bytes) -> None:
+        self.session.receive_data(data, self.loop.time())
+        self._run()
+
+    def eof_received(self) -> bool:
+        self.session.connection_lost("peer closed the connection")
+        self._run()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "connection lost" if exc is None else f"connection lost: {exc}"
+        self.session.connection_lost(reason)
+        self._run()
+        self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._run()
+
+    # -- public API --------------------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if self._transport is None:
+            return default
+        return self._transport.get_extra_info(name, default)
+
+    @property
+    def closed(self) -> bool:
+        return self.session.terminated is not None
+
+    def open_stream(self, data: bytes = b"") -> MuxStream:
+        """Open a stream now; ``data`` goes out with the SYN (no round trip)."""
+        sid = self.session.open_stream(self.loop.time(), data)
+        stream = MuxStream(self, sid, outbound=True)
+        self._streams[sid] = stream
+        self._run()
+        return stream
+
+    async def accept(self) -> MuxStream:
+        """Wait for the next inbound stream."""
+        self._check_alive()
+        sid = self.session.accept_stream(self.loop.time())
+        if sid is not None:
+            self._run()
+            return self._streams[sid]
+        waiter: asyncio.Future[MuxStream] = self.loop.create_future()
+        self._accept_waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                waiter.result().abort()  # accepted for a caller that left: reset it
+            raise
+        finally:
+            if waiter in self._accept_waiters:
+                self._accept_waiters.remove(waiter)
+
+    async def open_connection(
+        self, data: bytes = b"", limit: int = READER_LIMIT
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open a stream as an asyncio reader/writer pair."""
+        return self.stream_pair(self.open_stream(data), limit)
+
+    async def accept_connection(
+        self, limit: int = READER_LIMIT
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return self.stream_pair(await self.accept(), limit)
+
+    def stream_pair(
+        self, stream: MuxStream, limit: int = READER_LIMIT
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader = asyncio.StreamReader(limit=limit, loop=self.loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
+        stream.attach(protocol)
+        writer = asyncio.StreamWriter(stream, protocol, reader, self.loop)
+        return reader, writer
+
+    async def ping(self) -> float:
+        """Measure one round trip (waits for any ping already in flight)."""
+        self._check_alive()
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        self._ping_waiters.append(waiter)
+        self.session.ping(self.loop.time())
+        self._run()
+        return await waiter
+
+    def snapshot(self) -> SessionSnapshot:
+        return self.session.snapshot()
+
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        """Go away, let open streams finish for up to ``drain_timeout``, then close."""
+        if self._transport is not None and self.session.terminated is None:
+            self.session.go_away(GoAwayCode.NORMAL)
+            self._run()
+            deadline = self.loop.time() + drain_timeout
+            while self.session.stream_count and not self.closed:
+                if self.loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.01)
+        self.abort()
+        await self.wait_closed()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._flush_transport_close()
+        else:
+            self.session.connection_lost("closed locally")
+            self._run()
+            if not self._closed.done():
+                self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    # -- stream hooks ------------------------------------------------------------------
+
+    def _write(self, stream: MuxStream, data: bytes | memoryview) -> None:
+        try:
+            pause = self.session.send_data(stream.stream_id, data, self.loop.time())
+        except (errors.StreamClosed, errors.SessionClosed):
+            return  # asyncio transports drop writes after close; the error came already
+        if pause and stream._protocol is not None:
+            stream._protocol.pause_writing()
+        self._run()
+
+    def _write_eof(self, stream: MuxStream) -> None:
+        with contextlib.suppress(errors.StreamClosed, errors.SessionClosed):
+            self.session.send_eof(stream.stream_id)
+        self._run()
+
+    def _close_stream(self, stream: MuxStream) -> None:
+        self.session.close_stream(stream.stream_id, self.loop.time())
+        self._run()
+
+    def _reset_stream(self, stream: MuxStream) -> None:
+        stream.final = self.session.stream_snapshot(stream.stream_id) or stream.final
+        self.session.reset_stream(stream.stream_id)
+        self._streams.pop(stream.stream_id, None)
+        self._run()
+
+    def _consumed(self, stream: MuxStream, n: int) -> None:
+        self.session.consumed(stream.stream_id, n, self.loop.time())
+        self._dirty = True
+
+    # -- the engine --------------------------------------------------------------------
+
+    def _check_alive(self) -> None:
+        term = self.session.terminated
+        if term is not None:
+            raise (
+                term if isinstance(term, errors.SessionClosed) else errors.SessionClosed(str(term))
+            )
+
+    def _run(self) -> None:
+        """Dispatch events and write out, until nothing more is pending."""
+        if self._running:
+            self._dirty = True
+            return
+        self._running = True
+        try:
+            while True:
+                self._dirty = False
+                events = self.session.events_received()
+                if events:
+                    self._dispatch(events)
+                self._write_out()
+                if not self._dirty and not events:
+                    break
+        finally:
+            self._running = False
+        self._arm_timer()
+
+    def _write_out(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        session = self.session
+        while not self._write_paused and session.wants_write:
+            data = session.data_to_send(self.loop.time(), WRITE_CHUNK)
+            if not data:
+                break
+            transport.write(data)
+            self._dirty = True
+        if session.terminated is not None and not transport.is_closing():
+            transport.close()
+
+    def _dispatch(self, events: list[ev.Event]) -> None:
+        streams = self._streams
+        for event in events:
+            if isinstance(event, ev.DataReceived):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._data_received(event.data)
+            elif isinstance(event, ev.StreamEnded):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._eof_received()
+            elif isinstance(event, ev.WriteReady):
+                stream = streams.get(event.stream_id)
+                if stream is not None and stream._protocol is not None:
+                    stream._protocol.resume_writing()
+            elif isinstance(event, ev.StreamIncoming):
+                self._incoming(event.stream_id)
+            elif isinstance(event, ev.StreamClosed):
+                self._gone(event.stream_id, None, event.final)
+            elif isinstance(event, ev.StreamReset):
+                self._gone(event.stream_id, event.error, event.final)
+            elif isinstance(event, ev.PongReceived):
+                waiters, self._ping_waiters = self._ping_waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(event.rtt)
+            elif isinstance(event, ev.SessionTerminated):
+                self._terminated(event.error)
+
+    def _incoming(self, sid: int) -> None:
+        stream = MuxStream(self, sid, outbound=False)
+        self._streams[sid] = stream
+        if self.stream_handler is None and not self._accept_waiters:
+            return
+        accepted = self.session.accept_stream(self.loop.time())
+        assert accepted == sid, (accepted, sid)
+        self._dirty = True
+        if self.stream_handler is not None:
+            self.stream_handler(stream)
+            return
+        while self._accept_waiters:
+            waiter = self._accept_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(stream)
+                return
+        raise AssertionError("unreachable: an accept waiter was checked above")
+
+    def _gone(self, sid: int, error: Exception | None, final: StreamSnapshot) -> None:
+        stream = self._streams.pop(sid, None)
+        if stream is not None:
+            stream.final = final
+            stream._connection_lost(error)
+
+    def _terminated(self, error: errors.MuxError | errors.ProtocolError) -> None:
+        lost = (
+            error if isinstance(error, errors.SessionClosed) else errors.SessionClosed(str(error))
+        )
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._connection_lost(lost)
+        waiters: list[asyncio.Future[Any]] = [*self._accept_waiters, *self._ping_waiters]
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(lost)
+        self._accept_waiters.clear()
+        self._ping_waiters = []
+
+    def _flush_transport_close(self) -> None:
+        self.session.connection_lost("closed locally")
+        self._run()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def _arm_timer(self) -> None:
+        deadline = self.session.next_deadline()
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+                self._timer_at = None
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.session.handle_timer(self.loop.time())
+        self._run()

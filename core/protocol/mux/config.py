@@ -1,0 +1,52 @@
+"""Multiplexer limits and timeouts: one frozen value per session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.errors import ConfigError
+
+#: Both sides start every stream with this receive window (fixed by the yamux spec).
+INITIAL_WINDOW = 256 * 1024
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True, slots=True)
+class MuxConfig:
+    """Limits, windows and timeouts of one session (seconds for times).
+
+    Defaults follow hashicorp/yamux where it is sound and tighten it where it is not: a
+    per-stream window that grows to ``max_window`` (FRP's lesson: 256 KiB throttles long
+    links), a session-wide buffer budget, a write timeout that resets its stream.
+    """
+
+    max_window: int = 16 * MiB
+    max_frame: int = 64 * KiB
+    accept_backlog: int = 256
+    max_streams: int = 4096
+    max_pending_opens: int = 1024
+    max_session_buffer: int = 1024 * MiB
+    outbox_high_water: int = 256 * KiB
+    keepalive_interval: float | None = 30.0
+    keepalive_timeout: float = 10.0
+    open_timeout: float = 30.0
+    close_timeout: float = 60.0
+    write_timeout: float = 30.0
+    max_control_backlog: int = 1 * MiB
+
+    def __post_init__(self) -> None:
+        if not INITIAL_WINDOW <= self.max_window < 2**31:
+            raise ConfigError(f"max_window must be in [{INITIAL_WINDOW}, 2**31)")
+        if not 1 <= self.max_frame <= self.max_window:
+            raise ConfigError("max_frame must be in [1, max_window]")
+        if self.max_session_buffer < INITIAL_WINDOW:
+            raise ConfigError("max_session_buffer must hold at least one stream window")
+        for name in ("accept_backlog", "max_streams", "max_pending_opens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in ("keepalive_timeout", "open_timeout", "close_timeout", "write_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.keepalive_interval is not None and self.keepalive_interval <= 0:
+            raise ConfigError("keepalive_interval must be positive or None")

@@ -1,0 +1,748 @@
+"""The yamux session state machine, sans I/O.
+
+Bytes in (``receive_data``), events out (``events_received``), bytes out
+(``data_to_send``); every call that depends on time takes ``now`` (seconds, monotonic),
+and ``next_deadline()`` tells the adapter when to call ``handle_timer``. The wire
+contract is docs/mux.md.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from core import errors
+from core.protocol.mux import events as ev
+from core.protocol.mux.config import INITIAL_WINDOW, MuxConfig
+from core.protocol.mux.frames import (
+    MAX_UINT32,
+    Flag,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    GoAwayCode,
+    encode_header,
+)
+from core.protocol.mux.stats import SessionSnapshot, StreamSnapshot, StreamState
+
+_S = StreamState
+
+#: (state, action) → next state. A pair that is missing is a protocol error.
+_TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
+    (_S.OPEN, "send_fin"): _S.LOCAL_CLOSED,
+    (_S.OPEN, "recv_fin"): _S.REMOTE_CLOSED,
+    (_S.LOCAL_CLOSED, "recv_fin"): _S.CLOSED,
+    (_S.REMOTE_CLOSED, "send_fin"): _S.CLOSED,
+    **{(s, "rst"): _S.RESET for s in (_S.OPEN, _S.LOCAL_CLOSED, _S.REMOTE_CLOSED)},
+}
+
+
+class _Stream:
+    """Per-stream state; only the session touches it."""
+
+    __slots__ = (
+        "accepted",
+        "acked",
+        "blocked_since",
+        "buffered",
+        "bytes_received",
+        "bytes_sent",
+        "close_deadline",
+        "fin_queued",
+        "last_activity",
+        "open_deadline",
+        "opened_at",
+        "outbound",
+        "outbox",
+        "outbox_size",
+        "read_closed",
+        "recv_size",
+        "recv_window",
+        "send_window",
+        "state",
+        "stream_id",
+        "syn_pending",
+        "write_paused",
+    )
+
+    def __init__(self, stream_id: int, outbound: bool, now: float) -> None:
+        self.stream_id = stream_id
+        self.outbound = outbound
+        self.state = _S.OPEN
+        self.acked = not outbound
+        self.accepted = outbound
+        self.syn_pending = outbound
+        self.send_window = INITIAL_WINDOW
+        self.recv_window = INITIAL_WINDOW
+        self.recv_size = INITIAL_WINDOW
+        self.buffered = 0
+        self.outbox: deque[bytes | memoryview] = deque()
+        self.outbox_size = 0
+        self.fin_queued = False
+        self.read_closed = False
+        self.write_paused = False
+        self.blocked_since: float | None = None
+        self.open_deadline: float | None = None
+        self.close_deadline: float | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.opened_at = now
+        self.last_activity = now
+
+    def deadline(self, write_timeout: float) -> float | None:
+        times = [
+            t
+            for t in (
+                self.open_deadline,
+                self.close_deadline,
+                None if self.blocked_since is None else self.blocked_since + write_timeout,
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+
+class MuxSession:
+    """One end of a yamux session. ``is_client`` picks odd (client) or even stream ids."""
+
+    def __init__(self, is_client: bool, now: float, config: MuxConfig | None = None) -> None:
+        self.config = config or MuxConfig()
+        self.is_client = is_client
+        self._decoder = FrameDecoder(self.config.max_window)
+        self._streams: dict[int, _Stream] = {}
+        self._backlog: deque[int] = deque()
+        self._ready: deque[int] = deque()
+        self._in_ready: set[int] = set()
+        self._timed: set[int] = set()
+        self._control: list[bytes] = []
+        self._control_size = 0
+        self._events: list[ev.Event] = []
+        self._next_id = 1 if is_client else 2
+        self._last_peer_id = 0
+        self._pending_opens = 0
+        self._reserved = 0  # sum of recv_size over live streams (the buffer budget)
+        self._started_at = now
+        self._terminated: errors.MuxError | errors.ProtocolError | None = None
+        self._goaway_sent: int | None = None
+        self._goaway_received: int | None = None
+        self._ping_id = 0
+        self._ping_sent_at: float | None = None
+        self._next_ping_at: float | None = now if self.config.keepalive_interval else None
+        self._rtt: float | None = None
+        self._rtt_smoothed: float | None = None
+        self._pings_sent = 0
+        self._streams_opened = 0
+        self._streams_refused = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def terminated(self) -> errors.MuxError | errors.ProtocolError | None:
+        return self._terminated
+
+    @property
+    def rtt(self) -> float | None:
+        return self._rtt
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    @property
+    def session_buffer(self) -> int:
+        """Bytes received and not yet consumed, over all streams."""
+        return sum(s.buffered for s in self._streams.values())
+
+    @property
+    def reserved(self) -> int:
+        """Receive credit granted over all streams (bounded by ``max_session_buffer``)."""
+        return self._reserved
+
+    @property
+    def going_away(self) -> bool:
+        return self._goaway_sent is not None or self._goaway_received is not None
+
+    def has_stream(self, stream_id: int) -> bool:
+        return stream_id in self._streams
+
+    def outbox_size(self, stream_id: int) -> int:
+        stream = self._streams.get(stream_id)
+        return stream.outbox_size if stream else 0
+
+    # -- input -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes read from the transport."""
+        if self._terminated is not None:
+            return
+        self._bytes_received += len(data)
+        for frame in self._decoder.feed(data):
+            try:
+                self._handle_frame(frame, now)
+            except errors.RemoteProtocolError as exc:
+                self._fail(exc)
+                return
+            if not self._alive():
+                return
+        if self._decoder.error is not None:
+            self._fail(self._decoder.error)
+
+    def _alive(self) -> bool:
+        return self._terminated is None
+
+    def connection_lost(self, reason: str = "connection lost") -> None:
+        """The transport is gone: end the session without sending anything."""
+        if self._terminated is None:
+            self._terminate(errors.SessionClosed(reason))
+
+    def events_received(self) -> list[ev.Event]:
+        out, self._events = self._events, []
+        return out
+
+    def _handle_frame(self, frame: Frame, now: float) -> None:
+        ftype = frame.type
+        if ftype == FrameType.PING:
+            self._handle_ping(frame, now)
+        elif ftype == FrameType.GO_AWAY:
+            self._handle_go_away(frame)
+        else:
+            self._handle_stream_frame(frame, now)
+
+    def _handle_ping(self, frame: Frame, now: float) -> None:
+        if frame.flags == Flag.SYN:
+            if self._control_size < self.config.max_control_backlog:
+                self._queue_control(encode_header(FrameType.PING, Flag.ACK, 0, frame.length))
+        elif frame.length == self._ping_id and self._ping_sent_at is not None:
+            rtt = max(0.0, now - self._ping_sent_at)
+            self._rtt = rtt
+            prev = self._rtt_smoothed
+            self._rtt_smoothed = rtt if prev is None else 0.875 * prev + 0.125 * rtt
+            self._ping_sent_at = None
+            interval = self.config.keepalive_interval
+            self._next_ping_at = None if interval is None else now + interval
+            self._events.append(ev.PongReceived(rtt))
+
+    def _handle_go_away(self, frame: Frame) -> None:
+        self._goaway_received = frame.length
+        self._events.append(ev.GoAwayReceived(frame.length))
+        if frame.length != GoAwayCode.NORMAL:
+            name = {1: "protocol error", 2: "internal error"}.get(frame.length, "unknown code")
+            self._terminate(
+                errors.SessionGoneAway(f"peer went away with code {frame.length} ({name})")
+            )
+
+    def _is_peer_id(self, stream_id: int) -> bool:
+        return (stream_id % 2 == 0) if self.is_client else (stream_id % 2 == 1)
+
+    def _was_used(self, stream_id: int) -> bool:
+        if self._is_peer_id(stream_id):
+            return stream_id <= self._last_peer_id
+        return stream_id < self._next_id
+
+    def _handle_stream_frame(self, frame: Frame, now: float) -> None:
+        sid = frame.stream_id
+        flags = frame.flags
+        if flags & Flag.SYN:
+            stream = self._open_incoming(sid, now)
+            if stream is None:
+                return
+        else:
+            found = self._streams.get(sid)
+            if found is None:
+                if self._was_used(sid):
+                    return  # late frame for a stream that is gone: discard
+                raise errors.RemoteProtocolError(f"frame for unknown stream {sid}")
+            stream = found
+        stream.last_activity = now
+        if flags & Flag.RST:
+            final = self._remove(stream, _S.RESET)
+            error = errors.StreamReset(f"stream {sid} reset by peer")
+            self._events.append(ev.StreamReset(sid, error, final))
+            return
+        if flags & Flag.ACK and not stream.acked:
+            stream.acked = True
+            stream.open_deadline = None
+            self._pending_opens -= 1
+            self._retime(stream)
+            self._events.append(ev.StreamAcked(sid))
+        if frame.type == FrameType.DATA:
+            if frame.length and not self._receive_payload(stream, frame.payload, now):
+                return
+        elif frame.length:
+            self._grow_send_window(stream, frame.length)
+        if flags & Flag.FIN:
+            self._receive_fin(stream)
+
+    def _open_incoming(self, sid: int, now: float) -> _Stream | None:
+        if not self._is_peer_id(sid):
+            raise errors.RemoteProtocolError(f"peer opened stream {sid} with our id parity")
+        if sid <= self._last_peer_id:
+            raise errors.RemoteProtocolError(f"peer reused stream id {sid}")
+        self._last_peer_id = sid
+        cfg = self.config
+        if (
+            self._goaway_sent is not None
+            or len(self._backlog) >= cfg.accept_backlog
+            or len(self._streams) >= cfg.max_streams
+            or self._reserved + INITIAL_WINDOW > cfg.max_session_buffer
+        ):
+            self._streams_refused += 1
+            self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, sid, 0))
+            return None
+        stream = _Stream(sid, outbound=False, now=now)
+        self._streams[sid] = stream
+        self._reserved += INITIAL_WINDOW
+        self._streams_opened += 1
+        self._backlog.append(sid)
+        self._events.append(ev.StreamIncoming(sid))
+        return stream
+
+    def _receive_payload(self, stream: _Stream, payload: bytes, now: float) -> bool:
+        n = len(payload)
+        sid = stream.stream_id
+        if n > stream.recv_window:
+            self._reset_with(
+                stream, errors.StreamReset(f"peer sent {n} bytes beyond the window on {sid}")
+            )
+            return False
+        if stream.state in (_S.REMOTE_CLOSED, _S.CLOSED):
+            self._reset_with(stream, errors.StreamReset(f"peer sent data after FIN on {sid}"))
+            return False
+        stream.recv_window -= n
+        stream.bytes_received += n
+        if stream.read_closed:
+            self._replenish(stream)
+            return True
+        stream.buffered += n
+        self._events.append(ev.DataReceived(sid, payload))
+        return True
+
+    def _grow_send_window(self, stream: _Stream, delta: int) -> None:
+        if stream.send_window + delta > MAX_UINT32:
+            self._reset_with(
+                stream, errors.StreamReset(f"window overflow on stream {stream.stream_id}")
+            )
+            return
+        was_blocked = stream.send_window == 0
+        stream.send_window += delta
+        if stream.outbox_size and was_blocked:
+            stream.blocked_since = None
+            self._retime(stream)
+            self._mark_ready(stream)
+
+    def _receive_fin(self, stream: _Stream) -> None:
+        nxt = _TRANSITIONS.get((stream.state, "recv_fin"))
+        if nxt is None:
+            self._reset_with(
+                stream, errors.StreamReset(f"unexpected FIN on stream {stream.stream_id}")
+            )
+            return
+        stream.state = nxt
+        self._events.append(ev.StreamEnded(stream.stream_id))
+        if nxt == _S.CLOSED:
+            final = self._remove(stream, _S.CLOSED)
+            self._events.append(ev.StreamClosed(stream.stream_id, final))
+
+    # -- application actions -----------------------------------------------------------
+
+    def open_stream(self, now: float, data: bytes = b"", fin: bool = False) -> int:
+        """Open a stream; ``data`` rides along with the SYN (no round trip)."""
+        self._check_usable()
+        cfg = self.config
+        if self.going_away:
+            raise errors.SessionGoneAway("session is going away: no new streams")
+        if len(self._streams) >= cfg.max_streams:
+            raise errors.LimitExceeded(f"stream limit reached ({cfg.max_streams})")
+        if self._pending_opens >= cfg.max_pending_opens:
+            raise errors.LimitExceeded(f"too many unacknowledged opens ({self._pending_opens})")
+        if self._reserved + INITIAL_WINDOW > cfg.max_session_buffer:
+            raise errors.LimitExceeded("session buffer budget spent")
+        sid = self._next_id
+        if sid > MAX_UINT32:
+            raise errors.SessionGoneAway("stream ids exhausted")
+        self._next_id += 2
+        stream = _Stream(sid, outbound=True, now=now)
+        stream.open_deadline = now + cfg.open_timeout
+        self._streams[sid] = stream
+        self._reserved += INITIAL_WINDOW
+        self._pending_opens += 1
+        self._streams_opened += 1
+        self._timed.add(sid)
+        if data:
+            self._enqueue(stream, data, now)
+        else:
+            stream.syn_pending = False
+            flags = Flag.SYN | (Flag.FIN if fin else 0)
+            self._queue_control(encode_header(FrameType.WINDOW_UPDATE, flags, sid, 0))
+            if fin:
+                stream.state = _S.LOCAL_CLOSED
+                stream.fin_queued = True
+            return sid
+        if fin:
+            self.send_eof(sid)
+        return sid
+
+    def accept_stream(self, now: float) -> int | None:
+        """Take the oldest stream from the accept backlog and acknowledge it."""
+        while self._backlog:
+            sid = self._backlog.popleft()
+            stream = self._streams.get(sid)
+            if stream is None:
+                continue  # reset by the peer while it waited
+            stream.accepted = True
+            stream.last_activity = now
+            self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.ACK, sid, 0))
+            return sid
+        return None
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, now: float) -> bool:
+        """Queue bytes on a stream; returns True when the writer should pause."""
+        stream = self._writable(stream_id)
+        if data:
+            self._enqueue(stream, data, now)
+        if stream.outbox_size > self.config.outbox_high_water:
+            stream.write_paused = True
+        return stream.write_paused
+
+    def send_eof(self, stream_id: int) -> None:
+        """Half-close: FIN after everything queued so far."""
+        stream = self._writable(stream_id)
+        stream.fin_queued = True
+        if not stream.outbox_size:
+            self._send_fin(stream, Flag.NONE)
+
+    def close_stream(self, stream_id: int, now: float) -> None:
+        """Close both directions: FIN, drop unread data, reset if the peer lingers."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        if not stream.read_closed:
+            stream.read_closed = True
+            stream.buffered = 0
+            self._replenish(stream)
+        if not stream.fin_queued:
+            self.send_eof(stream_id)
+        if stream_id in self._streams and stream.state != _S.CLOSED:
+            stream.close_deadline = now + self.config.close_timeout
+            self._retime(stream)
+
+    def reset_stream(self, stream_id: int) -> None:
+        """Abort a stream at once (RST); anything queued is dropped."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream_id, 0))
+            self._remove(stream, _S.RESET)
+
+    def consumed(self, stream_id: int, n: int, now: float) -> None:
+        """The application took ``n`` received bytes: window credit may go back."""
+        stream = self._streams.get(stream_id)
+        if stream is None or n <= 0 or stream.read_closed:
+            return
+        if n > stream.buffered:
+            raise errors.LocalProtocolError(
+                f"consumed {n} bytes but only {stream.buffered} are buffered"
+            )
+        stream.buffered -= n
+        self._replenish(stream)
+
+    def ping(self, now: float) -> bool:
+        """Send a ping now unless one is outstanding; returns whether one was sent."""
+        if self._terminated is not None or self._ping_sent_at is not None:
+            return False
+        self._ping_id = (self._ping_id + 1) & MAX_UINT32
+        self._ping_sent_at = now
+        self._pings_sent += 1
+        self._queue_control(encode_header(FrameType.PING, Flag.SYN, 0, self._ping_id))
+        return True
+
+    def go_away(self, code: GoAwayCode = GoAwayCode.NORMAL) -> None:
+        """Tell the peer: no new streams (existing ones drain)."""
+        if self._goaway_sent is None and self._terminated is None:
+            self._goaway_sent = int(code)
+            self._queue_control(encode_header(FrameType.GO_AWAY, 0, 0, int(code)))
+
+    # -- time --------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` must be called next (None: nothing is timed)."""
+        if self._terminated is not None:
+            return None
+        times: list[float] = []
+        if self._ping_sent_at is not None:
+            times.append(self._ping_sent_at + self.config.keepalive_timeout)
+        elif self._next_ping_at is not None:
+            times.append(self._next_ping_at)
+        wt = self.config.write_timeout
+        for sid in self._timed:
+            t = self._streams[sid].deadline(wt)
+            if t is not None:
+                times.append(t)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        if self._terminated is not None:
+            return
+        cfg = self.config
+        if self._ping_sent_at is not None:
+            if now >= self._ping_sent_at + cfg.keepalive_timeout:
+                self._terminate(
+                    errors.KeepaliveTimeout(
+                        f"no keepalive reply within {cfg.keepalive_timeout:g} s"
+                    )
+                )
+                return
+        elif self._next_ping_at is not None and now >= self._next_ping_at:
+            self.ping(now)
+        for sid in list(self._timed):
+            stream = self._streams[sid]
+            error: errors.StreamError | None = None
+            if stream.open_deadline is not None and now >= stream.open_deadline:
+                error = errors.OpenTimeout(f"stream {sid} not acknowledged in time")
+            elif stream.close_deadline is not None and now >= stream.close_deadline:
+                error = errors.CloseTimeout(f"stream {sid}: peer did not close in time")
+            elif (
+                stream.blocked_since is not None and now >= stream.blocked_since + cfg.write_timeout
+            ):
+                error = errors.WriteTimeout(f"stream {sid}: no window for {cfg.write_timeout:g} s")
+            if error is not None:
+                self._reset_with(stream, error)
+
+    # -- output ------------------------------------------------------------------------
+
+    def data_to_send(self, now: float, max_bytes: int | None = None) -> bytes:
+        """Bytes for the transport: control frames first, then data, round-robin."""
+        out: list[bytes | memoryview] = list(self._control)
+        size = self._control_size
+        self._control = []
+        self._control_size = 0
+        budget = max_bytes if max_bytes is not None else 1 << 62
+        max_frame = self.config.max_frame
+        ready = self._ready
+        while ready and size < budget:
+            sid = ready.popleft()
+            stream = self._streams.get(sid)
+            if stream is None or not stream.outbox_size or not stream.send_window:
+                self._in_ready.discard(sid)
+                continue
+            n = min(max_frame, stream.send_window, stream.outbox_size)
+            payload = self._take(stream, n)
+            flags = Flag.NONE
+            if stream.syn_pending:
+                flags |= Flag.SYN
+                stream.syn_pending = False
+            stream.send_window -= n
+            stream.bytes_sent += n
+            stream.last_activity = now
+            if not stream.outbox_size and stream.fin_queued:
+                flags |= Flag.FIN
+                self._advance_fin(stream)
+            out.append(encode_header(FrameType.DATA, flags, sid, n))
+            out.append(payload)
+            size += 12 + n
+            if stream.outbox_size and stream.send_window:
+                ready.append(sid)
+            else:
+                self._in_ready.discard(sid)
+                if stream.outbox_size:
+                    stream.blocked_since = now
+                    self._retime(stream)
+            if stream.write_paused and stream.outbox_size <= self.config.outbox_high_water // 2:
+                stream.write_paused = False
+                self._events.append(ev.WriteReady(sid))
+        self._bytes_sent += size
+        return b"".join(out)
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._control) or bool(self._ready)
+
+    # -- statistics --------------------------------------------------------------------
+
+    def snapshot(self) -> SessionSnapshot:
+        term = self._terminated
+        return SessionSnapshot(
+            self.is_client,
+            self._started_at,
+            len(self._streams),
+            self._streams_opened,
+            self._streams_refused,
+            self._bytes_sent,
+            self._bytes_received,
+            self._rtt,
+            self._rtt_smoothed,
+            self._pings_sent,
+            self._goaway_sent,
+            self._goaway_received,
+            self.session_buffer,
+            None if term is None else str(term),
+            tuple(self._stream_snapshot(s) for s in self._streams.values()),
+        )
+
+    def stream_snapshot(self, stream_id: int) -> StreamSnapshot | None:
+        stream = self._streams.get(stream_id)
+        return None if stream is None else self._stream_snapshot(stream)
+
+    @staticmethod
+    def _stream_snapshot(s: _Stream) -> StreamSnapshot:
+        return StreamSnapshot(
+            s.stream_id,
+            s.outbound,
+            s.state,
+            s.acked,
+            s.bytes_sent,
+            s.bytes_received,
+            s.opened_at,
+            s.last_activity,
+            s.send_window,
+            s.recv_window,
+            s.buffered,
+            s.outbox_size,
+        )
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._terminated is not None:
+            if isinstance(self._terminated, errors.SessionClosed):
+                raise self._terminated
+            raise errors.SessionClosed(str(self._terminated))
+
+    def _writable(self, stream_id: int) -> _Stream:
+        self._check_usable()
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise errors.StreamClosed(f"stream {stream_id} is gone")
+        if stream.fin_queued:
+            raise errors.StreamClosed(f"stream {stream_id} is closed for writing")
+        return stream
+
+    def _enqueue(self, stream: _Stream, data: bytes | memoryview, now: float) -> None:
+        stream.outbox.append(data)
+        stream.outbox_size += len(data)
+        stream.last_activity = now
+        if stream.send_window:
+            self._mark_ready(stream)
+        elif stream.blocked_since is None:
+            stream.blocked_since = now
+            self._retime(stream)
+
+    def _mark_ready(self, stream: _Stream) -> None:
+        if stream.stream_id not in self._in_ready:
+            self._in_ready.add(stream.stream_id)
+            self._ready.append(stream.stream_id)
+
+    @staticmethod
+    def _take(stream: _Stream, n: int) -> bytes | memoryview:
+        box = stream.outbox
+        first = box[0]
+        if len(first) == n:
+            box.popleft()
+            stream.outbox_size -= n
+            return first
+        if len(first) > n:
+            view = first if isinstance(first, memoryview) else memoryview(first)
+            box[0] = view[n:]
+            stream.outbox_size -= n
+            return view[:n]
+        parts: list[bytes | memoryview] = []
+        need = n
+        while need:
+            chunk = box[0]
+            if len(chunk) <= need:
+                box.popleft()
+                parts.append(chunk)
+                need -= len(chunk)
+            else:
+                view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
+                parts.append(view[:need])
+                box[0] = view[need:]
+                need = 0
+        stream.outbox_size -= n
+        return b"".join(parts)
+
+    def _send_fin(self, stream: _Stream, extra: Flag) -> None:
+        flags = Flag.FIN | extra
+        if stream.syn_pending:
+            flags |= Flag.SYN
+            stream.syn_pending = False
+        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, flags, stream.stream_id, 0))
+        self._advance_fin(stream)
+
+    def _advance_fin(self, stream: _Stream) -> None:
+        nxt = _TRANSITIONS.get((stream.state, "send_fin"))
+        if nxt is None:
+            raise errors.LocalProtocolError(
+                f"FIN in state {stream.state.value} on stream {stream.stream_id}"
+            )
+        stream.state = nxt
+        if nxt == _S.CLOSED:
+            final = self._remove(stream, _S.CLOSED)
+            self._events.append(ev.StreamClosed(stream.stream_id, final))
+
+    def _replenish(self, stream: _Stream) -> None:
+        """Send a window update once half the window is free again; grow if window-bound."""
+        size = stream.recv_size
+        room = size - stream.recv_window - stream.buffered
+        if room < size // 2 or stream.state in (_S.REMOTE_CLOSED, _S.CLOSED):
+            return
+        cfg = self.config
+        if (
+            stream.recv_window < size // 4
+            and stream.buffered < size // 4
+            and size < cfg.max_window
+            and not stream.read_closed
+        ):
+            grown = min(size * 2, cfg.max_window)
+            if self._reserved + grown - size <= cfg.max_session_buffer:
+                self._reserved += grown - size
+                stream.recv_size = grown
+                room += grown - size
+        stream.recv_window += room
+        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, 0, stream.stream_id, room))
+
+    def _queue_control(self, frame: bytes) -> None:
+        self._control.append(frame)
+        self._control_size += len(frame)
+
+    def _retime(self, stream: _Stream) -> None:
+        if stream.deadline(self.config.write_timeout) is None:
+            self._timed.discard(stream.stream_id)
+        else:
+            self._timed.add(stream.stream_id)
+
+    def _reset_with(self, stream: _Stream, error: errors.StreamError) -> None:
+        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream.stream_id, 0))
+        final = self._remove(stream, _S.RESET)
+        self._events.append(ev.StreamReset(stream.stream_id, error, final))
+
+    def _remove(self, stream: _Stream, state: StreamState) -> StreamSnapshot:
+        stream.state = state
+        sid = stream.stream_id
+        if self._streams.pop(sid, None) is None:
+            return self._stream_snapshot(stream)
+        self._reserved -= stream.recv_size
+        if not stream.acked:
+            self._pending_opens -= 1
+        self._timed.discard(sid)
+        self._in_ready.discard(sid)
+        stream.outbox.clear()
+        stream.outbox_size = 0
+        stream.buffered = 0
+        return self._stream_snapshot(stream)
+
+    def _fail(self, exc: errors.RemoteProtocolError) -> None:
+        self.go_away(GoAwayCode.PROTOCOL_ERROR)
+        self._terminate(exc)
+
+    def _terminate(self, error: errors.MuxError | errors.ProtocolError) -> None:
+        self._terminated = error
+        for stream in list(self._streams.values()):
+            self._remove(stream, _S.RESET)
+        self._backlog.clear()
+        self._ready.clear()
+        self._events.append(ev.SessionTerminated(error))
