@@ -34,6 +34,7 @@ class MuxConfig:
     close_timeout: float = 60.0
     write_timeout: float = 30.0
     max_control_backlog: int = 1 * MiB
+    initial_rtt: float = 0.1  # assumed until the first keepalive reply measures it
 
     def __post_init__(self) -> None:
         if not INITIAL_WINDOW <= self.max_window < 2**31:

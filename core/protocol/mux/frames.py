@@ -38,7 +38,7 @@ class GoAwayCode(enum.IntEnum):
     INTERNAL_ERROR = 2
 
 
-ALL_FLAGS = Flag.SYN | Flag.ACK | Flag.FIN | Flag.RST
+ALL_FLAGS = 0xF  # a plain int: ~ on an IntFlag stays within its members
 MAX_UINT32 = 0xFFFFFFFF
 
 

@@ -49,6 +49,7 @@ class _Stream:
         "close_deadline",
         "fin_queued",
         "last_activity",
+        "last_update_at",
         "open_deadline",
         "opened_at",
         "outbound",
@@ -60,7 +61,6 @@ class _Stream:
         "send_window",
         "state",
         "stream_id",
-        "syn_pending",
         "write_paused",
     )
 
@@ -70,7 +70,6 @@ class _Stream:
         self.state = _S.OPEN
         self.acked = not outbound
         self.accepted = outbound
-        self.syn_pending = outbound
         self.send_window = INITIAL_WINDOW
         self.recv_window = INITIAL_WINDOW
         self.recv_size = INITIAL_WINDOW
@@ -87,6 +86,7 @@ class _Stream:
         self.bytes_received = 0
         self.opened_at = now
         self.last_activity = now
+        self.last_update_at = now
 
     def deadline(self, write_timeout: float) -> float | None:
         times = [
@@ -260,8 +260,13 @@ class MuxSession:
             stream = found
         stream.last_activity = now
         if flags & Flag.RST:
+            refused = not stream.acked
             final = self._remove(stream, _S.RESET)
-            error = errors.StreamReset(f"stream {sid} reset by peer")
+            error: errors.StreamError = (
+                errors.StreamRefused(f"stream {sid} refused by peer")
+                if refused
+                else errors.StreamReset(f"stream {sid} reset by peer")
+            )
             self._events.append(ev.StreamReset(sid, error, final))
             return
         if flags & Flag.ACK and not stream.acked:
@@ -316,7 +321,7 @@ class MuxSession:
         stream.recv_window -= n
         stream.bytes_received += n
         if stream.read_closed:
-            self._replenish(stream)
+            self._replenish(stream, now)
             return True
         stream.buffered += n
         self._events.append(ev.DataReceived(sid, payload))
@@ -373,18 +378,23 @@ class MuxSession:
         self._pending_opens += 1
         self._streams_opened += 1
         self._timed.add(sid)
-        if data:
-            self._enqueue(stream, data, now)
-        else:
-            stream.syn_pending = False
-            flags = Flag.SYN | (Flag.FIN if fin else 0)
-            self._queue_control(encode_header(FrameType.WINDOW_UPDATE, flags, sid, 0))
-            if fin:
-                stream.state = _S.LOCAL_CLOSED
-                stream.fin_queued = True
-            return sid
+        # The SYN goes through the control queue so that opens reach the wire in id
+        # order; the first data rides in it.
+        first = data[: min(cfg.max_frame, INITIAL_WINDOW)]
+        rest = data[len(first) :]
+        flags = Flag.SYN | (Flag.FIN if fin and not rest else 0)
+        ftype = FrameType.DATA if first else FrameType.WINDOW_UPDATE
+        self._queue_control(encode_header(ftype, flags, sid, len(first)))
+        if first:
+            self._queue_control(first)
+            stream.send_window -= len(first)
+            stream.bytes_sent += len(first)
+        if rest:
+            self._enqueue(stream, rest, now)
         if fin:
-            self.send_eof(sid)
+            stream.fin_queued = True
+            if not rest:
+                self._advance_fin(stream)
         return sid
 
     def accept_stream(self, now: float) -> int | None:
@@ -414,7 +424,7 @@ class MuxSession:
         stream = self._writable(stream_id)
         stream.fin_queued = True
         if not stream.outbox_size:
-            self._send_fin(stream, Flag.NONE)
+            self._send_fin(stream)
 
     def close_stream(self, stream_id: int, now: float) -> None:
         """Close both directions: FIN, drop unread data, reset if the peer lingers."""
@@ -424,7 +434,7 @@ class MuxSession:
         if not stream.read_closed:
             stream.read_closed = True
             stream.buffered = 0
-            self._replenish(stream)
+            self._replenish(stream, now)
         if not stream.fin_queued:
             self.send_eof(stream_id)
         if stream_id in self._streams and stream.state != _S.CLOSED:
@@ -448,7 +458,7 @@ class MuxSession:
                 f"consumed {n} bytes but only {stream.buffered} are buffered"
             )
         stream.buffered -= n
-        self._replenish(stream)
+        self._replenish(stream, now)
 
     def ping(self, now: float) -> bool:
         """Send a ping now unless one is outstanding; returns whether one was sent."""
@@ -532,9 +542,6 @@ class MuxSession:
             n = min(max_frame, stream.send_window, stream.outbox_size)
             payload = self._take(stream, n)
             flags = Flag.NONE
-            if stream.syn_pending:
-                flags |= Flag.SYN
-                stream.syn_pending = False
             stream.send_window -= n
             stream.bytes_sent += n
             stream.last_activity = now
@@ -665,12 +672,8 @@ class MuxSession:
         stream.outbox_size -= n
         return b"".join(parts)
 
-    def _send_fin(self, stream: _Stream, extra: Flag) -> None:
-        flags = Flag.FIN | extra
-        if stream.syn_pending:
-            flags |= Flag.SYN
-            stream.syn_pending = False
-        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, flags, stream.stream_id, 0))
+    def _send_fin(self, stream: _Stream) -> None:
+        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.FIN, stream.stream_id, 0))
         self._advance_fin(stream)
 
     def _advance_fin(self, stream: _Stream) -> None:
@@ -684,15 +687,23 @@ class MuxSession:
             final = self._remove(stream, _S.CLOSED)
             self._events.append(ev.StreamClosed(stream.stream_id, final))
 
-    def _replenish(self, stream: _Stream) -> None:
-        """Send a window update once half the window is free again; grow if window-bound."""
+    def _replenish(self, stream: _Stream, now: float) -> None:
+        """Send a window update once half the window is free again.
+
+        The window doubles (up to ``max_window``, within the session budget) when half of
+        it was consumed in less than two round trips while the reader kept up: the window,
+        not the reader, is what limits the stream (the auto-tuning of QUIC stacks).
+        """
         size = stream.recv_size
         room = size - stream.recv_window - stream.buffered
         if room < size // 2 or stream.state in (_S.REMOTE_CLOSED, _S.CLOSED):
             return
         cfg = self.config
+        rtt = self._rtt_smoothed if self._rtt_smoothed is not None else cfg.initial_rtt
+        elapsed = now - stream.last_update_at
+        stream.last_update_at = now
         if (
-            stream.recv_window < size // 4
+            elapsed < 2 * rtt
             and stream.buffered < size // 4
             and size < cfg.max_window
             and not stream.read_closed
