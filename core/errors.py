@@ -38,7 +38,10 @@ peer sent something invalid.
     │   └── PKIError                          key/certificate generation or loading
     ├── SecretStoreError
     │   ├── SecretBackendUnavailable          no usable backend (fail, plaintext, ...)
-    │   └── SecretTimeout (TimeoutError)      a backend call hung past its deadline
+    │   │   └── SecretStoreLocked             the keyring is locked (unlock it, retry)
+    │   ├── SecretTimeout (TimeoutError)      a backend call hung past its deadline
+    │   ├── SecretPassphraseError             wrong passphrase for the encrypted file
+    │   └── SecretFileCorrupt                 the encrypted file is damaged (kept as is)
     └── DisplayUnavailable                    the GUI cannot find a display
 """
 
@@ -189,6 +192,18 @@ class SecretBackendUnavailable(SecretStoreError):
 
 class SecretTimeout(SecretStoreError, TimeoutError):
     """A keyring call did not return in time (a locked SecretService can hang)."""
+
+
+class SecretStoreLocked(SecretBackendUnavailable):
+    """The keyring exists but is locked, and unlocking was refused or dismissed."""
+
+
+class SecretPassphraseError(SecretStoreError):
+    """The passphrase does not open the encrypted secrets file."""
+
+
+class SecretFileCorrupt(SecretStoreError):
+    """The encrypted secrets file is truncated or was altered; it is left untouched."""
 
 
 # -- desktop -------------------------------------------------------------------------

@@ -4,6 +4,10 @@
 set -euo pipefail
 pkgs=(
   # keep one package a line; say which test needs it
+  gnome-keyring    # tests/secrets: a real SecretService (gnome-keyring-daemon --unlock)
+  dbus-daemon      # tests/secrets: the private session bus for it
+  dbus-bin         # tests/secrets: dbus-run-session
+  bsdutils         # tests/secrets: script(1) gives `wicket credential` a terminal
 )
 missing=()
 for p in "${pkgs[@]+"${pkgs[@]}"}"; do

@@ -220,7 +220,11 @@ class MuxStream(asyncio.Transport):
             return self.stream_id
         if name == "mux_connection":
             return self._conn
-        return self._conn.get_extra_info(name, default)
+        if name in ("peername", "sockname"):
+            return self._conn.get_extra_info(name, default)
+        # Never the session's TLS details: a stream is not itself a TLS transport
+        # (asyncio's StreamReaderProtocol would treat a half-close as a full close).
+        return default
 
     def snapshot(self) -> StreamSnapshot | None:
         """Live counters while the stream exists, then its final ones."""

@@ -18,7 +18,10 @@ from core import __version__
 from core.errors import WicketError
 
 #: Modules that each add one or more sub-commands (``register(subparsers)``).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "core.cli.secrets",
+    "core.cli.agent_bundle",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import tracemalloc
 from typing import Any
 
@@ -20,6 +21,7 @@ from core.protocol.control import (
     Message,
     Sender,
     encode_message,
+    redacted,
 )
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -249,7 +251,7 @@ HELLO = '"type":"hello","version":1,"role":"agent","name":"p"'
         (b"[" * 60000, "not valid JSON"),
         (b"1" * 5000, "not valid JSON"),
         (
-            '{"type":"error","code":"internal","message":"x","message":"y"}'.encode(),
+            b'{"type":"error","code":"internal","message":"x","message":"y"}',
             "not valid JSON",
         ),
         (b'{"type":"stream_closed","stream_id":NaN}', "not valid JSON"),
@@ -288,8 +290,6 @@ def test_strictness(body: bytes, problem: str) -> None:
     messages, error = _decode_all([_frame(body)], Sender.PEER)
     assert messages == []
     assert error is not None
-    import re
-
     assert re.search(problem, error), error
 
 
@@ -310,3 +310,17 @@ def test_encode_refuses_invalid_and_oversize() -> None:
         encode_message(big, Sender.PEER)
     many = [{"type": "error", "code": "internal", "message": "é" * 1024}]
     assert len(encode_message(many[0], Sender.PEER)) < MAX_MESSAGE_SIZE
+
+
+def test_redacted_hides_the_enrollment_secret() -> None:
+    secret = base64.urlsafe_b64encode(b"k" * 32).rstrip(b"=").decode()
+    enroll = {
+        "type": "enroll",
+        "version": 1,
+        "token_id": "0" * 16,
+        "secret": secret,
+        "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\n",
+    }
+    assert _decode_all([encode_message(enroll, Sender.PEER)], Sender.PEER) == ([enroll], None)
+    safe = redacted(enroll)
+    assert secret not in repr(safe) and safe["token_id"] == "0" * 16

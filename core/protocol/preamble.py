@@ -1,0 +1,178 @@
+"""The stream preamble: a tiny binary request and status at the start of a data stream.
+
+Spec: docs/control.md ("Stream preamble"). The opener names the cluster and the
+endpoint kind (and, for display, the client address); the acceptor answers one status
+before any user byte flows, so a client learns "agent offline" at once instead of
+through a TLS timeout. Decoders are sans-I/O and return the parsed header **and the
+bytes that followed it** in the same read (the start of the user's stream). Every
+field is checked as soon as its byte arrives, so garbage (say, a TLS ClientHello sent
+to the wrong place) is refused after one byte. Errors are ``RemoteProtocolError`` whose
+``code`` is the ``Status`` to answer with.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from core.errors import LocalProtocolError, RemoteProtocolError
+from core.pki.identity import NAME_MAX, is_valid_name
+
+MAGIC = b"WK"
+VERSION = 1
+_REQUEST_HEADER = 6
+_STATUS_HEADER = 2
+MAX_FIELD = 255
+MAX_REQUEST_SIZE = _REQUEST_HEADER + NAME_MAX + MAX_FIELD
+_PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e]*")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class EndpointKind(enum.IntEnum):
+    """Which endpoint the stream came in through (for statistics and policy)."""
+
+    LOCAL = 1
+    PUBLIC = 2
+
+
+class Status(enum.IntEnum):
+    """The acceptor's answer; anything but ``OK`` is followed by the stream's end."""
+
+    OK = 0
+    UNKNOWN_CLUSTER = 1
+    AGENT_OFFLINE = 2
+    FORBIDDEN = 3
+    TARGET_UNREACHABLE = 4
+    BUSY = 5
+    BAD_REQUEST = 6
+    UNSUPPORTED_VERSION = 7
+
+
+_KINDS = frozenset(int(k) for k in EndpointKind)
+_STATUSES = frozenset(int(s) for s in Status)
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """What the opener asks for: ``cluster`` via ``endpoint``; ``client`` is display-only."""
+
+    cluster: str
+    endpoint: EndpointKind
+    client: str = ""
+
+    def encode(self) -> bytes:
+        if not is_valid_name(self.cluster):
+            raise LocalProtocolError(f"invalid cluster name {self.cluster!r}")
+        client = self.client.encode("ascii", "replace")
+        if (
+            len(client) > MAX_FIELD
+            or not self.client.isascii()
+            or not _PRINTABLE_ASCII.fullmatch(client)
+        ):
+            raise LocalProtocolError("client address must be printable ASCII, at most 255 bytes")
+        cluster = self.cluster.encode("ascii")
+        header = bytes([VERSION, self.endpoint, len(cluster), len(client)])
+        return MAGIC + header + cluster + client
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """The acceptor's answer; ``message`` explains an error to the human."""
+
+    status: Status
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def encode(self) -> bytes:
+        message = self.message.encode("utf-8")
+        if self.ok and message:
+            raise LocalProtocolError("an ok status carries no message")
+        if len(message) > MAX_FIELD or _CONTROL_CHARS.search(self.message):
+            raise LocalProtocolError("status message must be ≤ 255 bytes, no control chars")
+        return bytes([self.status, len(message)]) + message
+
+
+class RequestDecoder:
+    """Decode one ``StreamRequest``; then hand the stream to the splice."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._done = False
+
+    def receive_data(self, data: bytes) -> tuple[StreamRequest, bytes] | None:
+        """``(request, remaining bytes)`` once complete, else ``None`` (need more)."""
+        if self._done:
+            raise LocalProtocolError("the preamble is already decoded")
+        buf = self._buffer = self._buffer + data
+        _check_magic(buf)
+        if len(buf) < _REQUEST_HEADER:
+            return None
+        version, kind, cluster_len, client_len = buf[2], buf[3], buf[4], buf[5]
+        if version != VERSION:
+            raise RemoteProtocolError(
+                f"preamble version {version} not supported", Status.UNSUPPORTED_VERSION
+            )
+        if kind not in _KINDS:
+            raise _bad(f"unknown endpoint kind {kind}")
+        if not 1 <= cluster_len <= NAME_MAX:
+            raise _bad(f"cluster name length {cluster_len} outside 1..{NAME_MAX}")
+        end = _REQUEST_HEADER + cluster_len + client_len
+        if len(buf) < end:
+            return None
+        cluster = buf[_REQUEST_HEADER : _REQUEST_HEADER + cluster_len]
+        client = buf[_REQUEST_HEADER + cluster_len : end]
+        if not _PRINTABLE_ASCII.fullmatch(cluster) or not is_valid_name(cluster.decode()):
+            raise _bad("invalid cluster name")
+        if not _PRINTABLE_ASCII.fullmatch(client):
+            raise _bad("client address is not printable ASCII")
+        self._done, self._buffer = True, b""
+        request = StreamRequest(cluster.decode(), EndpointKind(kind), client.decode())
+        return request, buf[end:]
+
+
+class StatusDecoder:
+    """Decode the acceptor's ``StreamStatus``."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._done = False
+
+    def receive_data(self, data: bytes) -> tuple[StreamStatus, bytes] | None:
+        """``(status, remaining bytes)`` once complete, else ``None`` (need more)."""
+        if self._done:
+            raise LocalProtocolError("the status is already decoded")
+        buf = self._buffer = self._buffer + data
+        if not buf:
+            return None
+        if buf[0] not in _STATUSES:
+            raise _bad(f"unknown stream status {buf[0]}")
+        if len(buf) < _STATUS_HEADER:
+            return None
+        status, length = Status(buf[0]), buf[1]
+        if status is Status.OK and length:
+            raise _bad("an ok status carries no message")
+        end = _STATUS_HEADER + length
+        if len(buf) < end:
+            return None
+        try:
+            message = buf[_STATUS_HEADER:end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _bad("status message is not UTF-8") from exc
+        if _CONTROL_CHARS.search(message):
+            raise _bad("status message contains control characters")
+        self._done, self._buffer = True, b""
+        return StreamStatus(status, message), buf[end:]
+
+
+def _check_magic(buf: bytes) -> None:
+    head = buf[: len(MAGIC)]
+    if head != MAGIC[: len(head)]:
+        raise _bad("not a Wicket stream preamble")
+
+
+def _bad(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(message, Status.BAD_REQUEST)

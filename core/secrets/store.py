@@ -1,0 +1,138 @@
+"""The secret store the app and the CLI use, and the policy that picks its vault.
+
+Policy: a secure desktop keyring when there is one (LOCKED counts: using it makes the
+desktop prompt for the unlock). Otherwise the user chooses, and the app shows the
+choice: a file encrypted with a key derived from a passphrase, or not remembering
+secrets after Wicket quits. Plaintext is never an option.
+
+Every vault call runs in a daemon thread with a deadline (:mod:`core.secrets.deadline`):
+the async methods keep the event loop (and the UI painting on it) free, and the sync
+ones are for the CLI, which has no loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+
+import keyring
+from keyring.backend import KeyringBackend
+
+from core.errors import SecretBackendUnavailable
+from core.secrets.deadline import DeadlineRunner
+from core.secrets.encrypted_file import EncryptedFileVault, ScryptCost
+from core.secrets.probe import probe_backend
+from core.secrets.state import SecretStoreState, StateKind
+from core.secrets.vaults import KeyringVault, MemoryVault, Vault
+
+#: keyring service name: every Wicket secret is filed under it.
+SERVICE = "wicket"
+#: Deadline for one call to an unlocked keyring or the file.
+CALL_TIMEOUT = 10.0
+#: Deadline when the keyring is locked: the user may be typing into an unlock prompt.
+LOCKED_CALL_TIMEOUT = 60.0
+#: Deadline for the probe; a keyring slower than this at a lookup is not usable.
+PROBE_TIMEOUT = 3.0
+
+
+class Fallback(enum.Enum):
+    """What to do when there is no secure keyring (the user's choice, remembered)."""
+
+    ENCRYPTED_FILE = "encrypted-file"
+    NOT_REMEMBERING = "not-remembering"
+
+
+def upstream_token_key(cluster: str) -> str:
+    """The store key of a cluster's upstream token (read by ``wicket credential``)."""
+    return f"cluster/{cluster}/upstream-token"
+
+
+def default_secrets_file() -> Path:
+    """``$XDG_DATA_HOME/wicket/secrets.enc`` (default ``~/.local/share``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "wicket" / "secrets.enc"
+
+
+class SecretStore:
+    """Get, set and delete secrets by key, off the caller's thread, within a deadline.
+
+    ``state`` is what the app shows. Errors are :class:`~core.errors.SecretStoreError`
+    subclasses: ``SecretTimeout`` for a hung backend, ``SecretStoreLocked``,
+    ``SecretPassphraseError``, ``SecretFileCorrupt``.
+    """
+
+    def __init__(
+        self, vault: Vault, state: SecretStoreState, timeout: float = CALL_TIMEOUT
+    ) -> None:
+        self.vault = vault
+        self.state = state
+        self.timeout = timeout
+        self._runner = DeadlineRunner(state.detail or state.kind.value)
+
+    async def get(self, key: str) -> str | None:
+        return await self._runner.acall("get", lambda: self.vault.get(key), self.timeout)
+
+    async def set(self, key: str, secret: str) -> None:
+        await self._runner.acall("set", lambda: self.vault.set(key, secret), self.timeout)
+
+    async def delete(self, key: str) -> bool:
+        return await self._runner.acall("delete", lambda: self.vault.delete(key), self.timeout)
+
+    def get_sync(self, key: str) -> str | None:
+        return self._runner.call("get", lambda: self.vault.get(key), self.timeout)
+
+    def set_sync(self, key: str, secret: str) -> None:
+        self._runner.call("set", lambda: self.vault.set(key, secret), self.timeout)
+
+    def delete_sync(self, key: str) -> bool:
+        return self._runner.call("delete", lambda: self.vault.delete(key), self.timeout)
+
+
+def probe_keyring(
+    backend: KeyringBackend | None = None, timeout: float = PROBE_TIMEOUT
+) -> tuple[KeyringBackend | None, SecretStoreState]:
+    """The keyring backend to use (None if unusable) and its state; ``backend`` defaults
+    to keyring's choice, which honours ``PYTHON_KEYRING_BACKEND``."""
+    chosen = backend if backend is not None else keyring.get_keyring()
+    return probe_backend(chosen, SERVICE, DeadlineRunner("keyring"), timeout)
+
+
+def keyring_store(backend: KeyringBackend, state: SecretStoreState) -> SecretStore:
+    timeout = LOCKED_CALL_TIMEOUT if state.kind is StateKind.LOCKED else CALL_TIMEOUT
+    return SecretStore(KeyringVault(backend, SERVICE), state, timeout)
+
+
+def encrypted_file_store(
+    passphrase: str, path: Path | None = None, reason: str = "", cost: ScryptCost | None = None
+) -> SecretStore:
+    """Open (or prepare) the encrypted fallback file; raises on a wrong passphrase."""
+    vault = EncryptedFileVault.open(path or default_secrets_file(), passphrase, cost)
+    detail = f"{vault.path}; {reason}" if reason else str(vault.path)
+    return SecretStore(vault, SecretStoreState(StateKind.FALLBACK_ENCRYPTED_FILE, detail))
+
+
+def memory_store(reason: str = "") -> SecretStore:
+    return SecretStore(MemoryVault(), SecretStoreState(StateKind.NOT_REMEMBERING, reason))
+
+
+def open_secret_store(
+    fallback: Fallback,
+    passphrase: str | None = None,
+    path: Path | None = None,
+    backend: KeyringBackend | None = None,
+) -> SecretStore:
+    """Apply the policy: the keyring if secure (or locked), else the chosen fallback.
+
+    The probe blocks for up to :data:`PROBE_TIMEOUT`; call this off the UI thread.
+    """
+    usable, state = probe_keyring(backend)
+    if usable is not None and state.kind in (StateKind.SECURE, StateKind.LOCKED):
+        return keyring_store(usable, state)
+    if fallback is Fallback.NOT_REMEMBERING:
+        return memory_store(state.detail)
+    if passphrase is None:
+        raise SecretBackendUnavailable(
+            f"{state.detail}; the encrypted-file fallback needs a passphrase"
+        )
+    return encrypted_file_store(passphrase, path, state.detail)

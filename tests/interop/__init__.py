@@ -1,0 +1,1 @@
+"""Interop tests: Wicket's multiplexer against an independent yamux implementation."""
