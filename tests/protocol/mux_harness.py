@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TypeVar
 
 from core.protocol.mux import MuxConfig, MuxSession
 from core.protocol.mux import events as ev
+
+
+E = TypeVar("E", bound=ev.Event)
 
 
 class Pair:
@@ -64,5 +68,5 @@ class Pair:
             session.handle_timer(self.now)
             self._collect(session)
 
-    def of_type(self, is_client: bool, cls: type) -> list[ev.Event]:
+    def of_type(self, is_client: bool, cls: type[E]) -> list[E]:
         return [e for e in self.events[is_client] if isinstance(e, cls)]

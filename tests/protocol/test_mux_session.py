@@ -84,8 +84,8 @@ def test_backlog_full_refuses_with_rst() -> None:
     ids = [p.client.open_stream(p.now, b"hi") for _ in range(3)]
     p.pump()
     refused = p.of_type(True, ev.StreamReset)
-    assert [e.stream_id for e in refused] == [ids[2]]  # type: ignore[attr-defined]
-    assert isinstance(refused[0].error, errors.StreamRefused)  # type: ignore[attr-defined]
+    assert [e.stream_id for e in refused] == [ids[2]]
+    assert isinstance(refused[0].error, errors.StreamRefused)
     assert p.server.snapshot().streams_refused == 1
 
 
@@ -184,7 +184,7 @@ def test_keepalive_measures_rtt_then_missed_keepalive_ends_session() -> None:
     p.advance(2.0)
     term = p.of_type(True, ev.SessionTerminated)
     assert len(term) == 1
-    assert isinstance(term[0].error, errors.KeepaliveTimeout)  # type: ignore[attr-defined]
+    assert isinstance(term[0].error, errors.KeepaliveTimeout)
     with pytest.raises(errors.SessionClosed):
         p.client.open_stream(p.now)
 
@@ -196,7 +196,7 @@ def test_open_timeout_resets_an_unacked_stream() -> None:
     p.advance(3.0)
     p.pump()
     resets = p.of_type(True, ev.StreamReset)
-    assert isinstance(resets[0].error, errors.OpenTimeout)  # type: ignore[attr-defined]
+    assert isinstance(resets[0].error, errors.OpenTimeout)
     assert p.server.stream_count == 0  # the RST reached the peer
     assert sid not in [s.stream_id for s in p.client.snapshot().streams]
 
@@ -213,9 +213,9 @@ def test_write_timeout_resets_the_stream_so_the_peer_never_waits() -> None:
     p.advance(1.0)
     p.pump()
     resets = p.of_type(True, ev.StreamReset)
-    assert isinstance(resets[0].error, errors.WriteTimeout)  # type: ignore[attr-defined]
+    assert isinstance(resets[0].error, errors.WriteTimeout)
     peer = p.of_type(False, ev.StreamReset)
-    assert [e.stream_id for e in peer] == [sid]  # type: ignore[attr-defined]
+    assert [e.stream_id for e in peer] == [sid]
 
 
 def test_close_timeout_resets_a_lingering_peer() -> None:
@@ -227,7 +227,7 @@ def test_close_timeout_resets_a_lingering_peer() -> None:
     p.pump()
     p.advance(4.0)
     p.pump()
-    assert isinstance(p.of_type(True, ev.StreamReset)[0].error, errors.CloseTimeout)  # type: ignore[attr-defined]
+    assert isinstance(p.of_type(True, ev.StreamReset)[0].error, errors.CloseTimeout)
     assert p.server.stream_count == 0
 
 
@@ -251,7 +251,7 @@ def test_go_away_with_error_code_ends_the_session() -> None:
     p.client.receive_data(encode_header(FrameType.GO_AWAY, 0, 0, 2), p.now)
     p._collect(p.client)
     term = p.of_type(True, ev.SessionTerminated)
-    assert "internal error" in str(term[0].error)  # type: ignore[attr-defined]
+    assert "internal error" in str(term[0].error)
 
 
 def _fails_with(session: MuxSession, wire: bytes, message: str) -> None:

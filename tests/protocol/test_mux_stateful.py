@@ -88,7 +88,7 @@ class MuxModel(RuleBasedStateMachine):
     def half_close(self, side: bool, n: int) -> None:
         sid = self._pick(side, n)
         if sid is not None:
-            with contextlib.suppress(USAGE):
+            with contextlib.suppress(*USAGE):
                 self._session(side).send_eof(sid)
 
     @rule(side=SIDE, n=PICK)
