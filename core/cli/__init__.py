@@ -21,6 +21,7 @@ from core.errors import WicketError
 COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.secrets",
     "core.cli.agent_bundle",
+    "core.cli.kubeconfig",
 )
 
 

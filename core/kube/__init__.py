@@ -1,0 +1,43 @@
+"""Kubernetes client configuration: Wicket's entries in the user's kubeconfig.
+
+``paths`` resolves which files count (client-go's rules), ``model`` is the pure data
+Wicket wants written, ``document`` edits one file preserving everything else, ``lock``
+and ``writer`` make the write safe against kubectl and crashes, and ``kubeconfig`` ties
+them into the operations the CLI and the desktop app call. See ``docs/kubeconfig.md``.
+"""
+
+from core.kube.kubeconfig import (
+    Change,
+    WriteOptions,
+    add_cluster_contexts,
+    load_merged,
+    remove_cluster_contexts,
+    use_context,
+)
+from core.kube.model import (
+    ClusterSpec,
+    ContextInfo,
+    Credentials,
+    ExecCredential,
+    MergedView,
+    Mode,
+    UserRef,
+)
+from core.kube.paths import KubeconfigPaths
+
+__all__ = [
+    "Change",
+    "ClusterSpec",
+    "ContextInfo",
+    "Credentials",
+    "ExecCredential",
+    "KubeconfigPaths",
+    "MergedView",
+    "Mode",
+    "UserRef",
+    "WriteOptions",
+    "add_cluster_contexts",
+    "load_merged",
+    "remove_cluster_contexts",
+    "use_context",
+]

@@ -1,0 +1,1 @@
+"""Tests of Wicket's kubeconfig handling (core.kube and ``wicket kubeconfig``)."""
