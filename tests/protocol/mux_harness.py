@@ -8,7 +8,6 @@ from typing import TypeVar
 from core.protocol.mux import MuxConfig, MuxSession
 from core.protocol.mux import events as ev
 
-
 E = TypeVar("E", bound=ev.Event)
 
 
