@@ -1,7 +1,8 @@
 """asyncio adapter for the sans-I/O multiplexer.
 
-``MuxConnection`` is an ``asyncio.Protocol`` on a TCP or TLS transport: the transport's
-``data_received`` feeds the session, so frame parsing never waits on a coroutine and no
+``MuxConnection`` is an ``asyncio.BufferedProtocol`` on a TCP or TLS transport: the
+transport reads (and TLS decrypts) into the connection's buffer and ``buffer_updated``
+feeds the session, so frame parsing never waits on a coroutine and no
 per-stream timeout or cancellation can interrupt it mid-frame (the FRP kubectl-exec
 lesson). Each ``MuxStream`` is an ``asyncio.Transport`` for one stream: any protocol can
 run on it, including asyncio's TLS (``loop.start_tls``) and the stock
@@ -25,6 +26,8 @@ from core.protocol.mux.frames import GoAwayCode
 READER_LIMIT = 256 * 1024
 #: How much the session hands the transport per write call.
 WRITE_CHUNK = 256 * 1024
+#: The buffer the transport reads into (once per connection, reused for every read).
+READ_BUFFER = 256 * 1024
 
 StreamHandler = Callable[["MuxStream"], None]
 
@@ -234,7 +237,7 @@ class MuxStream(asyncio.Transport):
         return f"<MuxStream {self.stream_id} {'out' if self.outbound else 'in'}>"
 
 
-class MuxConnection(asyncio.Protocol):
+class MuxConnection(asyncio.BufferedProtocol):
     """A mux session on an asyncio transport.
 
     ``stream_handler``, if given, is called synchronously with each accepted inbound
@@ -258,12 +261,14 @@ class MuxConnection(asyncio.Protocol):
         self._write_paused = False
         self._running = False
         self._dirty = False
+        self._credit: dict[int, int] = {}  # bytes delivered, not yet reported to the session
+        self._read_buffer = memoryview(bytearray(READ_BUFFER))
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self.made: asyncio.Future[None] = self.loop.create_future()
 
-    # -- asyncio.Protocol --------------------------------------------------------------
+    # -- asyncio.BufferedProtocol ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -274,7 +279,15 @@ class MuxConnection(asyncio.Protocol):
         self.session.handle_timer(self.loop.time())  # first keepalive: RTT at once
         self._run()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # The session copies out what it keeps: the buffer is free again on return.
+        self.data_received(self._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Bytes from the transport (``buffer_updated``, or a caller handing them over)."""
         self.session.receive_data(data, self.loop.time())
         self._run()
 
@@ -423,7 +436,13 @@ class MuxConnection(asyncio.Protocol):
         self._run()
 
     def _consumed(self, stream: MuxStream, n: int) -> None:
-        self.session.consumed(stream.stream_id, n, self.loop.time())
+        """Delivered bytes are credited once per engine pass (``_run``), not per frame.
+
+        So the window decision sees what the reader left unread after the whole batch
+        of frames one transport read brought, not the frames still being handed out.
+        """
+        credit = self._credit
+        credit[stream.stream_id] = credit.get(stream.stream_id, 0) + n
         self._dirty = True
 
     # -- the engine --------------------------------------------------------------------
@@ -447,12 +466,20 @@ class MuxConnection(asyncio.Protocol):
                 events = self.session.events_received()
                 if events:
                     self._dispatch(events)
+                if self._credit:
+                    self._report_credit()
                 self._write_out()
                 if not self._dirty and not events:
                     break
         finally:
             self._running = False
         self._arm_timer()
+
+    def _report_credit(self) -> None:
+        credit, self._credit = self._credit, {}
+        now = self.loop.time()
+        for sid, n in credit.items():
+            self.session.consumed(sid, n, now)
 
     def _write_out(self) -> None:
         transport = self._transport

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from core import __version__
 from core.errors import WicketError
+from core.logs import setup_logging
 
 #: Modules that each add one or more sub-commands (``register(subparsers)``).
 COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.secrets",
     "core.cli.agent_bundle",
     "core.cli.kubeconfig",
+    "core.cli.status",
+    "core.cli.tunnel",
 )
 
 
@@ -50,11 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.log_level)
     try:
         result: int = args.func(args)
     except WicketError as exc:

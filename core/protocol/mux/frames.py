@@ -39,6 +39,7 @@ class GoAwayCode(enum.IntEnum):
 
 
 ALL_FLAGS = 0xF  # a plain int: ~ on an IntFlag stays within its members
+_SYN_ACK = int(Flag.SYN | Flag.ACK)  # a plain int: an IntFlag operand makes & slow
 MAX_UINT32 = 0xFFFFFFFF
 
 
@@ -68,7 +69,7 @@ def _check_header(version: int, ftype: int, flags: int, stream_id: int) -> None:
         raise RemoteProtocolError(f"unknown frame type {ftype}")
     if flags & ~ALL_FLAGS:
         raise RemoteProtocolError(f"unknown flags 0x{flags:04x} on {FrameType(ftype).name}")
-    if flags & Flag.SYN and flags & Flag.ACK:
+    if (flags & _SYN_ACK) == _SYN_ACK:
         raise RemoteProtocolError("SYN and ACK on one frame")
     if ftype in (FrameType.PING, FrameType.GO_AWAY):
         if stream_id != 0:
@@ -81,27 +82,34 @@ def _check_header(version: int, ftype: int, flags: int, stream_id: int) -> None:
         raise RemoteProtocolError(f"go-away with flags 0x{flags:x}")
 
 
+#: Enum members by wire value, for headers that passed ``_check_header``.
+_TYPES = tuple(FrameType)
+_FLAGS = tuple(Flag(bits) for bits in range(ALL_FLAGS + 1))
+
+
 class FrameDecoder:
     """Turns a byte stream into frames, one header check at a time.
 
     ``max_payload`` bounds a Data frame's declared length; a longer one is a protocol
     error before any of its payload is kept. After an error the decoder keeps it in
     ``error`` and decodes nothing more.
+
+    Whole frames are parsed straight from the bytes fed (payloads are sliced out once);
+    only a frame cut by the end of a chunk is kept, in ``_buf``, until it is complete.
     """
 
-    __slots__ = ("_buf", "_pos", "error", "max_payload")
+    __slots__ = ("_buf", "error", "max_payload")
 
     def __init__(self, max_payload: int) -> None:
         self._buf = bytearray()
-        self._pos = 0
         self.error: RemoteProtocolError | None = None
         self.max_payload = max_payload
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | memoryview) -> list[Frame]:
         """Add bytes; return every complete frame before the first invalid header.
 
         The first invalid header sets ``error``; what follows it is never decoded, so
@@ -109,45 +117,72 @@ class FrameDecoder:
         """
         if self.error is not None:
             return []
-        buf = self._buf
-        buf += data
         frames: list[Frame] = []
-        pos = self._pos
-        end = len(buf)
-        unpack = HEADER.unpack_from
-        view = memoryview(buf)
+        view = memoryview(data)
         try:
-            while end - pos >= HEADER_SIZE:
-                version, ftype, flags, stream_id, length = unpack(buf, pos)
-                _check_header(version, ftype, flags, stream_id)
-                if ftype == FrameType.DATA:
-                    if length > self.max_payload:
-                        raise RemoteProtocolError(
-                            f"data frame of {length} bytes on stream {stream_id} "
-                            f"exceeds the largest window ({self.max_payload})"
-                        )
-                    if end - pos - HEADER_SIZE < length:
-                        break
-                    start = pos + HEADER_SIZE
-                    payload = bytes(view[start : start + length])
-                    pos = start + length
-                else:
-                    payload = b""
-                    pos += HEADER_SIZE
-                frames.append(Frame(FrameType(ftype), Flag(flags), stream_id, length, payload))
+            pos = self._complete(view, frames) if self._buf else 0
+            if pos >= 0:
+                self._parse(view, pos, frames)
         except RemoteProtocolError as exc:
-            view.release()
             self.error = exc
-            buf.clear()
-            self._pos = 0
-            return frames
-        view.release()
-        if pos == end:
-            buf.clear()
-            self._pos = 0
-        elif pos > 65536 and pos * 2 > end:
-            del buf[:pos]
-            self._pos = 0
-        else:
-            self._pos = pos
+            self._buf.clear()
         return frames
+
+    def _check_length(self, ftype: int, stream_id: int, length: int) -> None:
+        if ftype == FrameType.DATA and length > self.max_payload:
+            raise RemoteProtocolError(
+                f"data frame of {length} bytes on stream {stream_id} "
+                f"exceeds the largest window ({self.max_payload})"
+            )
+
+    def _complete(self, view: memoryview, frames: list[Frame]) -> int:
+        """Finish the frame kept from earlier chunks; return where ``view`` goes on.
+
+        -1: all of ``view`` was kept, the frame is still incomplete.
+        """
+        buf = self._buf
+        pos = 0
+        if len(buf) < HEADER_SIZE:
+            pos = HEADER_SIZE - len(buf)
+            buf += view[:pos]
+            if len(buf) < HEADER_SIZE:
+                return -1
+        version, ftype, flags, stream_id, length = HEADER.unpack_from(buf)
+        if pos:  # the header is complete only now
+            _check_header(version, ftype, flags, stream_id)
+            self._check_length(ftype, stream_id, length)
+        need = (length if ftype == FrameType.DATA else 0) - (len(buf) - HEADER_SIZE)
+        if len(view) - pos < need:
+            buf += view[pos:]
+            return -1
+        payload = b""
+        if ftype == FrameType.DATA and length:
+            with memoryview(buf) as held:
+                payload = b"".join((held[HEADER_SIZE:], view[pos : pos + need]))
+        buf.clear()
+        frames.append(Frame(_TYPES[ftype], _FLAGS[flags], stream_id, length, payload))
+        return pos + need
+
+    def _parse(self, view: memoryview, pos: int, frames: list[Frame]) -> None:
+        end = len(view)
+        unpack = HEADER.unpack_from
+        append = frames.append
+        max_payload = self.max_payload
+        while end - pos >= HEADER_SIZE:
+            version, ftype, flags, stream_id, length = unpack(view, pos)
+            _check_header(version, ftype, flags, stream_id)
+            start = pos + HEADER_SIZE
+            if ftype == FrameType.DATA:
+                if length > max_payload:
+                    self._check_length(ftype, stream_id, length)
+                stop = start + length
+                if stop > end:
+                    break
+                payload = view[start:stop].tobytes()
+                append(Frame(_TYPES[0], _FLAGS[flags], stream_id, length, payload))
+                pos = stop
+            else:
+                append(Frame(_TYPES[ftype], _FLAGS[flags], stream_id, length))
+                pos = start
+        if pos < end:
+            self._buf += view[pos:]

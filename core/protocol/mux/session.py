@@ -25,6 +25,8 @@ from core.protocol.mux.frames import (
 from core.protocol.mux.stats import SessionSnapshot, StreamSnapshot, StreamState
 
 _S = StreamState
+#: Plain ints: an IntFlag operand turns every ``&`` into an enum construction.
+_SYN, _ACK, _FIN, _RST = (int(f) for f in (Flag.SYN, Flag.ACK, Flag.FIN, Flag.RST))
 
 #: (state, action) → next state. A pair that is missing is a protocol error.
 _TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
@@ -146,6 +148,10 @@ class MuxSession:
         return self._rtt
 
     @property
+    def bytes_received_total(self) -> int:
+        return self._bytes_received
+
+    @property
     def stream_count(self) -> int:
         return len(self._streams)
 
@@ -176,8 +182,8 @@ class MuxSession:
 
     # -- input -------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> None:
-        """Feed bytes read from the transport."""
+    def receive_data(self, data: bytes | memoryview, now: float) -> None:
+        """Feed bytes read from the transport (nothing refers to ``data`` afterwards)."""
         if self._terminated is not None:
             return
         self._bytes_received += len(data)
@@ -246,8 +252,8 @@ class MuxSession:
 
     def _handle_stream_frame(self, frame: Frame, now: float) -> None:
         sid = frame.stream_id
-        flags = frame.flags
-        if flags & Flag.SYN:
+        flags = int(frame.flags)
+        if flags & _SYN:
             stream = self._open_incoming(sid, now)
             if stream is None:
                 return
@@ -259,7 +265,7 @@ class MuxSession:
                 raise errors.RemoteProtocolError(f"frame for unknown stream {sid}")
             stream = found
         stream.last_activity = now
-        if flags & Flag.RST:
+        if flags & _RST:
             refused = not stream.acked
             final = self._remove(stream, _S.RESET)
             error: errors.StreamError = (
@@ -269,7 +275,7 @@ class MuxSession:
             )
             self._events.append(ev.StreamReset(sid, error, final))
             return
-        if flags & Flag.ACK and not stream.acked:
+        if flags & _ACK and not stream.acked:
             stream.acked = True
             stream.open_deadline = None
             self._pending_opens -= 1
@@ -280,7 +286,7 @@ class MuxSession:
                 return
         elif frame.length:
             self._grow_send_window(stream, frame.length)
-        if flags & Flag.FIN:
+        if flags & _FIN:
             self._receive_fin(stream)
 
     def _open_incoming(self, sid: int, now: float) -> _Stream | None:

@@ -1,0 +1,134 @@
+"""The agent: inside the private network, dials out to the relay and serves streams.
+
+For every stream the relay opens it dials **only** its configured target (a compromised
+relay must not turn it into an open proxy), answers the status, then splices bytes
+untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.aio.channel import ControlChannel, expect
+from core.aio.mux import MuxStream, StreamHandler
+from core.aio.peer import TUNNEL_MUX, RelayPeer
+from core.aio.tunnel import PreambleReader, StreamBook, StreamInfo, StreamRecord, reply, spliced
+from core.pki.identity import Role
+from core.pki.tokens import Token
+from core.protocol.mux import MuxConfig
+from core.protocol.preamble import Status, StreamRequest, StreamStatus
+
+log = logging.getLogger("wicket.agent")
+
+
+@dataclass(frozen=True)
+class AgentSnapshot:
+    cluster: str | None
+    relay: str | None
+    target: str
+    state: str
+    last_error: str | None
+    rtt: float | None
+    connected_since: float | None
+    reconnects: int
+    streams: list[StreamInfo]
+
+
+class Agent(RelayPeer):
+    """Runs until ``stop()``; ``snapshot()`` is cheap and immutable."""
+
+    role = Role.AGENT
+
+    def __init__(
+        self,
+        state_dir: Path,
+        target_host: str,
+        target_port: int,
+        *,
+        token: Token | None = None,
+        mux: MuxConfig = TUNNEL_MUX,
+        dial_timeout: float = 10.0,
+        **backoff: float,
+    ) -> None:
+        super().__init__(state_dir, token, mux, **backoff)
+        self.target_host = target_host
+        self.target_port = target_port
+        self.dial_timeout = dial_timeout
+        self.book = StreamBook()
+        self._dials: set[asyncio.Task[None]] = set()
+
+    @property
+    def target(self) -> str:
+        return f"{self.target_host}:{self.target_port}"
+
+    async def stop(self) -> None:
+        for task in list(self._dials):
+            task.cancel()
+        await super().stop()
+        for record in list(self.book.open.values()):
+            if record.splice is not None:
+                record.splice.close()
+
+    def snapshot(self) -> AgentSnapshot:
+        creds = self.creds
+        return AgentSnapshot(
+            creds.identity.name if creds else None,
+            creds.relay if creds else None,
+            self.target,
+            self.state,
+            self.last_error,
+            self.rtt,
+            self.connected_since,
+            self.reconnects,
+            self.book.snapshot(),
+        )
+
+    async def after_hello(self, channel: ControlChannel) -> None:
+        assert self.creds is not None
+        channel.send(
+            {"type": "register", "cluster": self.creds.identity.name, "target": self.target}
+        )
+        expect(await channel.recv(15.0), "registered")
+
+    def stream_handler(self) -> StreamHandler:
+        return self._on_stream
+
+    def _on_stream(self, stream: MuxStream) -> None:
+        PreambleReader(stream, self._on_request)
+
+    def _on_request(self, stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
+        creds = self.creds
+        if creds is None or request.cluster != creds.identity.name:
+            reply(stream, Status.FORBIDDEN, "wrong cluster for this agent")
+            return
+        record = self.book.add(
+            StreamRecord(request.cluster, request.endpoint.name.lower(), request.client or None)
+        )
+        task = asyncio.create_task(self._dial(stream, record, rest))
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
+
+    async def _dial(self, stream: MuxStream, record: StreamRecord, rest: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.dial_timeout):
+                tcp, _ = await loop.create_connection(
+                    asyncio.Protocol, self.target_host, self.target_port
+                )
+        except (OSError, TimeoutError) as exc:
+            reason = str(exc) or "timeout"
+            log.warning("target %s unreachable: %s", self.target, reason)
+            reply(stream, Status.TARGET_UNREACHABLE, f"agent cannot reach its target: {reason}")
+            self.book.done(record, f"target unreachable: {reason}")
+            return
+        assert isinstance(tcp, asyncio.Transport)
+        if stream.is_closing():
+            tcp.abort()
+            self.book.done(record, "client went away")
+            return
+        stream.write(StreamStatus(Status.OK).encode())
+        spliced(self.book, record, stream, tcp, first_to_b=rest)
+        stream.resume_reading()

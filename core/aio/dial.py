@@ -1,0 +1,178 @@
+"""Reaching the relay: CA discovery by pin, enrollment, and mutual-TLS mux sessions.
+
+Agents and desktop clients share this: a token carries the relay address, the CA's
+fingerprint and a one-time secret; the first run discovers the CA (checking the pin),
+enrolls over a verified connection (the private key never leaves this machine), and
+stores its certificate; every later connection is mutual TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from core.aio.channel import ControlChannel, expect
+from core.aio.mux import MuxConnection, StreamHandler
+from core.errors import AuthError, PKIError, TunnelError, WicketError
+from core.pki import files, tls
+from core.pki.certs import make_csr, write_identity_files
+from core.pki.identity import Identity, Role
+from core.pki.keys import cert_from_pem, generate_key
+from core.pki.tokens import Token, split_relay_address
+from core.protocol.control import PROTOCOL_VERSION, Sender
+from core.protocol.mux import MuxConfig
+
+CONNECT_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 10.0
+REPLY_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An enrolled identity: who we are, and the files for mutual TLS."""
+
+    identity: Identity
+    relay: str
+    ca: x509.Certificate
+    cert_file: Path
+    key_file: Path
+
+    def context(self) -> ssl.SSLContext:
+        return tls.client_context(self.ca, cert_file=self.cert_file, key_file=self.key_file)
+
+
+def _stem(role: Role) -> str:
+    return role.value
+
+
+def load_credentials(state_dir: Path, role: Role) -> Credentials | None:
+    """The stored identity for ``role``, or None if this peer has not enrolled yet."""
+    stem = _stem(role)
+    cert_file, key_file = state_dir / f"{stem}.pem", state_dir / f"{stem}-key.pem"
+    relay_file, ca_file = state_dir / f"{stem}-relay", state_dir / "ca.pem"
+    if not cert_file.exists():
+        return None
+    cert = cert_from_pem(files.read_file(cert_file), source=str(cert_file))
+    ca = cert_from_pem(files.read_file(ca_file), source=str(ca_file))
+    identity = _identity_of(cert, cert_file)
+    relay = files.read_file(relay_file, private=True).decode().strip()
+    return Credentials(identity, relay, ca, cert_file, key_file)
+
+
+def _identity_of(cert: x509.Certificate, source: Path) -> Identity:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    for uri in uris:
+        identity = Identity.from_uri(uri)
+        if identity is not None:
+            return identity
+    raise PKIError(f"{source}: certificate carries no Wicket identity")
+
+
+def relay_hostname(address: str) -> tuple[str, int]:
+    host, port = split_relay_address(address)
+    return host.strip("[]"), port
+
+
+async def discover_ca(address: str, pin: str, timeout: float = CONNECT_TIMEOUT) -> x509.Certificate:
+    """Find the relay CA whose fingerprint is ``pin``; sends no byte on that connection."""
+    host, port = relay_hostname(address)
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(
+                host, port, ssl=tls.discovery_context(), server_hostname=host
+            )
+    except (OSError, TimeoutError) as exc:
+        raise TunnelError(f"cannot reach the relay at {address}: {exc}") from exc
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        return tls.ca_from_chain(tls.unverified_chain(ssl_object), pin)
+    finally:
+        writer.transport.abort()
+
+
+async def connect_mux(
+    address: str,
+    context: ssl.SSLContext,
+    config: MuxConfig,
+    stream_handler: StreamHandler | None = None,
+    timeout: float = CONNECT_TIMEOUT,
+) -> MuxConnection:
+    """A verified TLS connection to the relay carrying a mux session (we are the client)."""
+    host, port = relay_hostname(address)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout + HANDSHAKE_TIMEOUT):
+            _, conn = await loop.create_connection(
+                lambda: MuxConnection(True, config, stream_handler=stream_handler),
+                host,
+                port,
+                ssl=context,
+                server_hostname=host,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+    except ssl.SSLError as exc:
+        raise AuthError(f"TLS with the relay at {address} failed: {exc.reason or exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise TunnelError(f"cannot reach the relay at {address}: {exc or 'timeout'}") from exc
+    return conn
+
+
+async def enroll(token: Token, state_dir: Path, role: Role, config: MuxConfig) -> Credentials:
+    """Trade a one-time token for a certificate; returns the stored credentials."""
+    ca = await discover_ca(token.relay, token.ca_fingerprint)
+    key = generate_key()
+    csr = make_csr(key, Identity(role, token.name))
+    conn = await connect_mux(token.relay, tls.client_context(ca), config)
+    try:
+        channel = ControlChannel(conn, conn.open_stream(), Sender.PEER)
+        channel.send(
+            {
+                "type": "enroll",
+                "version": PROTOCOL_VERSION,
+                "token_id": token.token_id,
+                "secret": token.secret_text,
+                "csr_pem": csr.decode(),
+            }
+        )
+        try:
+            reply = expect(await channel.recv(REPLY_TIMEOUT), "enrolled")
+        except WicketError as exc:
+            raise AuthError(f"enrollment refused: {exc}") from exc
+    finally:
+        conn.abort()
+    cert = cert_from_pem(str(reply["cert_pem"]).encode(), source="relay reply")
+    files.ensure_private_dir(state_dir)
+    cert_file, key_file = write_identity_files(
+        state_dir, _stem(role), key, cert, str(reply["ca_pem"]).encode()
+    )
+    files.write_private(state_dir / f"{_stem(role)}-relay", token.relay.encode())
+    identity = _identity_of(cert, cert_file)
+    return Credentials(identity, token.relay, ca, cert_file, key_file)
+
+
+async def hello(conn: MuxConnection, identity: Identity) -> ControlChannel:
+    """Open the control stream and authenticate the session (mutual TLS did the proof)."""
+    channel = ControlChannel(conn, conn.open_stream(), Sender.PEER)
+    channel.send(
+        {
+            "type": "hello",
+            "version": PROTOCOL_VERSION,
+            "role": identity.role.value,
+            "name": identity.name,
+        }
+    )
+    expect(await channel.recv(REPLY_TIMEOUT), "hello_ok")
+    return channel
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

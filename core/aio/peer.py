@@ -1,0 +1,181 @@
+"""A peer of the relay (agent or desktop client): enrollment, one session, reconnects.
+
+The session is kept up with capped exponential backoff and full jitter; a peer that has
+never enrolled enrolls first with its one-time token. A refused token is final (it does
+not get better by retrying); everything else is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from pathlib import Path
+
+from core.aio.channel import ControlChannel
+from core.aio.dial import Credentials, connect_mux, enroll, hello, load_credentials
+from core.aio.mux import MuxConnection, StreamHandler
+from core.errors import (
+    AuthError,
+    ConfigError,
+    MuxError,
+    PKIError,
+    ProtocolError,
+    TunnelError,
+    WicketError,
+)
+from core.pki.identity import Role
+from core.pki.tokens import Token
+from core.protocol.mux import MuxConfig
+
+log = logging.getLogger("wicket.peer")
+
+#: Keepalive every 5 s, 5 s to answer: a dead peer is noticed within 10 s.
+TUNNEL_MUX = MuxConfig(keepalive_interval=5.0, keepalive_timeout=5.0)
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Full jitter: uniform in [0, min(cap, base·2^attempt)] (AWS architecture blog)."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+class RelayPeer:
+    """Base of ``Agent`` and ``RelayClient``: keeps one authenticated session up."""
+
+    role: Role
+
+    def __init__(
+        self,
+        state_dir: Path,
+        token: Token | None,
+        mux: MuxConfig = TUNNEL_MUX,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 5.0,
+    ) -> None:
+        self.state_dir = state_dir
+        self._token = token
+        self.mux = mux
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.reconnects = 0
+        self.creds: Credentials | None = None
+        self._conn: MuxConnection | None = None
+        self.connected_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._online = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"wicket-{self.role.value}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WicketError):
+                await self._task
+        if self._conn is not None:
+            self._conn.abort()
+            await self._conn.wait_closed()
+        self.state = "stopped"
+
+    async def wait_online(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self._online.wait()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    @property
+    def conn(self) -> MuxConnection | None:
+        """The live session, or None while there is none."""
+        conn = self._conn
+        return conn if conn is not None and not conn.closed and self._online.is_set() else None
+
+    @property
+    def rtt(self) -> float | None:
+        conn = self.conn
+        return conn.session.rtt if conn is not None else None
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def stream_handler(self) -> StreamHandler | None:
+        """How streams the relay opens towards us are served (None: refused)."""
+        return None
+
+    async def after_hello(self, channel: ControlChannel) -> None:
+        """The role's part of the conversation once authenticated."""
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def _credentials(self) -> Credentials:
+        creds = load_credentials(self.state_dir, self.role)
+        if creds is not None:
+            return creds
+        token = self._token
+        if token is None:
+            raise ConfigError(f"{self.state_dir}: not enrolled yet, and no token was given")
+        self.state = "enrolling"
+        log.info("enrolling with the relay at %s as %s %s", token.relay, self.role, token.name)
+        creds = await enroll(token, self.state_dir, self.role, self.mux)
+        log.info("enrolled as %s", creds.identity.uri)
+        return creds
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                self.creds = await self._credentials()
+                self.state = "connecting"
+                await self._session()
+            except (ConfigError, PKIError) as exc:
+                self._failed(exc)
+                raise
+            except AuthError as exc:
+                if self.creds is None:
+                    self._failed(exc)
+                    raise  # a refused token does not get better by retrying
+                self.last_error = str(exc)
+                log.error("the relay refused this %s: %s", self.role, exc)
+            except (TunnelError, MuxError, ProtocolError, OSError) as exc:
+                self.last_error = str(exc)
+                log.warning("session to the relay ended: %s", exc)
+            if self.connected_since is not None:
+                attempt = 0  # it was up: start the backoff again from the bottom
+            self._online.clear()
+            self.connected_since = None
+            self.state = "reconnecting"
+            self.reconnects += 1
+            delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap)
+            attempt += 1
+            log.info("reconnecting in %.2f s", delay)
+            await asyncio.sleep(delay)
+
+    def _failed(self, exc: Exception) -> None:
+        self.state = "failed"
+        self.last_error = str(exc)
+        log.error("%s cannot run: %s", self.role, exc)
+
+    async def _session(self) -> None:
+        creds = self.creds
+        assert creds is not None
+        conn = await connect_mux(creds.relay, creds.context(), self.mux, self.stream_handler())
+        self._conn = conn
+        try:
+            channel = await hello(conn, creds.identity)
+            await self.after_hello(channel)
+            self.state = "online"
+            self.last_error = None
+            self.connected_since = time.time()
+            self._online.set()
+            log.info("online: %s via %s", creds.identity.uri, creds.relay)
+            await conn.wait_closed()
+            term = conn.session.terminated
+            raise TunnelError(str(term) if term else "connection closed")
+        finally:
+            conn.abort()

@@ -1,0 +1,498 @@
+"""The relay: authenticates agents and desktop clients, routes and splices streams.
+
+One TLS port serves both roles. TLS is started by hand on each accepted socket so that
+pre-authentication limits (total and per source) apply *before* a handshake costs
+anything, and so that every handshake and every first message has a deadline far below
+asyncio's 60 s default. Identities come from verified client certificates only; the
+one-time token path (``enroll``) is the only thing an unauthenticated peer may do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.aio.channel import ControlChannel
+from core.aio.mux import MuxConnection, MuxStream
+from core.aio.tunnel import (
+    PreambleReader,
+    StreamBook,
+    StreamInfo,
+    StreamRecord,
+    TunnelDialer,
+    reply,
+    spliced,
+)
+from core.errors import AuthError, MuxError, PKIError, WicketError
+from core.pki import tls
+from core.pki.ca import CertificateAuthority
+from core.pki.certs import load_or_create_server_cert, sign_csr
+from core.pki.identity import Identity, Role
+from core.pki.keys import cert_to_pem
+from core.pki.tokens import TokenKind
+from core.protocol.control import PROTOCOL_VERSION, Message, Sender, redacted
+from core.protocol.mux import MuxConfig
+from core.protocol.preamble import EndpointKind, Status, StreamRequest
+from core.tunnel.relay_state import RelayState, utcnow
+
+log = logging.getLogger("wicket.relay")
+
+RELAY_MUX = MuxConfig(keepalive_interval=5.0, keepalive_timeout=5.0)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    public_host: str | None = None
+    server_names: tuple[str, ...] = ()
+    handshake_timeout: float = 5.0
+    auth_timeout: float = 5.0
+    max_preauth: int = 256
+    max_preauth_per_source: int = 64
+    mux: MuxConfig = field(default=RELAY_MUX)
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    role: str
+    name: str
+    address: str
+    connected_at: float
+    rtt: float | None
+    streams: int
+
+
+@dataclass(frozen=True)
+class RelaySnapshot:
+    address: str
+    clusters: list[dict[str, object]]
+    peers: list[PeerInfo]
+    preauth: int
+    refused: dict[str, int]
+    streams: list[StreamInfo]
+
+
+class _Peer:
+    """One authenticated session (agent or client)."""
+
+    def __init__(self, identity: Identity, conn: MuxConnection, address: str) -> None:
+        self.identity = identity
+        self.conn = conn
+        self.address = address
+        self.connected_at = time.time()
+
+
+class Relay:
+    """The relay server; ``start()`` binds, ``stop()`` closes everything."""
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.config = config
+        self.state = RelayState(config.state_dir)
+        self.book = StreamBook()
+        self._ca: CertificateAuthority | None = None
+        self._context: ssl.SSLContext | None = None
+        self._server: asyncio.Server | None = None
+        self._public: dict[str, asyncio.Server] = {}
+        self._agents: dict[str, _Peer] = {}
+        self._clients: set[_Peer] = set()
+        self._conns: set[MuxConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._preauth = 0
+        self._preauth_by_source: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def start(self) -> None:
+        cfg = self.config
+        now = utcnow()
+        self._ca = self.state.ca(now)
+        hosts = list(dict.fromkeys([*cfg.server_names, cfg.host, "localhost", "127.0.0.1"]))
+        hosts = [h for h in hosts if h not in ("0.0.0.0", "::")]
+        chain, key = load_or_create_server_cert(self.state.dir, self._ca, hosts, now)
+        self._context = tls.server_context(chain, key, self._ca.cert)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Accept(self), cfg.host, cfg.port, backlog=1024, reuse_address=True
+        )
+        self.state.write_address(self.address)
+        log.info("relay listening on %s (CA %s)", self.address, self._ca.fingerprint[:16])
+        await self.sync_public_endpoints()
+
+    async def stop(self) -> None:
+        servers = [s for s in (self._server, *self._public.values()) if s is not None]
+        for server in servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for conn in list(self._conns):
+            conn.abort()
+        for record in list(self.book.open.values()):
+            if record.splice is not None:
+                record.splice.close()
+        for server in servers:
+            await server.wait_closed()
+        self._public.clear()
+
+    async def sync_public_endpoints(self) -> None:
+        """Listen on every registered cluster's public port (re-read from the state)."""
+        host = self.config.public_host
+        if host is None:
+            return
+        loop = asyncio.get_running_loop()
+        for record in self.state.clusters().values():
+            if record.public_port is None or record.name in self._public:
+                continue
+            name = record.name
+            try:
+                self._public[name] = await loop.create_server(
+                    lambda name=name: self._public_dialer(name),  # type: ignore[misc]
+                    host,
+                    record.public_port,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                log.error("public endpoint %s:%s for %s: %s", host, record.public_port, name, exc)
+                continue
+            log.info("public endpoint for %s on %s:%s", name, host, record.public_port)
+
+    def public_address(self, cluster: str) -> str | None:
+        record = self.state.clusters().get(cluster)
+        if record is None or record.public_port is None or self.config.public_host is None:
+            return None
+        return f"{self.config.public_host}:{record.public_port}"
+
+    def snapshot(self) -> RelaySnapshot:
+        clusters: list[dict[str, object]] = [
+            {
+                "name": c.name,
+                "online": c.name in self._agents,
+                "public_address": self.public_address(c.name),
+                "rtt": (self._agents[c.name].conn.session.rtt if c.name in self._agents else None),
+            }
+            for c in self.state.clusters().values()
+        ]
+        peers = [
+            PeerInfo(
+                p.identity.role.value,
+                p.identity.name,
+                p.address,
+                p.connected_at,
+                p.conn.session.rtt,
+                p.conn.session.stream_count,
+            )
+            for p in [*self._agents.values(), *self._clients]
+        ]
+        return RelaySnapshot(
+            self.address if self._server else "",
+            clusters,
+            peers,
+            self._preauth,
+            dict(self.refused),
+            self.book.snapshot(),
+        )
+
+    # -- accepting: limits, TLS, then the first message --------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def accepted(self, transport: asyncio.Transport) -> None:
+        cfg = self.config
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if peer else "?"
+        if self._preauth >= cfg.max_preauth or (
+            self._preauth_by_source[source] >= cfg.max_preauth_per_source
+        ):
+            self.refused["preauth_limit"] += 1
+            log.warning("refused %s: too many unauthenticated connections", source)
+            transport.abort()
+            return
+        self._preauth += 1
+        self._preauth_by_source[source] += 1
+        transport.pause_reading()  # the ClientHello waits in the socket for start_tls
+        self._spawn(self._handshake(transport, source, _fmt(peer)))
+
+    async def _handshake(self, transport: asyncio.Transport, source: str, address: str) -> None:
+        cfg = self.config
+        assert self._context is not None
+        loop = asyncio.get_running_loop()
+        conn = MuxConnection(False, cfg.mux)
+        authenticated = False
+        try:
+            try:
+                tls_transport = await loop.start_tls(
+                    transport,
+                    conn,
+                    self._context,
+                    server_side=True,
+                    ssl_handshake_timeout=cfg.handshake_timeout,
+                )
+            except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
+                self.refused["tls"] += 1
+                log.warning("TLS handshake with %s failed: %s", address, _reason(exc))
+                transport.abort()
+                return
+            assert tls_transport is not None
+            conn.connection_made(tls_transport)
+            self._conns.add(conn)
+            identity = tls.peer_identity(tls_transport.get_extra_info("ssl_object"))
+            try:
+                async with asyncio.timeout(cfg.auth_timeout):
+                    control = ControlChannel(conn, await conn.accept(), Sender.RELAY)
+                    first = await control.recv()
+            except (TimeoutError, WicketError, OSError) as exc:
+                if isinstance(exc, TimeoutError) or conn.session.bytes_received_total:
+                    self.refused["no_valid_hello"] += 1
+                    log.warning("no valid first message from %s: %s", address, _reason(exc))
+                else:  # a CA discovery connection closes before saying anything
+                    log.debug("%s closed without a message", address)
+                conn.abort()
+                return
+            authenticated = True
+            self._release(source)
+            await self._converse(conn, control, identity, first, address)
+        finally:
+            if not authenticated:
+                self._release(source)
+            self._conns.discard(conn)
+            conn.abort()
+
+    def _release(self, source: str) -> None:
+        if self._preauth_by_source.get(source):
+            self._preauth -= 1
+            self._preauth_by_source[source] -= 1
+            if not self._preauth_by_source[source]:
+                del self._preauth_by_source[source]
+
+    # -- the control conversation ------------------------------------------------------
+
+    async def _converse(
+        self,
+        conn: MuxConnection,
+        control: ControlChannel,
+        identity: Identity | None,
+        first: Message,
+        address: str,
+    ) -> None:
+        kind = first["type"]
+        if kind == "enroll":
+            await self._enroll(conn, control, identity, first, address)
+            return
+        if kind != "hello" or identity is None:
+            self._refuse(control, "unauthenticated", "present a client certificate, or enroll")
+            log.warning("refused %s: %s without a certificate", address, kind)
+            return
+        if first["role"] != identity.role.value or first["name"] != identity.name:
+            self._refuse(control, "unauthenticated", "hello does not match the certificate")
+            return
+        if first["version"] != PROTOCOL_VERSION:
+            self._refuse(control, "unsupported_version", f"this relay speaks {PROTOCOL_VERSION}")
+            return
+        control.send(
+            {
+                "type": "hello_ok",
+                "version": PROTOCOL_VERSION,
+                "role": identity.role.value,
+                "name": identity.name,
+            }
+        )
+        peer = _Peer(identity, conn, address)
+        if identity.role == Role.AGENT:
+            await self._agent_session(peer, control)
+        else:
+            await self._client_session(peer, control)
+
+    def _refuse(self, control: ControlChannel, code: str, message: str) -> None:
+        self.refused[code] += 1
+        control.send({"type": "error", "code": code, "message": message})
+
+    async def _enroll(
+        self,
+        conn: MuxConnection,
+        control: ControlChannel,
+        identity: Identity | None,
+        msg: Message,
+        address: str,
+    ) -> None:
+        assert self._ca is not None
+        now = utcnow()
+        try:
+            record = self.state.tokens().consume(str(msg["token_id"]), str(msg["secret"]), now)
+            role = Role.AGENT if record.kind == TokenKind.JOIN else Role.CLIENT
+            cert = sign_csr(self._ca, str(msg["csr_pem"]).encode(), role, record.name, now)
+        except (AuthError, PKIError) as exc:
+            self._refuse(control, "invalid_token", "invalid token")
+            log.warning("enrollment from %s refused: %s", address, exc)
+            await _flush(conn)
+            return
+        control.send(
+            {
+                "type": "enrolled",
+                "role": role.value,
+                "name": record.name,
+                "cert_pem": cert_to_pem(cert).decode(),
+                "ca_pem": self._ca.cert_pem.decode(),
+            }
+        )
+        log.info("enrolled %s %s from %s", role.value, record.name, address)
+        del identity, msg
+        await _flush(conn)
+
+    async def _agent_session(self, peer: _Peer, control: ControlChannel) -> None:
+        name = peer.identity.name
+        try:
+            msg = await control.recv(self.config.auth_timeout)
+        except (TimeoutError, WicketError) as exc:
+            log.warning("agent %s did not register: %s", name, _reason(exc))
+            return
+        if msg["type"] != "register" or msg["cluster"] != name:
+            self._refuse(control, "forbidden", "an agent registers its own cluster only")
+            return
+        if name not in self.state.clusters():
+            self._refuse(control, "unknown_cluster", f"cluster {name} is not known here")
+            return
+        old = self._agents.get(name)
+        self._agents[name] = peer
+        peer.conn.stream_handler = _refuse_stream  # agents never open data streams
+        if old is not None:
+            log.info("agent %s reconnected; closing its previous session", name)
+            old.conn.abort()
+        await self.sync_public_endpoints()
+        control.send(
+            {"type": "registered", "cluster": name, "public_address": self.public_address(name)}
+        )
+        log.info("agent %s online from %s (target %s)", name, peer.address, msg["target"])
+        try:
+            await self._drain_control(control)
+        finally:
+            if self._agents.get(name) is peer:
+                del self._agents[name]
+                log.info("agent %s offline", name)
+
+    async def _client_session(self, peer: _Peer, control: ControlChannel) -> None:
+        self._clients.add(peer)
+        peer.conn.stream_handler = lambda stream: self._client_stream(peer, stream)
+        log.info("client %s connected from %s", peer.identity.name, peer.address)
+        try:
+            while True:
+                msg = await control.recv()
+                if msg["type"] == "list_clusters":
+                    clusters = self.state.clusters()
+                    for record in clusters.values():
+                        control.send(
+                            {
+                                "type": "cluster",
+                                "name": record.name,
+                                "state": "online" if record.name in self._agents else "offline",
+                                "public_address": self.public_address(record.name),
+                            }
+                        )
+                    control.send({"type": "clusters_end", "count": len(clusters)})
+                else:
+                    self._refuse(control, "bad_request", f"unexpected {msg['type']}")
+                    return
+        except (WicketError, OSError):
+            pass
+        finally:
+            self._clients.discard(peer)
+            log.info("client %s disconnected", peer.identity.name)
+
+    async def _drain_control(self, control: ControlChannel) -> None:
+        """Keep reading the control stream until the session ends (stats messages)."""
+        try:
+            while True:
+                msg = await control.recv()
+                log.debug("control message %s", redacted(msg))
+        except (WicketError, OSError):
+            return
+
+    # -- data streams ------------------------------------------------------------------
+
+    def _client_stream(self, peer: _Peer, stream: MuxStream) -> None:
+        def route(stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
+            client = request.client or peer.address
+            self._route(stream, StreamRequest(request.cluster, request.endpoint, client), rest)
+
+        PreambleReader(stream, route)
+
+    def _route(self, stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
+        if request.cluster not in self.state.clusters():
+            reply(stream, Status.UNKNOWN_CLUSTER, f"no cluster {request.cluster} on this relay")
+            return
+        agent = self._agents.get(request.cluster)
+        if agent is None or agent.conn.closed:
+            reply(stream, Status.AGENT_OFFLINE, f"the agent of {request.cluster} is offline")
+            return
+        try:
+            upstream = agent.conn.open_stream(request.encode() + rest)
+        except MuxError as exc:
+            reply(stream, Status.BUSY, str(exc))
+            return
+        record = self.book.add(
+            StreamRecord(request.cluster, request.endpoint.name.lower(), request.client or None)
+        )
+        spliced(self.book, record, stream, upstream)
+        stream.resume_reading()
+
+    def _public_dialer(self, cluster: str) -> TunnelDialer:
+        def conn() -> MuxConnection | None:
+            agent = self._agents.get(cluster)
+            return agent.conn if agent is not None else None
+
+        def request(tcp: asyncio.Transport) -> StreamRequest:
+            return StreamRequest(cluster, EndpointKind.PUBLIC, _fmt(tcp.get_extra_info("peername")))
+
+        return TunnelDialer(conn, request, self.book)
+
+
+class _Accept(asyncio.Protocol):
+    """Holds an accepted socket until the relay has decided about it."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._relay.accepted(transport)
+
+
+def _refuse_stream(stream: MuxStream) -> None:
+    stream.abort()
+
+
+async def _flush(conn: MuxConnection) -> None:
+    """Give the last control message a moment to leave before the session closes."""
+    await conn.close(drain_timeout=1.0)
+
+
+def _fmt(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "?"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

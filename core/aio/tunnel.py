@@ -1,0 +1,333 @@
+"""Tunnel streams: the preamble exchange, then splicing, with per-stream statistics.
+
+Every data stream opened through the relay starts with a request (cluster, endpoint
+kind, client address) and is answered with a status (docs/control.md). These helpers
+are shared by the local endpoint (``wicket connect``), the relay (client streams and
+public endpoints) and the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.aio.mux import MuxConnection, MuxStream
+from core.aio.splice import Splice, splice_transports
+from core.errors import LimitExceeded, MuxError, RemoteProtocolError
+from core.protocol.preamble import (
+    RequestDecoder,
+    Status,
+    StatusDecoder,
+    StreamRequest,
+    StreamStatus,
+)
+
+log = logging.getLogger("wicket.tunnel")
+PREAMBLE_TIMEOUT = 10.0
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One tunnelled connection, as the statistics show it."""
+
+    id: int
+    cluster: str
+    endpoint: str
+    client: str | None
+    opened_at: float
+    closed_at: float | None
+    bytes_up: int
+    bytes_down: int
+    state: str
+    close_reason: str | None
+
+
+class StreamRecord:
+    """Live counters of one tunnelled connection (``info()`` freezes them)."""
+
+    __slots__ = (
+        "client",
+        "close_reason",
+        "closed_at",
+        "cluster",
+        "endpoint",
+        "id",
+        "opened_at",
+        "pre_up",
+        "splice",
+        "state",
+        "up_is_a",
+    )
+
+    def __init__(self, cluster: str, endpoint: str, client: str | None) -> None:
+        self.id = next(_ids)
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.client = client
+        self.opened_at = time.time()
+        self.closed_at: float | None = None
+        self.state = "connecting"
+        self.close_reason: str | None = None
+        self.splice: Splice | None = None
+        self.pre_up = 0  # bytes sent up before the splice took over (pipelined)
+        self.up_is_a = True  # bytes a→b are "up" (towards the apiserver)
+
+    def info(self) -> StreamInfo:
+        splice = self.splice
+        up = down = 0
+        if splice is not None:
+            a, b = splice.bytes_a_to_b, splice.bytes_b_to_a
+            up, down = (a, b) if self.up_is_a else (b, a)
+        up += self.pre_up
+        return StreamInfo(
+            self.id,
+            self.cluster,
+            self.endpoint,
+            self.client,
+            self.opened_at,
+            self.closed_at,
+            up,
+            down,
+            self.state,
+            self.close_reason,
+        )
+
+    def finish(self, reason: str) -> None:
+        if self.closed_at is None:
+            self.closed_at = time.time()
+            self.state = "closed" if reason == "eof" else "failed"
+            self.close_reason = reason
+
+
+class StreamBook:
+    """Open streams plus a bounded history of closed ones."""
+
+    def __init__(self, history: int = 200) -> None:
+        self.open: dict[int, StreamRecord] = {}
+        self.closed: list[StreamInfo] = []
+        self._history = history
+        self.total = 0
+
+    def add(self, record: StreamRecord) -> StreamRecord:
+        self.open[record.id] = record
+        self.total += 1
+        return record
+
+    def done(self, record: StreamRecord, reason: str) -> None:
+        record.finish(reason)
+        if self.open.pop(record.id, None) is not None:
+            self.closed.append(record.info())
+            del self.closed[: -self._history]
+
+    def snapshot(self) -> list[StreamInfo]:
+        return [r.info() for r in self.open.values()] + list(self.closed)
+
+
+def describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "eof"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return f"error: {exc}"
+
+
+def spliced(
+    book: StreamBook,
+    record: StreamRecord,
+    a: asyncio.Transport,
+    b: asyncio.Transport,
+    *,
+    first_to_b: bytes = b"",
+    first_to_a: bytes = b"",
+) -> Splice:
+    """Splice ``a`` (client side) with ``b`` (apiserver side) and keep the record."""
+
+    def done(_up: int, _down: int, exc: Exception | None) -> None:
+        book.done(record, describe(exc))
+
+    record.state = "open"
+    record.splice = splice_transports(a, b, done, first_to_b, first_to_a)
+    return record.splice
+
+
+class PreambleReader(asyncio.Protocol):
+    """Reads a stream request from an inbound mux stream, then hands the stream on."""
+
+    def __init__(
+        self,
+        stream: MuxStream,
+        on_request: Callable[[MuxStream, StreamRequest, bytes], None],
+        timeout: float = PREAMBLE_TIMEOUT,
+    ) -> None:
+        self._stream = stream
+        self._decoder = RequestDecoder()
+        self._on_request = on_request
+        self._done = False
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(timeout, self._timeout)
+        stream.attach(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        try:
+            result = self._decoder.receive_data(data)
+        except RemoteProtocolError as exc:
+            reply(self._stream, _status_of(exc.code), str(exc))
+            self._finish()
+            return
+        if result is not None:
+            self._finish()
+            request, rest = result
+            self._stream.pause_reading()
+            self._on_request(self._stream, request, rest)
+
+    def eof_received(self) -> bool:
+        self._finish()
+        self._stream.abort()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def _timeout(self) -> None:
+        if not self._done:
+            self._finish()
+            self._stream.abort()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._timer.cancel()
+
+
+def _status_of(code: int) -> Status:
+    try:
+        return Status(code)
+    except ValueError:
+        return Status.BAD_REQUEST
+
+
+def reply(stream: MuxStream, status: Status, message: str = "") -> None:
+    """Answer a stream request with an error status and close the stream."""
+    stream.write(StreamStatus(status, message[:200]).encode())
+    stream.close()
+
+
+class TunnelDialer(asyncio.Protocol):
+    """Bridges an accepted TCP connection into the tunnel.
+
+    It opens a mux stream carrying the request (and any bytes the client sends at once:
+    no extra round trip), waits for the status, then splices. A refused status, or no
+    session at all, ends the TCP connection at once, so the client fails fast.
+    """
+
+    def __init__(
+        self,
+        conn_for: Callable[[], MuxConnection | None],
+        request: Callable[[asyncio.Transport], StreamRequest],
+        book: StreamBook,
+        on_refused: Callable[[StreamStatus], None] | None = None,
+    ) -> None:
+        self._conn_for = conn_for
+        self._request = request
+        self._book = book
+        self._on_refused = on_refused
+        self._tcp: asyncio.Transport | None = None
+        self._stream: MuxStream | None = None
+        self._record: StreamRecord | None = None
+        self._status = StatusDecoder()
+        self._eof = False
+
+    # -- the TCP side until the splice takes over --------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._tcp = transport
+        conn = self._conn_for()
+        request = self._request(transport)
+        self._record = self._book.add(
+            StreamRecord(request.cluster, request.endpoint.name.lower(), request.client or None)
+        )
+        if conn is None or conn.closed:
+            self._fail("no session to the relay")
+            return
+        try:
+            self._stream = conn.open_stream(request.encode())
+        except (MuxError, LimitExceeded) as exc:
+            self._fail(str(exc))
+            return
+        self._stream.attach(_StatusProtocol(self))
+
+    def data_received(self, data: bytes) -> None:
+        if self._stream is not None and self._record is not None:
+            self._record.pre_up += len(data)
+            self._stream.write(data)  # pipelined behind the request
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._stream is not None:
+            self._stream.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._record is not None and self._record.splice is None:
+            if self._stream is not None:
+                self._stream.abort()
+            self._book.done(self._record, describe(exc) if exc else "client closed")
+
+    def _fail(self, reason: str) -> None:
+        assert self._tcp is not None
+        if self._record is not None:
+            self._book.done(self._record, reason)
+        self._tcp.abort()
+
+    # -- the stream side ---------------------------------------------------------------
+
+    def status_bytes(self, data: bytes) -> None:
+        try:
+            result = self._status.receive_data(data)
+        except RemoteProtocolError as exc:
+            self._refused(StreamStatus(Status.BAD_REQUEST, str(exc)))
+            return
+        if result is None:
+            return
+        status, rest = result
+        if not status.ok:
+            self._refused(status)
+            return
+        assert self._tcp is not None and self._stream is not None and self._record is not None
+        splice = spliced(self._book, self._record, self._tcp, self._stream, first_to_a=rest)
+        if self._eof:
+            splice.a.eof = True
+
+    def stream_ended(self, exc: Exception | None) -> None:
+        if self._record is not None and self._record.splice is None:
+            self._fail(describe(exc) if exc else "relay closed the stream")
+
+    def _refused(self, status: StreamStatus) -> None:
+        log.info("stream refused: %s %s", status.status.name.lower(), status.message)
+        if self._stream is not None:
+            self._stream.abort()
+        if self._on_refused is not None:
+            self._on_refused(status)
+        self._fail(f"refused: {status.status.name.lower()}: {status.message}".rstrip(": "))
+
+
+class _StatusProtocol(asyncio.Protocol):
+    def __init__(self, dialer: TunnelDialer) -> None:
+        self._dialer = dialer
+
+    def data_received(self, data: bytes) -> None:
+        self._dialer.status_bytes(data)
+
+    def eof_received(self) -> bool:
+        self._dialer.stream_ended(None)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._dialer.stream_ended(exc)
