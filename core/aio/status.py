@@ -194,6 +194,7 @@ class StatusServer:
             "role": self.role,
             "pid": os.getpid(),
             "started_at": self.started_at,
+            "process": process_counters(),
         }
         try:
             doc["snapshot"] = scrub(to_jsonable(self._snapshot()))
@@ -202,6 +203,17 @@ class StatusServer:
             doc["snapshot"] = {}
             doc["error"] = f"snapshot failed: {type(exc).__name__}"
         return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def process_counters() -> dict[str, int]:
+    """Tasks, open file descriptors and resident memory: what leak tests watch."""
+    counters = {"tasks": len(asyncio.all_tasks())}
+    with contextlib.suppress(OSError):
+        counters["fds"] = len(os.listdir("/proc/self/fd"))
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            counters["rss_kib"] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    return counters
 
 
 class _Responder(asyncio.Protocol):
