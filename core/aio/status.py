@@ -210,9 +210,12 @@ def process_counters() -> dict[str, int]:
     counters = {"tasks": len(asyncio.all_tasks())}
     with contextlib.suppress(OSError):
         counters["fds"] = len(os.listdir("/proc/self/fd"))
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            counters["rss_kib"] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    with (
+        contextlib.suppress(OSError, ValueError, IndexError),
+        open("/proc/self/statm", encoding="ascii") as statm,
+    ):
+        pages = int(statm.read().split()[1])
+        counters["rss_kib"] = pages * os.sysconf("SC_PAGE_SIZE") // 1024
     return counters
 
 
