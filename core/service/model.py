@@ -1,0 +1,88 @@
+"""Immutable views of everything Wicket runs, for the desktop app, the CLI and tests.
+
+A ``ServiceSnapshot`` is built from the components' own snapshots, with rates computed
+from the previous snapshot; it holds only tuples of frozen dataclasses, so it can be
+handed to another thread (the GUI's) as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class StreamView:
+    key: str  # unique across components: "<component>/<id>"
+    component: str
+    cluster: str
+    endpoint: str
+    client: str | None
+    opened_at: float
+    closed_at: float | None
+    bytes_up: int
+    bytes_down: int
+    rate_up: float
+    rate_down: float
+    state: str
+    close_reason: str | None
+
+    def age(self, now: float) -> float:
+        return (self.closed_at or now) - self.opened_at
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A session to a relay (agent or client side), or the relay's view of a peer."""
+
+    component: str
+    role: str
+    name: str | None
+    relay: str | None
+    state: str
+    rtt: float | None
+    connected_since: float | None
+    last_error: str | None
+    reconnects: int
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    component: str
+    cluster: str
+    address: str
+    mode: str
+    state: str
+    last_refusal: str | None
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    name: str
+    state: str  # online | offline | reconnecting
+    reason: str | None
+    rtt: float | None
+    public_address: str | None
+    endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceSnapshot:
+    taken_at: float
+    clusters: tuple[ClusterView, ...] = ()
+    sessions: tuple[SessionView, ...] = ()
+    endpoints: tuple[EndpointView, ...] = ()
+    streams: tuple[StreamView, ...] = ()
+    errors: tuple[str, ...] = field(default=())
+
+    def cluster(self, name: str) -> ClusterView | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    """Something changed: ``kind`` is e.g. ``session``, ``cluster``, ``stream-opened``."""
+
+    at: float
+    kind: str
+    subject: str
+    detail: str
