@@ -58,7 +58,7 @@ class MuxStream(asyncio.Transport):
         self.stream_id = stream_id
         self.outbound = outbound
         self._protocol: asyncio.BaseProtocol | None = None
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[bytes] | None = None  # created when needed: idle streams are many
         self._pending_eof = False
         self._paused = False
         self._closing = False
@@ -103,6 +103,8 @@ class MuxStream(asyncio.Transport):
 
     def _data_received(self, data: bytes) -> None:
         if self._protocol is None or self._paused or self._pending:
+            if self._pending is None:
+                self._pending = deque()
             self._pending.append(data)
             if self._protocol is not None and not self._paused:
                 self._deliver_pending()
@@ -120,6 +122,7 @@ class MuxStream(asyncio.Transport):
             _feed(protocol, data)
         if self._pending or self._paused:
             return
+        self._pending = None
         if self._pending_eof:
             self._pending_eof = False
             self._eof()
@@ -181,7 +184,7 @@ class MuxStream(asyncio.Transport):
         if self._closing or self._lost:
             return
         self._closing = True
-        self._pending.clear()
+        self._pending = None
         self._conn._close_stream(self)
         self._lost_soon(None)
 
@@ -190,7 +193,7 @@ class MuxStream(asyncio.Transport):
         if self._lost:
             return
         self._closing = True
-        self._pending.clear()
+        self._pending = None
         self._conn._reset_stream(self)
         self._lost_soon(None)
 

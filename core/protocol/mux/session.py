@@ -8,6 +8,7 @@ contract is docs/mux.md.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 from core import errors
@@ -76,7 +77,7 @@ class _Stream:
         self.recv_window = INITIAL_WINDOW
         self.recv_size = INITIAL_WINDOW
         self.buffered = 0
-        self.outbox: deque[bytes | memoryview] = deque()
+        self.outbox: deque[bytes | memoryview] | tuple[()] = ()  # a deque while bytes wait
         self.outbox_size = 0
         self.fin_queued = False
         self.read_closed = False
@@ -115,6 +116,7 @@ class MuxSession:
         self._ready: deque[int] = deque()
         self._in_ready: set[int] = set()
         self._timed: set[int] = set()
+        self._deadlines: list[tuple[float, int]] = []  # heap over _timed; stale entries skipped
         self._control: list[bytes] = []
         self._control_size = 0
         self._events: list[ev.Event] = []
@@ -383,7 +385,7 @@ class MuxSession:
         self._reserved += INITIAL_WINDOW
         self._pending_opens += 1
         self._streams_opened += 1
-        self._timed.add(sid)
+        self._retime(stream)
         # The SYN goes through the control queue so that opens reach the wire in id
         # order; the first data rides in it.
         first = data[: min(cfg.max_frame, INITIAL_WINDOW)]
@@ -493,12 +495,26 @@ class MuxSession:
             times.append(self._ping_sent_at + self.config.keepalive_timeout)
         elif self._next_ping_at is not None:
             times.append(self._next_ping_at)
-        wt = self.config.write_timeout
-        for sid in self._timed:
-            t = self._streams[sid].deadline(wt)
-            if t is not None:
-                times.append(t)
+        stream_deadline = self._stream_deadline()
+        if stream_deadline is not None:
+            times.append(stream_deadline)
         return min(times) if times else None
+
+    def _stream_deadline(self) -> float | None:
+        """The earliest stream deadline, from the heap: O(log n), not a scan per call."""
+        heap = self._deadlines
+        wt = self.config.write_timeout
+        while heap:
+            at, sid = heap[0]
+            stream = self._streams.get(sid) if sid in self._timed else None
+            current = None if stream is None else stream.deadline(wt)
+            if current == at:
+                return at
+            if current is None:
+                heapq.heappop(heap)
+            else:  # moved since it was pushed
+                heapq.heapreplace(heap, (current, sid))
+        return None
 
     def handle_timer(self, now: float) -> None:
         if self._terminated is not None:
@@ -547,6 +563,8 @@ class MuxSession:
                 continue
             n = min(max_frame, stream.send_window, stream.outbox_size)
             payload = self._take(stream, n)
+            if not stream.outbox_size:
+                stream.outbox = ()
             flags = Flag.NONE
             stream.send_window -= n
             stream.bytes_sent += n
@@ -635,7 +653,10 @@ class MuxSession:
         return stream
 
     def _enqueue(self, stream: _Stream, data: bytes | memoryview, now: float) -> None:
-        stream.outbox.append(data)
+        box = stream.outbox
+        if not isinstance(box, deque):
+            box = stream.outbox = deque()
+        box.append(data)
         stream.outbox_size += len(data)
         stream.last_activity = now
         if stream.send_window:
@@ -652,6 +673,7 @@ class MuxSession:
     @staticmethod
     def _take(stream: _Stream, n: int) -> bytes | memoryview:
         box = stream.outbox
+        assert isinstance(box, deque)
         first = box[0]
         if len(first) == n:
             box.popleft()
@@ -727,10 +749,20 @@ class MuxSession:
         self._control_size += len(frame)
 
     def _retime(self, stream: _Stream) -> None:
-        if stream.deadline(self.config.write_timeout) is None:
+        deadline = stream.deadline(self.config.write_timeout)
+        if deadline is None:
             self._timed.discard(stream.stream_id)
         else:
             self._timed.add(stream.stream_id)
+            heapq.heappush(self._deadlines, (deadline, stream.stream_id))
+            if len(self._deadlines) > 2 * len(self._timed) + 64:
+                self._rebuild_deadlines()
+
+    def _rebuild_deadlines(self) -> None:
+        wt = self.config.write_timeout
+        entries = [(self._streams[sid].deadline(wt), sid) for sid in self._timed]
+        self._deadlines = [(at, sid) for at, sid in entries if at is not None]
+        heapq.heapify(self._deadlines)
 
     def _reset_with(self, stream: _Stream, error: errors.StreamError) -> None:
         self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream.stream_id, 0))
@@ -747,7 +779,7 @@ class MuxSession:
             self._pending_opens -= 1
         self._timed.discard(sid)
         self._in_ready.discard(sid)
-        stream.outbox.clear()
+        stream.outbox = ()
         stream.outbox_size = 0
         stream.buffered = 0
         return self._stream_snapshot(stream)

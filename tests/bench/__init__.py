@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m tests.bench.mux_bench`` (``make bench``)."""
