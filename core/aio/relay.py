@@ -294,7 +294,7 @@ class Relay:
     ) -> None:
         kind = first["type"]
         if kind == "enroll":
-            await self._enroll(conn, control, identity, first, address)
+            await self._enroll(conn, control, first, address)
             return
         if kind != "hello" or identity is None:
             self._refuse(control, "unauthenticated", "present a client certificate, or enroll")
@@ -328,7 +328,6 @@ class Relay:
         self,
         conn: MuxConnection,
         control: ControlChannel,
-        identity: Identity | None,
         msg: Message,
         address: str,
     ) -> None:
@@ -353,7 +352,6 @@ class Relay:
             }
         )
         log.info("enrolled %s %s from %s", role.value, record.name, address)
-        del identity, msg
         await _flush(conn)
 
     async def _agent_session(self, peer: _Peer, control: ControlChannel) -> None:
