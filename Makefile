@@ -46,7 +46,9 @@ test: test-deps lint
 	timeout $(PYTEST_TIMEOUT) $(BIN)/pytest
 
 bench: test-deps
+	./scripts/install-bench-deps.sh
 	$(BIN)/python -m tests.bench.mux_bench
+	$(BIN)/python -m tests.bench.tunnel_bench
 
 clean:
 	rm -rf $(VENV) tests/interop/node_modules .mypy_cache .ruff_cache

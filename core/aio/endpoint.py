@@ -1,22 +1,40 @@
 """The desktop side: a client session to the relay and local endpoints for kubectl.
 
 Each local endpoint listens on loopback (a port conflict is an error, never a silent
-move); every accepted connection becomes a tunnel stream. With no session to the relay,
-or the cluster's agent offline, a new connection is ended at once instead of hanging.
+move). It runs in one of two modes:
+
+* ``passthrough`` (the default): every accepted connection becomes a tunnel stream,
+  kubectl's TLS runs end to end to the apiserver. With no session to the relay, or the
+  cluster's agent offline, a new connection is ended at once instead of hanging.
+* ``inspect``: an ``InspectEndpoint`` (``core.aio.inspect``, docs/inspect.md) ends
+  kubectl's TLS with Wicket's CA and opens a new TLS connection to the apiserver over a
+  tunnel stream per kubectl connection. Every request becomes an ``InspectedStream`` in
+  the snapshot (method, path, status, upgrade and what was decoded). With the cluster
+  unreachable kubectl gets a 502/503 ``Status``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
+from core.aio.inspect import Connector, InspectEndpoint, tunnel_connector, upstream_context
 from core.aio.mux import MuxConnection
 from core.aio.peer import RelayPeer
 from core.aio.tunnel import StreamBook, StreamInfo, TunnelDialer
-from core.errors import ConfigError
+from core.errors import ConfigError, UpstreamUnavailable
 from core.pki.identity import Role
+from core.protocol.http_proxy import Exchange
+from core.protocol.inspect_decoders import SessionDetail
 from core.protocol.preamble import EndpointKind, StreamRequest, StreamStatus
+
+Mode = Literal["passthrough", "inspect"]
+MODES: tuple[Mode, ...] = ("passthrough", "inspect")
 
 log = logging.getLogger("wicket.endpoint")
 
@@ -28,6 +46,51 @@ class RelayClient(RelayPeer):
 
 
 @dataclass(frozen=True)
+class InspectSettings:
+    """What an inspect endpoint needs besides its listener.
+
+    ``state_dir`` keeps Wicket's CA and the endpoint's server pair (the CA goes into
+    the kubeconfig); ``endpoint_token`` is the per-endpoint bearer credential kubectl
+    presents; ``cluster_ca_pem`` and ``server_name`` verify the apiserver;
+    ``upstream_authorization`` (``"Bearer …"``, or None for none) is what the apiserver
+    gets instead. ``credential_is_callers_own`` lets kubectl's ``--as`` through.
+    """
+
+    state_dir: Path
+    endpoint_token: str
+    cluster_ca_pem: bytes
+    server_name: str
+    upstream_authorization: str | None
+    credential_is_callers_own: bool = False
+
+    def __repr__(self) -> str:  # never the credentials
+        return (
+            f"InspectSettings(state_dir={str(self.state_dir)!r}, server_name={self.server_name!r})"
+        )
+
+
+@dataclass(frozen=True)
+class InspectedStream(StreamInfo):
+    """One request through an inspect endpoint (its bytes include an upgraded session).
+
+    ``upgrade`` is ``none``, ``requested``, ``accepted`` or ``refused``; ``protocol`` the
+    protocol asked for (``websocket``, ``SPDY/3.1``), ``subprotocol`` the one the 101
+    chose. ``detail`` is what was decoded, as ``(name, value)`` pairs: ``kind``,
+    ``command``, ``channels``, ``exit_code``, ``ports``, ``connection <id>``,
+    ``events``, ``event_count``, ``lines``, ``close_code``, ``error``…
+    """
+
+    method: str
+    path: str
+    status: int | None
+    kubectl_command: str | None
+    upgrade: str
+    protocol: str | None
+    subprotocol: str | None
+    detail: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class EndpointSnapshot:
     cluster: str
     address: str
@@ -36,25 +99,78 @@ class EndpointSnapshot:
     rtt: float | None
     last_refusal: str | None
     streams: list[StreamInfo]
+    """Tunnel streams (passthrough), or one ``InspectedStream`` per request (inspect)."""
 
 
 class LocalEndpoint:
-    """A loopback listener for one cluster, tunnelling through a ``RelayClient``."""
+    """A loopback listener for one cluster, tunnelling through a ``RelayClient``.
 
-    def __init__(self, client: RelayClient, cluster: str, host: str = "127.0.0.1", port: int = 0):
+    ``mode="inspect"`` needs ``inspect`` settings; ``url`` and ``ca_pem`` (Wicket's CA,
+    after ``start()``) are then what a kubeconfig needs.
+    """
+
+    def __init__(
+        self,
+        client: RelayClient,
+        cluster: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        mode: Mode = "passthrough",
+        inspect: InspectSettings | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"unknown endpoint mode {mode!r} (passthrough or inspect)")
+        if mode == "inspect" and inspect is None:
+            raise ConfigError("an inspect endpoint needs its settings")
         self.client = client
         self.cluster = cluster
         self.host = host
         self.port = port
+        self.mode: Mode = mode
         self.book = StreamBook()
         self.last_refusal: str | None = None
         self._server: asyncio.Server | None = None
+        self.inspector: InspectEndpoint | None = None
+        if mode == "inspect":
+            assert inspect is not None
+            self.inspector = InspectEndpoint(
+                cluster,
+                inspect.state_dir,
+                endpoint_token=inspect.endpoint_token,
+                connector=self._inspect_connector(),
+                upstream_tls=upstream_context(inspect.cluster_ca_pem),
+                server_name=inspect.server_name,
+                upstream_authorization=inspect.upstream_authorization,
+                credential_is_callers_own=inspect.credential_is_callers_own,
+                host=host,
+                port=port,
+            )
+        self._frozen: dict[int, InspectedStream] = {}
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        """Wicket's CA for an inspect endpoint (empty in passthrough, or before start)."""
+        return self.inspector.ca_pem if self.inspector is not None else b""
+
     async def start(self) -> None:
+        if self.inspector is not None:
+            try:
+                await self.inspector.start()
+            except UpstreamUnavailable as exc:  # the listener: a port conflict
+                raise ConfigError(str(exc)) from exc
+            self.port = self.inspector.port
+            log.info("local inspect endpoint for %s on %s", self.cluster, self.address)
+            return
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
@@ -66,6 +182,8 @@ class LocalEndpoint:
         log.info("local endpoint for %s on %s", self.cluster, self.address)
 
     async def stop(self) -> None:
+        if self.inspector is not None:
+            await self.inspector.stop()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -74,15 +192,51 @@ class LocalEndpoint:
                 record.splice.close()
 
     def snapshot(self) -> EndpointSnapshot:
+        streams = self.book.snapshot() if self.inspector is None else self._inspected()
         return EndpointSnapshot(
             self.cluster,
             self.address,
-            "passthrough",
+            self.mode,
             self.client.state,
             self.client.rtt,
             self.last_refusal,
-            self.book.snapshot(),
+            streams,
         )
+
+    def _inspected(self) -> list[StreamInfo]:
+        """The inspector's records as frozen streams (finished ones are frozen once)."""
+        assert self.inspector is not None
+        exchanges = self.inspector.exchanges()
+        offset = time.time() - time.monotonic()  # the event loop's clock is monotonic()
+        frozen, kept = self._frozen, {}
+        out: list[StreamInfo] = []
+        for exchange in exchanges:
+            info = frozen.get(exchange.id)
+            if info is None:
+                info = inspected_stream(exchange, self.cluster, offset)
+                if exchange.ended is not None:
+                    kept[exchange.id] = info
+            else:
+                kept[exchange.id] = info
+            out.append(info)
+        self._frozen = kept
+        return out
+
+    def _inspect_connector(self) -> Connector:
+        """A tunnel stream per kubectl connection; a refusal is remembered like
+        passthrough's (and answered with a 503 by the inspector)."""
+        request = StreamRequest(self.cluster, EndpointKind.LOCAL, "inspect")
+        connect = tunnel_connector(self._conn, request)
+
+        async def connector() -> asyncio.Transport:
+            try:
+                return await connect()
+            except UpstreamUnavailable as exc:
+                if self.client.state == "online":
+                    self.last_refusal = str(exc)
+                raise
+
+        return connector
 
     def _conn(self) -> MuxConnection | None:
         return self.client.conn
@@ -97,3 +251,63 @@ class LocalEndpoint:
 
     def _dialer(self) -> TunnelDialer:
         return TunnelDialer(self._conn, self._request, self.book, self._refused)
+
+
+def inspected_stream(exchange: Exchange, cluster: str, offset: float = 0.0) -> InspectedStream:
+    """One ``Exchange`` frozen for a snapshot (``offset`` turns loop time into wall time)."""
+    ended = exchange.ended
+    return InspectedStream(
+        exchange.id,
+        cluster,
+        "local",
+        None,
+        exchange.started + offset,
+        ended + offset if ended is not None else None,
+        exchange.bytes_up,
+        exchange.bytes_down,
+        "open" if ended is None else "closed",
+        (exchange.error or "done") if ended is not None else None,
+        exchange.method,
+        exchange.path,
+        exchange.status,
+        exchange.kubectl_command,
+        exchange.upgrade_state.value,
+        exchange.upgrade,
+        exchange.subprotocol,
+        detail_pairs(exchange.detail),
+    )
+
+
+def detail_pairs(detail: SessionDetail) -> tuple[tuple[str, str], ...]:
+    """What was decoded, as display pairs (only what is known)."""
+    pairs: list[tuple[str, str]] = []
+    if detail.kind:
+        pairs.append(("kind", detail.kind))
+    if detail.command:
+        pairs.append(("command", shlex.join(detail.command)))
+    if detail.channels:
+        pairs.append(("channels", ",".join(sorted(detail.channels))))
+    if detail.exit_code is not None:
+        pairs.append(("exit_code", str(detail.exit_code)))
+    if detail.status_message:
+        pairs.append(("status", detail.status_message))
+    if detail.ports:
+        pairs.append(("ports", ",".join(map(str, detail.ports))))
+    for conn in list(detail.connections):
+        port = "?" if conn.port is None else str(conn.port)
+        text = f"port {port}, {conn.bytes_up} B up, {conn.bytes_down} B down"
+        if conn.error:
+            text += f", error: {conn.error}"
+        pairs.append((f"connection {conn.request_id}", text))
+    if detail.kind == "watch" or detail.events:
+        events = dict(detail.events)
+        pairs.append(("event_count", str(sum(events.values()))))
+        if events:
+            pairs.append(("events", ",".join(f"{k}={v}" for k, v in sorted(events.items()))))
+    if detail.kind == "log" or detail.lines:
+        pairs.append(("lines", str(detail.lines)))
+    if detail.close_code is not None:
+        pairs.append(("close_code", str(detail.close_code)))
+    if detail.error:
+        pairs.append(("error", detail.error))
+    return tuple(pairs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,8 @@ from core import errors
 from core.protocol.mux import MuxConfig, MuxSession, SessionSnapshot, StreamSnapshot
 from core.protocol.mux import events as ev
 from core.protocol.mux.frames import GoAwayCode
+
+log = logging.getLogger("wicket.mux")
 
 #: StreamReader buffer limit for stream pairs (it pauses the stream at twice this).
 READER_LIMIT = 256 * 1024
@@ -263,6 +266,7 @@ class MuxConnection(asyncio.BufferedProtocol):
         self._ping_waiters: list[asyncio.Future[float]] = []
         self._write_paused = False
         self._running = False
+        self._flush_scheduled = False
         self._dirty = False
         self._credit: dict[int, int] = {}  # bytes delivered, not yet reported to the session
         self._read_buffer = memoryview(bytearray(READ_BUFFER))
@@ -471,12 +475,24 @@ class MuxConnection(asyncio.BufferedProtocol):
                     self._dispatch(events)
                 if self._credit:
                     self._report_credit()
-                self._write_out()
+                if self.session.wants_write or self.session.terminated is not None:
+                    self._schedule_flush()
                 if not self._dirty and not events:
                     break
         finally:
             self._running = False
         self._arm_timer()
+
+    def _schedule_flush(self) -> None:
+        """Write once per loop pass: frames queued in the same pass share a TLS record."""
+        if not self._flush_scheduled and self._transport is not None:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._write_out()
+        self._run()  # dispatch what writing produced (WriteReady)
 
     def _report_credit(self) -> None:
         credit, self._credit = self._credit, {}
@@ -494,38 +510,50 @@ class MuxConnection(asyncio.BufferedProtocol):
             if not data:
                 break
             transport.write(data)
-            self._dirty = True
         if session.terminated is not None and not transport.is_closing():
             transport.close()
 
     def _dispatch(self, events: list[ev.Event]) -> None:
-        streams = self._streams
         for event in events:
-            if isinstance(event, ev.DataReceived):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream._data_received(event.data)
-            elif isinstance(event, ev.StreamEnded):
-                stream = streams.get(event.stream_id)
-                if stream is not None:
-                    stream._eof_received()
-            elif isinstance(event, ev.WriteReady):
-                stream = streams.get(event.stream_id)
-                if stream is not None and stream._protocol is not None:
-                    stream._protocol.resume_writing()
-            elif isinstance(event, ev.StreamIncoming):
-                self._incoming(event.stream_id)
-            elif isinstance(event, ev.StreamClosed):
-                self._gone(event.stream_id, None, event.final)
-            elif isinstance(event, ev.StreamReset):
-                self._gone(event.stream_id, event.error, event.final)
-            elif isinstance(event, ev.PongReceived):
-                waiters, self._ping_waiters = self._ping_waiters, []
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(event.rtt)
-            elif isinstance(event, ev.SessionTerminated):
-                self._terminated(event.error)
+            try:
+                self._dispatch_one(event)
+            except Exception:
+                # A stream's protocol failed in a callback: that stream ends, never the
+                # session and the other streams on it.
+                sid = getattr(event, "stream_id", None)
+                stream = self._streams.get(sid) if sid is not None else None
+                if stream is None:
+                    raise
+                log.exception("stream %s: its protocol failed; resetting the stream", sid)
+                stream.abort()
+
+    def _dispatch_one(self, event: ev.Event) -> None:
+        streams = self._streams
+        if isinstance(event, ev.DataReceived):
+            stream = streams.get(event.stream_id)
+            if stream is not None:
+                stream._data_received(event.data)
+        elif isinstance(event, ev.StreamEnded):
+            stream = streams.get(event.stream_id)
+            if stream is not None:
+                stream._eof_received()
+        elif isinstance(event, ev.WriteReady):
+            stream = streams.get(event.stream_id)
+            if stream is not None and stream._protocol is not None:
+                stream._protocol.resume_writing()
+        elif isinstance(event, ev.StreamIncoming):
+            self._incoming(event.stream_id)
+        elif isinstance(event, ev.StreamClosed):
+            self._gone(event.stream_id, None, event.final)
+        elif isinstance(event, ev.StreamReset):
+            self._gone(event.stream_id, event.error, event.final)
+        elif isinstance(event, ev.PongReceived):
+            waiters, self._ping_waiters = self._ping_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(event.rtt)
+        elif isinstance(event, ev.SessionTerminated):
+            self._terminated(event.error)
 
     def _incoming(self, sid: int) -> None:
         stream = MuxStream(self, sid, outbound=False)

@@ -44,7 +44,12 @@ from core.tunnel.relay_state import RelayState, utcnow
 
 log = logging.getLogger("wicket.relay")
 
-RELAY_MUX = MuxConfig(keepalive_interval=5.0, keepalive_timeout=5.0)
+#: Accept backlog: see ``core.aio.peer.TUNNEL_MUX`` (a burst of opens in one read).
+RELAY_MUX = MuxConfig(
+    keepalive_interval=5.0,
+    keepalive_timeout=5.0,
+    accept_backlog=MuxConfig().max_pending_opens,
+)
 
 
 @dataclass(frozen=True)
@@ -248,6 +253,10 @@ class Relay:
             except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
                 self.refused["tls"] += 1
                 log.warning("TLS handshake with %s failed: %s", address, _reason(exc))
+                # The traceback holds start_tls's frame, whose waiter holds the exception:
+                # a cycle that kept this connection's TLS and mux buffers (~0.5 MiB) alive
+                # until the cyclic GC ran, so pre-auth floods grew RSS far past the cap.
+                exc.__traceback__ = None
                 transport.abort()
                 return
             assert tls_transport is not None
@@ -269,6 +278,9 @@ class Relay:
             authenticated = True
             self._release(source)
             await self._converse(conn, control, identity, first, address)
+            # A refusal's ``error`` is only queued: the mux writes once per loop pass,
+            # and ``abort()`` below would drop it. Let it leave first (bounded).
+            await _flush(conn)
         finally:
             if not authenticated:
                 self._release(source)
@@ -302,9 +314,17 @@ class Relay:
             return
         if first["role"] != identity.role.value or first["name"] != identity.name:
             self._refuse(control, "unauthenticated", "hello does not match the certificate")
+            log.warning(
+                "refused %s: hello as %s %s with the certificate of %s",
+                address,
+                first["role"],
+                first["name"],
+                identity,
+            )
             return
         if first["version"] != PROTOCOL_VERSION:
             self._refuse(control, "unsupported_version", f"this relay speaks {PROTOCOL_VERSION}")
+            log.warning("refused %s: protocol version %s", address, first["version"])
             return
         control.send(
             {
@@ -363,9 +383,12 @@ class Relay:
             return
         if msg["type"] != "register" or msg["cluster"] != name:
             self._refuse(control, "forbidden", "an agent registers its own cluster only")
+            wanted = f"register {msg['cluster']}" if msg["type"] == "register" else msg["type"]
+            log.warning("refused agent %s from %s: %s", name, peer.address, wanted)
             return
         if name not in self.state.clusters():
             self._refuse(control, "unknown_cluster", f"cluster {name} is not known here")
+            log.warning("refused agent %s from %s: unknown cluster", name, peer.address)
             return
         old = self._agents.get(name)
         self._agents[name] = peer
@@ -433,6 +456,10 @@ class Relay:
 
     def _route(self, stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
         if request.cluster not in self.state.clusters():
+            self.refused["unknown_cluster"] += 1
+            log.warning(
+                "refused stream from %s: unknown cluster %s", request.client, request.cluster
+            )
             reply(stream, Status.UNKNOWN_CLUSTER, f"no cluster {request.cluster} on this relay")
             return
         agent = self._agents.get(request.cluster)

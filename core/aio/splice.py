@@ -46,7 +46,14 @@ class _Side(asyncio.Protocol):
         assert peer is not None
         if peer.transport is not None and not peer.lost:
             if peer.transport.can_write_eof():
-                peer.transport.write_eof()
+                try:
+                    peer.transport.write_eof()
+                except OSError as exc:
+                    # A socket the far end already reset: asyncio's write_eof raises
+                    # (shutdown() -> ENOTCONN) instead of reporting it; left to
+                    # propagate, it would end the whole mux session, not this splice.
+                    self.splice._finish(exc)
+                    return True
             else:
                 self.splice._finish(None)
                 return False

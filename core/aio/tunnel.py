@@ -28,6 +28,12 @@ from core.protocol.preamble import (
 
 log = logging.getLogger("wicket.tunnel")
 PREAMBLE_TIMEOUT = 10.0
+#: How long a refused client may take to send its first bytes (they choose the answer).
+REFUSE_WAIT = 2.0
+#: A fatal TLS ``internal_error`` alert: how a passthrough endpoint, which cannot speak
+#: HTTP inside kubectl's end-to-end TLS, says "no" (a closed connection would make
+#: client-go retry a GET for ~10 s and then print a bare EOF).
+TLS_INTERNAL_ERROR_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50])
 _ids = itertools.count(1)
 
 
@@ -223,7 +229,9 @@ class TunnelDialer(asyncio.Protocol):
 
     It opens a mux stream carrying the request (and any bytes the client sends at once:
     no extra round trip), waits for the status, then splices. A refused status, or no
-    session at all, ends the TCP connection at once, so the client fails fast.
+    session at all, ends the TCP connection at once, so the client fails fast: a TLS
+    client (first byte 0x16) gets a fatal TLS alert first, which client-go does not
+    retry; any other client is just disconnected.
     """
 
     def __init__(
@@ -242,6 +250,8 @@ class TunnelDialer(asyncio.Protocol):
         self._record: StreamRecord | None = None
         self._status = StatusDecoder()
         self._eof = False
+        self._first = b""  # the client's first bytes (TLS or not)
+        self._refusing: asyncio.TimerHandle | None = None
 
     # -- the TCP side until the splice takes over --------------------------------------
 
@@ -264,17 +274,26 @@ class TunnelDialer(asyncio.Protocol):
         self._stream.attach(_StatusProtocol(self))
 
     def data_received(self, data: bytes) -> None:
+        if not self._first:
+            self._first = data
+        if self._refusing is not None:
+            self._reject()
+            return
         if self._stream is not None and self._record is not None:
             self._record.pre_up += len(data)
             self._stream.write(data)  # pipelined behind the request
 
     def eof_received(self) -> bool:
         self._eof = True
+        if self._refusing is not None:
+            return False
         if self._stream is not None:
             self._stream.write_eof()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refusing is not None:
+            self._refusing.cancel()
         if self._record is not None and self._record.splice is None:
             if self._stream is not None:
                 self._stream.abort()
@@ -284,7 +303,24 @@ class TunnelDialer(asyncio.Protocol):
         assert self._tcp is not None
         if self._record is not None:
             self._book.done(self._record, reason)
-        self._tcp.abort()
+        if self._tcp.is_closing() or self._refusing is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._refusing = loop.call_later(REFUSE_WAIT, self._tcp.abort)
+        if self._first:
+            self._reject()
+
+    def _reject(self) -> None:
+        """Answer a refused client once its first bytes tell how, then close."""
+        assert self._tcp is not None and self._refusing is not None
+        self._refusing.cancel()
+        if self._tcp.is_closing():
+            return
+        if self._first[:1] == b"\x16":  # a TLS handshake record: tell it in TLS
+            self._tcp.write(TLS_INTERNAL_ERROR_ALERT)
+            self._tcp.close()  # FIN once the alert is out
+        else:
+            self._tcp.abort()
 
     # -- the stream side ---------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class RelayState:
 
     def __init__(self, state_dir: Path) -> None:
         self.dir = files.ensure_private_dir(state_dir)
+        self._cache: tuple[tuple[int, int, int], dict[str, ClusterRecord]] | None = None
 
     def ca(self, now: dt.datetime | None = None) -> CertificateAuthority:
         return load_or_create_ca(self.dir, now or utcnow())
@@ -56,15 +57,27 @@ class RelayState:
     # -- clusters ----------------------------------------------------------------------
 
     def clusters(self) -> dict[str, ClusterRecord]:
+        """The registered clusters; re-read only when the file changed (one stat a call).
+
+        The running relay consults this for every stream it routes, while
+        ``join-token`` (another process) may add clusters at any time.
+        """
         path = self.dir / CLUSTERS_FILE
-        if not path.exists():
+        try:
+            st = path.stat()
+        except FileNotFoundError:
             return {}
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._cache is not None and self._cache[0] == key:
+            return dict(self._cache[1])
         try:
             doc = json.loads(files.read_file(path, private=True))
             entries = doc["clusters"]
-            return {e["name"]: ClusterRecord(e["name"], e.get("public_port")) for e in entries}
+            clusters = {e["name"]: ClusterRecord(e["name"], e.get("public_port")) for e in entries}
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: not a valid clusters file ({exc})") from exc
+        self._cache = (key, clusters)
+        return dict(clusters)
 
     def register_cluster(self, name: str, public_port: int | None) -> ClusterRecord:
         if not is_valid_name(name):

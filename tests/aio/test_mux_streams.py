@@ -31,6 +31,8 @@ def echo_handler(conn_ref: list[MuxConnection]) -> object:
                 writer.write_eof()
             except (ConnectionError, errors.MuxError):
                 pass
+            finally:
+                writer.close()
 
         task = asyncio.get_running_loop().create_task(echo())
         tasks.add(task)
@@ -280,3 +282,27 @@ async def test_stream_snapshots_keep_final_counters(pair: MuxPair) -> None:
     assert final is not None
     assert (final.bytes_sent, final.bytes_received) == (5, 3)
     assert final.state.value == "closed"
+
+
+async def test_a_failing_stream_protocol_ends_only_its_stream(
+    pair: MuxPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            raise ValueError("application bug")
+
+    bad_reader, bad_writer = await pair.client.open_connection()
+    good_reader, good_writer = await pair.client.open_connection(b"fine")
+    (await pair.server.accept()).attach(Broken())
+    s_reader, s_writer = await pair.server.accept_connection()
+    bad_writer.write(b"boom")  # arrives while Broken is attached: raised in dispatch
+    with pytest.raises(errors.StreamReset):
+        await asyncio.wait_for(bad_reader.read(), 5)
+    assert "its protocol failed" in caplog.text
+    assert await s_reader.readexactly(4) == b"fine"
+    s_writer.write(b"still here")
+    s_writer.write_eof()
+    assert await good_reader.read() == b"still here"
+    assert pair.client.session.terminated is None
+    for w in (bad_writer, good_writer, s_writer):
+        w.close()

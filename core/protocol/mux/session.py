@@ -390,9 +390,8 @@ class MuxSession:
         # order; the first data rides in it.
         first = data[: min(cfg.max_frame, INITIAL_WINDOW)]
         rest = data[len(first) :]
-        flags = Flag.SYN | (Flag.FIN if fin and not rest else 0)
         ftype = FrameType.DATA if first else FrameType.WINDOW_UPDATE
-        self._queue_control(encode_header(ftype, flags, sid, len(first)))
+        self._queue_control(encode_header(ftype, Flag.SYN, sid, len(first)))
         if first:
             self._queue_control(first)
             stream.send_window -= len(first)
@@ -400,9 +399,7 @@ class MuxSession:
         if rest:
             self._enqueue(stream, rest, now)
         if fin:
-            stream.fin_queued = True
-            if not rest:
-                self._advance_fin(stream)
+            self.send_eof(sid)
         return sid
 
     def accept_stream(self, now: float) -> int | None:
@@ -565,16 +562,18 @@ class MuxSession:
             payload = self._take(stream, n)
             if not stream.outbox_size:
                 stream.outbox = ()
-            flags = Flag.NONE
             stream.send_window -= n
             stream.bytes_sent += n
             stream.last_activity = now
-            if not stream.outbox_size and stream.fin_queued:
-                flags |= Flag.FIN
-                self._advance_fin(stream)
-            out.append(encode_header(FrameType.DATA, flags, sid, n))
+            out.append(encode_header(FrameType.DATA, 0, sid, n))
             out.append(payload)
             size += 12 + n
+            if not stream.outbox_size and stream.fin_queued:
+                # FIN in a frame of its own, as hashicorp/yamux sends it: some peers
+                # (@libp2p/yamux 8) drop the payload of a Data frame that carries FIN.
+                out.append(encode_header(FrameType.WINDOW_UPDATE, _FIN, sid, 0))
+                size += 12
+                self._advance_fin(stream)
             if stream.outbox_size and stream.send_window:
                 ready.append(sid)
             else:

@@ -1,0 +1,508 @@
+"""Passive decoders for inspect mode: they read copies of the bytes, never alter or delay them.
+
+The proxy forwards every byte first and then hands a copy here, so a decoder can only
+learn less, never break a session: on malformed input it records ``detail.error`` and
+stops. What they extract (``SessionDetail``):
+
+* exec/attach over SPDY (``v4.channel.k8s.io``): the command (from the request query),
+  the channels opened (``streamtype``), the exit code from the error stream's Status;
+* port-forward over SPDY (``portforward.k8s.io``) and inside WebSocket
+  (``SPDY/3.1+portforward.k8s.io``): ports, and bytes per forwarded connection;
+* exec/attach over WebSocket ``v5.channel.k8s.io``: channels seen, the exit code from
+  the channel-3 Status, the Close code;
+* watches (``?watch=true``): events per type from the JSON lines; ``log?follow``: lines.
+
+The WebSocket reader is a small streaming frame parser (headers only are buffered; a
+payload is unmasked only where its bytes are needed). Bounds: an error-stream Status of
+at most ``MAX_STATUS`` bytes, a watch line prefix of ``MAX_LINE_PREFIX`` bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from core.errors import RemoteProtocolError
+from core.protocol import spdy
+from core.protocol.k8s_channels import (
+    CLOSE_CHANNEL,
+    PORTFORWARD_WEBSOCKET_PROTOCOL,
+    Channel,
+    exit_code_from_status,
+)
+
+__all__ = [
+    "MAX_STATUS",
+    "PassiveDecoder",
+    "PortConnection",
+    "SessionDetail",
+    "SpdyInspector",
+    "StreamLineCounter",
+    "WebSocketFrameReader",
+    "WebSocketInspector",
+    "decoder_for",
+]
+
+MAX_STATUS = 64 * 1024
+MAX_LINE_PREFIX = 256
+_WATCH_TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z]{1,32})"')
+
+
+@dataclass
+class PortConnection:
+    """One forwarded connection (a SPDY ``data``/``error`` stream pair by ``requestid``)."""
+
+    request_id: str
+    port: int | None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    error: str | None = None
+    closed: bool = False
+
+
+@dataclass
+class SessionDetail:
+    """What passive decoding learned about one exchange."""
+
+    kind: str = ""
+    """``exec``, ``attach``, ``portforward``, ``watch``, ``log`` or empty."""
+    command: tuple[str, ...] = ()
+    channels: set[str] = field(default_factory=set)
+    exit_code: int | None = None
+    status_message: str | None = None
+    ports: list[int] = field(default_factory=list)
+    connections: list[PortConnection] = field(default_factory=list)
+    events: dict[str, int] = field(default_factory=dict)
+    lines: int = 0
+    close_code: int | None = None
+    error: str | None = None
+    """Why decoding stopped early (the session itself is unaffected)."""
+
+
+class PassiveDecoder(Protocol):
+    def client_data(self, data: bytes) -> None: ...
+    def server_data(self, data: bytes) -> None: ...
+    def finish(self) -> None: ...
+
+
+def _status(detail: SessionDetail, raw: bytes) -> None:
+    if not raw.strip():
+        detail.exit_code = 0
+        return
+    try:
+        detail.exit_code = exit_code_from_status(raw)
+    except RemoteProtocolError as exc:
+        detail.error = str(exc)
+        return
+    if detail.exit_code is None:
+        detail.status_message = raw[:512].decode("utf-8", "replace")
+
+
+# -- SPDY ----------------------------------------------------------------------------
+
+
+@dataclass
+class _SpdyStream:
+    kind: str
+    connection: PortConnection | None = None
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+class SpdyInspector:
+    """Both directions of one SPDY/3.1 connection, each through its own ``FrameDecoder``."""
+
+    def __init__(self, detail: SessionDetail) -> None:
+        self.detail = detail
+        self._decoders = (spdy.FrameDecoder(), spdy.FrameDecoder())
+        self._streams: dict[int, _SpdyStream] = {}
+        self._by_request: dict[str, PortConnection] = {}
+        self._stopped = False
+
+    def client_data(self, data: bytes) -> None:
+        self._feed(0, data)
+
+    def server_data(self, data: bytes) -> None:
+        self._feed(1, data)
+
+    def finish(self) -> None:
+        self._stopped = True
+
+    def _feed(self, side: int, data: bytes) -> None:
+        if self._stopped:
+            return
+        decoder = self._decoders[side]
+        try:
+            decoder.receive_data(data)
+            while (frame := decoder.next_frame()) is not None:
+                self._frame(side, frame)
+        except RemoteProtocolError as exc:
+            self.detail.error = f"SPDY: {exc}"
+            self._stopped = True
+
+    def _frame(self, side: int, frame: spdy.Frame) -> None:
+        if isinstance(frame, spdy.SynStream) and side == 0:
+            self._opened(frame)
+        elif isinstance(frame, spdy.DataFrame):
+            stream = self._streams.get(frame.stream_id)
+            if stream is not None:
+                self._data(side, stream, frame)
+        elif isinstance(frame, spdy.RstStream):
+            stream = self._streams.get(frame.stream_id)
+            if stream is not None and stream.connection is not None:
+                stream.connection.closed = True
+
+    def _opened(self, frame: spdy.SynStream) -> None:
+        kind = (frame.headers.get("streamtype") or [""])[0]
+        stream = _SpdyStream(kind)
+        self._streams[frame.stream_id] = stream
+        self.detail.channels.add(kind)
+        request_id = (frame.headers.get("requestid") or [""])[0]
+        port_text = (frame.headers.get("port") or [""])[0]
+        if not request_id and not port_text:
+            return
+        port = int(port_text) if port_text.isdigit() else None
+        connection = self._by_request.get(request_id)
+        if connection is None:
+            connection = PortConnection(request_id, port)
+            self._by_request[request_id] = connection
+            self.detail.connections.append(connection)
+            if port is not None and port not in self.detail.ports:
+                self.detail.ports.append(port)
+        stream.connection = connection
+
+    def _data(self, side: int, stream: _SpdyStream, frame: spdy.DataFrame) -> None:
+        connection = stream.connection
+        if stream.kind == "data" and connection is not None:
+            if side == 0:
+                connection.bytes_up += len(frame.data)
+            else:
+                connection.bytes_down += len(frame.data)
+            if frame.fin and side == 1:
+                connection.closed = True
+            return
+        if stream.kind != "error" or side != 1:
+            return
+        if len(stream.buffer) + len(frame.data) <= MAX_STATUS:
+            stream.buffer += frame.data
+        if not frame.fin:
+            return
+        if connection is not None:
+            if stream.buffer:
+                connection.error = stream.buffer.decode("utf-8", "replace")
+        else:
+            _status(self.detail, bytes(stream.buffer))
+
+
+# -- WebSocket -----------------------------------------------------------------------
+
+
+def _unmask(data: bytes, mask: bytes, offset: int) -> bytes:
+    if not data:
+        return data
+    rotated = mask[offset % 4 :] + mask[: offset % 4]
+    key = (rotated * (len(data) // 4 + 1))[: len(data)]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(len(data), "big")
+
+
+class WebSocketFrameReader:
+    """A streaming RFC 6455 frame reader for one direction; never buffers a payload.
+
+    Calls ``on_frame(opcode, fin)`` at each frame start, ``on_payload(chunk)`` with
+    payload bytes (unmasked) while ``want_payload()`` is true (skipped bytes are only
+    counted) and ``on_frame_end()``. Raises ``RemoteProtocolError`` on nonsense: reserved
+    bits or opcodes, oversized or fragmented control frames, masking in the wrong
+    direction.
+    """
+
+    def __init__(
+        self,
+        *,
+        masked: bool,
+        on_frame: Callable[[int, bool], None],
+        on_payload: Callable[[bytes], None],
+        on_frame_end: Callable[[], None],
+        want_payload: Callable[[], bool],
+    ) -> None:
+        self._masked = masked
+        self._on_frame = on_frame
+        self._on_payload = on_payload
+        self._on_frame_end = on_frame_end
+        self._want_payload = want_payload
+        self._head = bytearray()
+        self._remaining = 0
+        self._offset = 0
+        self._mask = b""
+        self.frames = 0
+
+    def receive_data(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._remaining:
+                n = min(self._remaining, len(view))
+                if self._want_payload():
+                    chunk = bytes(view[:n])
+                    if self._mask:
+                        chunk = _unmask(chunk, self._mask, self._offset)
+                    self._on_payload(chunk)
+                view = view[n:]
+                self._offset += n
+                self._remaining -= n
+                if not self._remaining:
+                    self._on_frame_end()
+                continue
+            self._head.append(view[0])
+            view = view[1:]
+            self._parse_head()
+
+    def _parse_head(self) -> None:
+        head = self._head
+        if len(head) < 2:
+            return
+        b0, b1 = head[0], head[1]
+        masked, size = bool(b1 & 0x80), b1 & 0x7F
+        need = 2 + {126: 2, 127: 8}.get(size, 0) + (4 if masked else 0)
+        if len(head) < need:
+            return
+        opcode, fin = b0 & 0x0F, bool(b0 & 0x80)
+        if b0 & 0x70:
+            raise RemoteProtocolError("WebSocket frame with reserved bits set")
+        if 3 <= opcode <= 7 or opcode > 10:
+            raise RemoteProtocolError(f"reserved WebSocket opcode {opcode}")
+        if masked != self._masked:
+            raise RemoteProtocolError("WebSocket frame masking in the wrong direction")
+        if size == 126:
+            size = int.from_bytes(head[2:4], "big")
+        elif size == 127:
+            size = int.from_bytes(head[2:10], "big")
+            if size >> 63:
+                raise RemoteProtocolError("WebSocket frame length out of range")
+        if opcode >= 8 and (size > 125 or not fin):
+            raise RemoteProtocolError("bad WebSocket control frame")
+        self._mask = bytes(head[need - 4 : need]) if masked else b""
+        self._head = bytearray()
+        self._remaining = size
+        self._offset = 0
+        self.frames += 1
+        self._on_frame(opcode, fin)
+        if size == 0:
+            self._on_frame_end()
+
+
+class _WsDirection:
+    """Message assembly for one direction of a WebSocket session."""
+
+    def __init__(self, inspector: WebSocketInspector, side: int) -> None:
+        self.inspector = inspector
+        self.side = side
+        self.control_frame = False
+        self.opcode = 0
+        self.fin = False
+        self.in_message = False
+        self.channel: int | None = None
+        self.close_target = False
+        self.buffer = bytearray()
+        self.reader = WebSocketFrameReader(
+            masked=side == 0,
+            on_frame=self.frame,
+            on_payload=self.payload,
+            on_frame_end=self.frame_end,
+            want_payload=self.want_payload,
+        )
+
+    def frame(self, opcode: int, fin: bool) -> None:
+        self.opcode, self.fin = opcode, fin
+        self.control_frame = opcode >= 8
+        if self.control_frame:
+            self.buffer = bytearray()
+            return
+        if opcode == 0 and not self.in_message:
+            raise RemoteProtocolError("WebSocket continuation without a message")
+        if opcode != 0:
+            if self.in_message:
+                raise RemoteProtocolError("new WebSocket message inside a fragmented one")
+            self.in_message = True
+            self.channel = None
+            self.close_target = False
+            self.buffer = bytearray()
+
+    def want_payload(self) -> bool:
+        return self.control_frame or self.inspector.wants_bytes(self)
+
+    def payload(self, chunk: bytes) -> None:
+        if self.control_frame:
+            self.buffer += chunk
+        else:
+            self.inspector.message_bytes(self, chunk)
+
+    def frame_end(self) -> None:
+        if self.control_frame:
+            if self.opcode == 8:
+                self.inspector.closed(self.side, bytes(self.buffer))
+            return
+        if self.fin:
+            self.in_message = False
+            self.inspector.message_end(self)
+
+
+class WebSocketInspector:
+    """Both directions of a WebSocket session after its 101: v5 channels, or a SPDY tunnel."""
+
+    def __init__(self, detail: SessionDetail, subprotocol: str | None) -> None:
+        self.detail = detail
+        self._tunnel: SpdyInspector | None = None
+        if subprotocol == PORTFORWARD_WEBSOCKET_PROTOCOL:
+            self._tunnel = SpdyInspector(detail)
+        self._sides = (_WsDirection(self, 0), _WsDirection(self, 1))
+        self._stopped = False
+
+    def client_data(self, data: bytes) -> None:
+        self._feed(0, data)
+
+    def server_data(self, data: bytes) -> None:
+        self._feed(1, data)
+
+    def finish(self) -> None:
+        self._stopped = True
+
+    def _feed(self, side: int, data: bytes) -> None:
+        if self._stopped:
+            return
+        try:
+            self._sides[side].reader.receive_data(data)
+        except RemoteProtocolError as exc:
+            self.detail.error = f"WebSocket: {exc}"
+            self._stopped = True
+
+    def wants_bytes(self, direction: _WsDirection) -> bool:
+        if self._tunnel is not None:
+            return True
+        if direction.channel is None or direction.close_target:
+            return True
+        return direction.side == 1 and direction.channel == Channel.ERROR
+
+    def message_bytes(self, direction: _WsDirection, chunk: bytes) -> None:
+        if self._tunnel is not None:
+            if direction.side == 0:
+                self._tunnel.client_data(chunk)
+            else:
+                self._tunnel.server_data(chunk)
+            return
+        if chunk and direction.channel is None:
+            direction.channel = chunk[0]
+            chunk = chunk[1:]
+            if direction.channel == CLOSE_CHANNEL:
+                direction.close_target = True
+            else:
+                self.detail.channels.add(_channel_name(direction.channel))
+        if direction.close_target and chunk:
+            direction.close_target = False
+            self.detail.channels.add(_channel_name(chunk[0]))
+        elif (
+            direction.side == 1
+            and direction.channel == Channel.ERROR
+            and len(direction.buffer) + len(chunk) <= MAX_STATUS
+        ):
+            direction.buffer += chunk
+
+    def message_end(self, direction: _WsDirection) -> None:
+        if self._tunnel is None and direction.side == 1 and direction.channel == Channel.ERROR:
+            _status(self.detail, bytes(direction.buffer))
+        direction.buffer = bytearray()
+
+    def closed(self, side: int, payload: bytes) -> None:
+        if side == 1 and len(payload) >= 2:
+            self.detail.close_code = int.from_bytes(payload[:2], "big")
+
+
+def _channel_name(channel: int) -> str:
+    try:
+        return Channel(channel).name.lower()
+    except ValueError:
+        return str(channel)
+
+
+# -- watch and follow ----------------------------------------------------------------
+
+
+class StreamLineCounter:
+    """Counts newline-terminated lines of a response body; for watches, events by type."""
+
+    def __init__(self, detail: SessionDetail, *, watch: bool) -> None:
+        self.detail = detail
+        self._watch = watch
+        self._prefix = bytearray()
+
+    def client_data(self, data: bytes) -> None:
+        return
+
+    def server_data(self, data: bytes) -> None:
+        start = 0
+        while (end := data.find(b"\n", start)) != -1:
+            self._line(data[start:end])
+            start = end + 1
+        self._keep(data[start:])
+
+    def finish(self) -> None:
+        if self._prefix.strip():
+            self._line(b"")
+
+    def _keep(self, part: bytes) -> None:
+        room = MAX_LINE_PREFIX - len(self._prefix)
+        if room > 0:
+            self._prefix += part[:room]
+
+    def _line(self, tail: bytes) -> None:
+        self._keep(tail)
+        line = bytes(self._prefix)
+        self._prefix = bytearray()
+        self.detail.lines += 1
+        if self._watch and (match := _WATCH_TYPE.search(line)):
+            kind = match.group(1).decode("ascii")
+            self.detail.events[kind] = self.detail.events.get(kind, 0) + 1
+
+
+# -- choice --------------------------------------------------------------------------
+
+
+def decoder_for(
+    method: str,
+    target: str,
+    upgrade: str | None,
+    subprotocol: str | None,
+    detail: SessionDetail,
+) -> PassiveDecoder | None:
+    """The decoder for an exchange (after its response head or its 101), or None."""
+    parts = urlsplit(target)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    segments = [s for s in parts.path.split("/") if s]
+    last = segments[-1] if segments else ""
+
+    def flag(name: str) -> bool:
+        return (query.get(name) or [""])[0].lower() in ("true", "1")
+
+    if upgrade is not None:
+        if last in ("exec", "attach"):
+            detail.kind = last
+            detail.command = tuple(query.get("command", []))
+        elif last == "portforward":
+            detail.kind = "portforward"
+            detail.ports = [int(p) for p in query.get("ports", []) if p.isdigit()]
+        else:
+            return None
+        if upgrade.lower() == "websocket":
+            return WebSocketInspector(detail, subprotocol)
+        if upgrade.lower().startswith("spdy/3.1"):
+            return SpdyInspector(detail)
+        return None
+    if method != "GET":
+        return None
+    if flag("watch") or "watch" in segments[:3]:
+        detail.kind = "watch"
+        return StreamLineCounter(detail, watch=True)
+    if last == "log" and flag("follow"):
+        detail.kind = "log"
+        return StreamLineCounter(detail, watch=False)
+    return None

@@ -1,0 +1,168 @@
+"""The real kubectl through an inspect endpoint to the demo apiserver (direct TCP, TLS
+re-originated), over WebSocket and SPDY; the records show what was decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.aio.inspect import InspectEndpoint, tcp_connector, upstream_context
+from core.demo import DemoApiServer
+from core.protocol.http_proxy import Exchange, UpgradeState
+from tests.demo.kubectl import KUBECTL, PROTOCOLS, Kubectl
+
+if not KUBECTL.exists():  # pragma: no cover
+    pytest.skip("the real kubectl is not installed", allow_module_level=True)
+
+TOKEN = "kubectl-endpoint-credential-0123456789"
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+@pytest.fixture
+async def inspected(tmp_path: Path) -> AsyncIterator[tuple[DemoApiServer, InspectEndpoint]]:
+    async with DemoApiServer(tmp_path / "demo", tls=True) as demo:
+        endpoint = InspectEndpoint(
+            "demo",
+            tmp_path / "inspect",
+            endpoint_token=TOKEN,
+            connector=tcp_connector("127.0.0.1", demo.port),
+            upstream_tls=upstream_context(demo.ca_pem),
+            server_name="localhost",
+            upstream_authorization=f"Bearer {demo.bearer_token}",
+            credential_is_callers_own=True,
+        )
+        async with endpoint:
+            yield demo, endpoint
+
+
+def kubectl_through(endpoint: InspectEndpoint, home: Path, protocol: str) -> Kubectl:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {
+                    "server": endpoint.url,
+                    "certificate-authority-data": base64.b64encode(endpoint.ca_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "u", "user": {"token": TOKEN}}],
+        "contexts": [
+            {"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "default"}}
+        ],
+        "current-context": "x",
+    }
+    path = home / "kubeconfig"
+    home.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config))
+    return Kubectl(home, path, protocol)
+
+
+def upgraded(endpoint: InspectEndpoint, sub: str) -> list[Exchange]:
+    return [
+        e
+        for e in endpoint.exchanges()
+        if e.path.endswith(sub) and e.upgrade_state is UpgradeState.ACCEPTED
+    ]
+
+
+async def test_get_and_exec(
+    inspected: tuple[DemoApiServer, InspectEndpoint], tmp_path: Path, protocol: str
+) -> None:
+    _, endpoint = inspected
+    kubectl = kubectl_through(endpoint, tmp_path / "home", protocol)
+    pods = await kubectl.run("get", "pods")
+    assert pods.returncode == 0, pods.err
+    assert re.search(r"web\s+1/1\s+Running", pods.out)
+    result = await kubectl.run("exec", "web", "--", "sh", "-c", "echo to-out; exit 3")
+    assert result.returncode == 3, result.err
+    assert result.out == "to-out\n"
+    stdin = await kubectl.run("exec", "-i", "web", "--", "wc", "-c", stdin=b"x" * 100_000)
+    assert stdin.out.strip() == "100000", stdin.err
+    gets = [e for e in endpoint.exchanges() if e.path == "/api/v1/namespaces/default/pods"]
+    assert gets and gets[0].status == 200 and gets[0].upgrade_state is UpgradeState.NONE
+    assert gets[0].kubectl_command == "kubectl get"
+    first, second = upgraded(endpoint, "/exec")
+    assert first.kubectl_command == "kubectl exec"
+    assert first.detail.command == ("sh", "-c", "echo to-out; exit 3")
+    assert first.detail.exit_code == 3
+    assert second.detail.exit_code == 0
+    assert "stdin" in second.detail.channels
+    assert first.detail.error is None and second.detail.error is None
+    if protocol == "websocket":
+        assert (first.upgrade, first.subprotocol) == ("websocket", "v5.channel.k8s.io")
+        assert first.detail.close_code == 1000
+    else:
+        assert (first.upgrade, first.subprotocol) == ("SPDY/3.1", "v4.channel.k8s.io")
+        assert {"error", "stdout"} <= first.detail.channels
+    assert not [e for e in endpoint.exchanges() if e.upgrade_state is UpgradeState.REFUSED]
+
+
+async def _http_get(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 15)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_port_forward(
+    inspected: tuple[DemoApiServer, InspectEndpoint], tmp_path: Path, protocol: str
+) -> None:
+    _, endpoint = inspected
+    kubectl = kubectl_through(endpoint, tmp_path / "home", protocol)
+    async with kubectl.background("port-forward", "--address", "127.0.0.1", "pod/web", ":80") as bg:
+        await bg.read_until(b"Forwarding from 127.0.0.1:")
+        await bg.read_for(0.2)
+        match = re.search(rb"Forwarding from 127\.0\.0\.1:(\d+) -> 80", bg.output)
+        assert match is not None
+        port = int(match[1])
+        assert b"You asked for /one" in await _http_get(port, "/one")
+        assert b"You asked for /two" in await _http_get(port, "/two")
+        await asyncio.sleep(0.3)
+        (session,) = upgraded(endpoint, "/portforward")
+        assert session.detail.kind == "portforward"
+        assert session.detail.ports == [80]
+        assert len(session.detail.connections) == 2
+        assert all(c.bytes_up > 0 and c.bytes_down > 0 for c in session.detail.connections)
+        assert session.detail.error is None
+        if protocol == "websocket":
+            assert session.subprotocol == "SPDY/3.1+portforward.k8s.io"
+        else:
+            assert (session.upgrade, session.subprotocol) == ("SPDY/3.1", "portforward.k8s.io")
+
+
+async def test_logs_follow_and_watch(
+    inspected: tuple[DemoApiServer, InspectEndpoint], tmp_path: Path
+) -> None:
+    _, endpoint = inspected
+    kubectl = kubectl_through(endpoint, tmp_path / "home", "websocket")
+    async with (
+        kubectl.background("logs", "-f", "ticker") as logs,
+        kubectl.background("get", "pods", "-w", "-o", "name") as watch,
+    ):
+        first = await logs.read_until(b"tick ")
+        start = max(int(n) for n in re.findall(rb"tick (\d+)", first))
+        await logs.read_until(f"tick {start + 3}\n".encode(), timeout=10)
+        await watch.read_until(b"pod/ticker")
+        await watch.read_for(4)
+        follow = [e for e in endpoint.exchanges() if e.detail.kind == "log"]
+        watches = [e for e in endpoint.exchanges() if e.detail.kind == "watch"]
+        assert follow and follow[0].status == 200 and follow[0].detail.lines >= 3
+        assert watches and watches[0].detail.events.get("MODIFIED", 0) >= 1
