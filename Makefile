@@ -42,13 +42,17 @@ lint: $(STAMP)
 unit: $(STAMP)
 	timeout $(PYTEST_TIMEOUT) $(BIN)/pytest -m 'not slow and not interop'
 
+# The desktop app's tests run in a process of their own: Qt keeps process-wide state
+# (the QApplication, its threads) that must not outlive them into the other suites.
 test: test-deps lint
-	timeout $(PYTEST_TIMEOUT) $(BIN)/pytest
+	timeout $(PYTEST_TIMEOUT) $(BIN)/pytest --ignore=tests/gui
+	timeout $(PYTEST_TIMEOUT) $(BIN)/pytest tests/gui
 
 bench: test-deps
 	./scripts/install-bench-deps.sh
 	$(BIN)/python -m tests.bench.mux_bench
 	$(BIN)/python -m tests.bench.tunnel_bench
+	$(BIN)/python -m tests.bench.gui_bench
 
 clean:
 	rm -rf $(VENV) tests/interop/node_modules .mypy_cache .ruff_cache

@@ -1,24 +1,359 @@
-"""The main window (a minimal one until the desktop issue lands)."""
+"""The main window: clusters, live streams, stream detail, traffic, log, 'Try it', debug.
+
+A 5 Hz timer reads the core's latest snapshot (an attribute read; the core runs on its
+own thread) and, when it is new, hands it to the models, which apply batched diffs. The
+window never receives per-byte signals and never waits for the core.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QMainWindow
+import time
+
+from PySide6.QtCore import QItemSelection, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QDockWidget,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QMainWindow,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from core import __version__
+from core.service import ServiceSnapshot
+from gui.aio import async_slot
+from gui.backend import DEMO, Backend
+from gui.chart import TrafficChart, TrafficHistory
+from gui.icons import state_icon
+from gui.lag import LagMonitor
+from gui.models import (
+    CLUSTER_ROLE,
+    KEY_ROLE,
+    ClustersModel,
+    StreamsFilter,
+    StreamsModel,
+    stream_rows,
+)
+from gui.panels import DebugPanel, LogView, StreamDetail, TryItPanel
+
+TICK_MS = 200
 
 
 class MainWindow(QMainWindow):
-    """Wicket's main window. Signals: none yet."""
+    """Wicket's main window.
 
-    def __init__(self) -> None:
+    Signals: ``add_cluster_requested()``, ``quit_requested()``, ``ticked()`` (after each
+    snapshot was applied), ``cluster_selected(str)``.
+    """
+
+    add_cluster_requested = Signal()
+    quit_requested = Signal()
+    ticked = Signal()
+    cluster_selected = Signal(str)
+
+    def __init__(self, backend: Backend, lag: LagMonitor | None = None) -> None:
         super().__init__()
+        self.backend = backend
+        self.lag = lag or LagMonitor(parent=self)
+        self.keep_running_in_tray = False
         self.setWindowTitle("Wicket")
-        label = QLabel(
-            f"<h2>Wicket {__version__}</h2>"
-            "<p>Tunnels to Kubernetes apiservers in private networks.</p>"
-            "<p>The desktop views are being built; the multiplexer is ready.</p>"
+        self.setWindowIcon(state_icon("online"))
+        self.resize(1200, 760)
+
+        self.clusters = ClustersModel()
+        self.streams = StreamsModel()
+        self.proxy = StreamsFilter()
+        self.proxy.setSourceModel(self.streams)
+        self.history = TrafficHistory()
+        self.last_snapshot: ServiceSnapshot | None = None
+        self.update_ms = 0.0
+        self.max_update_ms = 0.0
+        self._selected_cluster: str | None = None
+
+        self._build_widgets()
+        self._build_actions()
+        self._timer = QTimer(self)
+        self._timer.setInterval(TICK_MS)
+        self._timer.timeout.connect(self.tick)
+        self.lag.updated.connect(self._refresh_debug)
+        hints = QGuiApplication.styleHints()
+        if hints is not None:
+            hints.colorSchemeChanged.connect(lambda _scheme: self.chart.update())
+
+    # -- construction ------------------------------------------------------------------
+
+    def _build_widgets(self) -> None:
+        self.cluster_list = QListView()
+        self.cluster_list.setModel(self.clusters)
+        self.cluster_list.setAccessibleName("Clusters")
+        self.cluster_list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.cluster_list.setUniformItemSizes(False)
+        self.cluster_list.setWordWrap(True)
+        self.cluster_list.selectionModel().selectionChanged.connect(self._cluster_changed)
+        self.add_button = QPushButton("&Add cluster…")
+        self.add_button.clicked.connect(self.add_cluster_requested)
+        self.connect_button = QPushButton("&Disconnect")
+        self.connect_button.setEnabled(False)
+        self.connect_button.clicked.connect(self._toggle_selected)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(QLabel("<b>Clusters</b>"))
+        left_layout.addWidget(self.cluster_list, 1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.connect_button)
+        left_layout.addLayout(buttons)
+
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter streams (cluster, client, state…)  Ctrl+F")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.setAccessibleName("Filter streams")
+        self.filter_edit.textChanged.connect(self.proxy.set_text)
+        self.open_only = QCheckBox("&Open only")
+        self.open_only.toggled.connect(self.proxy.set_open_only)
+        self.this_cluster = QCheckBox("Selected &cluster only")
+        self.this_cluster.toggled.connect(self._cluster_filter_toggled)
+        self.all_hops = QCheckBox("All &hops")
+        self.all_hops.setToolTip("Also show each stream as recorded at the relay and the agent")
+        self.all_hops.toggled.connect(self.proxy.set_all_hops)
+        filters = QHBoxLayout()
+        for widget in (self.filter_edit, self.open_only, self.this_cluster, self.all_hops):
+            filters.addWidget(widget)
+
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setAccessibleName("Streams")
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)  # one line per cell: cheaper to lay out at 5 Hz
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        for column, width in enumerate((44, 70, 160, 120, 110, 110, 75, 75, 85, 60)):
+            self.table.setColumnWidth(column, width)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._refresh_detail())
+
+        streams_tab = QWidget()
+        streams_layout = QVBoxLayout(streams_tab)
+        streams_layout.addLayout(filters)
+        streams_layout.addWidget(self.table)
+
+        self.try_it = TryItPanel()
+        self.try_it.copied.connect(lambda c: self.statusBar().showMessage(f"Copied: {c}", 4000))
+        self.log_view = LogView()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(streams_tab, "&Streams")
+        self.tabs.addTab(self.try_it, "&Try it")
+        self.tabs.addTab(self.log_view, "&Log")
+
+        self.detail = StreamDetail()
+        self.chart = TrafficChart(self.history)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.tabs)
+        right.addWidget(self.detail)
+        right.addWidget(self.chart)
+        right.setSizes([430, 150, 150])
+        main = QSplitter(Qt.Orientation.Horizontal)
+        main.addWidget(left)
+        main.addWidget(right)
+        main.setSizes([280, 920])
+        self.setCentralWidget(main)
+
+        self.debug_panel = DebugPanel(self.lag)
+        self.debug_dock = QDockWidget("Debug", self)
+        self.debug_dock.setObjectName("debug")
+        self.debug_dock.setWidget(self.debug_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.debug_dock)
+        self.debug_dock.hide()
+        self.status = QLabel()
+        self.statusBar().addPermanentWidget(self.status)
+
+    def _build_actions(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.add_action = QAction("&Add cluster…", self)
+        self.add_action.setShortcut(QKeySequence.StandardKey.New)
+        self.add_action.triggered.connect(self.add_cluster_requested)
+        file_menu.addAction(self.add_action)
+        file_menu.addSeparator()
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        self.quit_action.triggered.connect(self.quit_requested)
+        file_menu.addAction(self.quit_action)
+        self.view_menu = self.menuBar().addMenu("&View")
+        find = QAction("&Find stream", self)
+        find.setShortcut(QKeySequence.StandardKey.Find)
+        find.triggered.connect(self._focus_filter)
+        self.view_menu.addAction(find)
+        debug = self.debug_dock.toggleViewAction()
+        debug.setText("&Debug panel")
+        debug.setShortcut(QKeySequence("F12"))
+        self.view_menu.addAction(debug)
+        self.view_menu.addSeparator()
+        for index in range(self.tabs.count()):
+            action = QAction(self.tabs.tabText(index).replace("&", ""), self)
+            action.setShortcut(QKeySequence(f"Alt+{index + 1}"))
+            action.triggered.connect(lambda _c=False, i=index: self.tabs.setCurrentIndex(i))
+            self.view_menu.addAction(action)
+        #: The tray's menu is added here too when there is no tray.
+        self.tray_menu_action: QAction | None = None
+        help_menu = self.menuBar().addMenu("&Help")
+        about = QAction(f"Wicket {__version__}", self)
+        about.setEnabled(False)
+        help_menu.addAction(about)
+
+    # -- running -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.lag.start()
+        self._timer.start()
+        self.tick()
+
+    def stop(self) -> None:
+        self._timer.stop()
+        self.lag.stop()
+
+    def tick(self) -> None:
+        """Apply the newest snapshot (if it is new) and drain logs and events."""
+        snap = self.backend.latest
+        core = self.backend.core
+        records = core.log.drain()
+        events = []
+        while core.events:
+            events.append(core.events.popleft())
+        if records or events:
+            self.log_view.add(records, events)
+        if snap is self.last_snapshot:
+            return
+        started = time.perf_counter()
+        self.last_snapshot = snap
+        rows = stream_rows(snap)
+        self.clusters.apply(snap)
+        self.streams.apply(snap, rows)
+        self.history.add(snap, rows)
+        self.chart.update()
+        self._refresh_detail()
+        self._refresh_status(snap)
+        self._select_default_cluster()
+        self.update_ms = (time.perf_counter() - started) * 1000
+        self.max_update_ms = max(self.max_update_ms, self.update_ms)
+        self.ticked.emit()
+
+    def select_cluster(self, name: str) -> bool:
+        row = self.clusters.row_of(name)
+        if row < 0:
+            return False
+        self.cluster_list.setCurrentIndex(self.clusters.index(row, 0))
+        return True
+
+    @property
+    def selected_cluster(self) -> str | None:
+        return self._selected_cluster
+
+    def set_try_it(self, context: str | None, server: str = "") -> None:
+        self.try_it.set_context(context, server=server)
+
+    # -- reactions ---------------------------------------------------------------------
+
+    def _select_default_cluster(self) -> None:
+        if self._selected_cluster is None and self.clusters.rows:
+            names = [r.name for r in self.clusters.rows]
+            self.select_cluster(DEMO if DEMO in names else names[0])
+
+    def _cluster_changed(self, selected: QItemSelection, _deselected: QItemSelection) -> None:
+        indexes = selected.indexes()
+        name = indexes[0].data(CLUSTER_ROLE) if indexes else None
+        self._selected_cluster = name
+        self.chart.set_cluster(name)
+        if self.this_cluster.isChecked():
+            self.proxy.set_cluster(name)
+        self._refresh_connect_button()
+        if name:
+            self.cluster_selected.emit(name)
+
+    def _cluster_filter_toggled(self, on: bool) -> None:
+        self.proxy.set_cluster(self._selected_cluster if on else None)
+
+    def _refresh_connect_button(self) -> None:
+        name = self._selected_cluster
+        self.connect_button.setEnabled(name is not None)
+        connected = name is not None and self.backend.is_connected(name)
+        self.connect_button.setText("&Disconnect" if connected else "&Connect")
+
+    @async_slot()
+    async def _toggle_selected(self) -> None:
+        name = self._selected_cluster
+        if name is None:
+            return
+        self.connect_button.setEnabled(False)
+        try:
+            if self.backend.is_connected(name):
+                await self.backend.disconnect(name)
+            else:
+                await self.backend.connect(name)
+        finally:
+            self._refresh_connect_button()
+
+    def _focus_filter(self) -> None:
+        self.tabs.setCurrentIndex(0)
+        self.filter_edit.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.filter_edit.selectAll()
+
+    def selected_stream_key(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return str(rows[0].data(KEY_ROLE)) if rows else None
+
+    def select_stream(self, key: str) -> bool:
+        proxy: QSortFilterProxyModel = self.proxy
+        for row in range(proxy.rowCount()):
+            index: QModelIndex = proxy.index(row, 0)
+            if index.data(KEY_ROLE) == key:
+                self.table.selectRow(row)
+                return True
+        return False
+
+    def _refresh_detail(self) -> None:
+        key = self.selected_stream_key()
+        self.detail.show_row(self.streams.row_for_key(key) if key else None)
+
+    def _refresh_status(self, snap: ServiceSnapshot) -> None:
+        open_streams = sum(1 for s in snap.streams if s.closed_at is None)
+        online = sum(1 for c in snap.clusters if c.state == "online")
+        self.status.setText(
+            f"{online}/{len(snap.clusters)} clusters online · {open_streams} open streams"
         )
-        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setCentralWidget(label)
-        self.resize(640, 400)
+        self._refresh_connect_button()
+
+    def _refresh_debug(self) -> None:
+        snap = self.last_snapshot
+        self.debug_panel.refresh(
+            self.update_ms,
+            self.max_update_ms,
+            time.time() - snap.taken_at if snap else 0.0,
+            len(snap.streams) if snap else 0,
+            "running" if self.backend.core.running else "stopped",
+        )
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """With a tray, closing hides the window; without one, it quits."""
+        if self.keep_running_in_tray:
+            event.ignore()
+            self.hide()
+        else:
+            event.ignore()
+            self.quit_requested.emit()

@@ -594,6 +594,7 @@ class MuxConnection(asyncio.BufferedProtocol):
         self._ping_waiters = []
 
     def _flush_transport_close(self) -> None:
+        self._write_out()  # what is queued (an error message, GoAway) still goes out
         self.session.connection_lost("closed locally")
         self._run()
         if self._transport is not None and not self._transport.is_closing():

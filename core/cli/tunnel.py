@@ -2,6 +2,12 @@
 
 Tokens are read from a file or stdin (``-``), never from the command line, so they stay
 out of ``/proc/*/cmdline`` and shell history.
+
+``wicket connect --mode inspect`` runs an inspecting endpoint (docs/inspect.md): it needs
+the apiserver's CA (``--cluster-ca``) and certificate name (``--server-name``), and
+optionally the credential it sends upstream (``--upstream-token-file``). kubectl then
+trusts Wicket's CA (``<state-dir>/inspect/ca.pem``) and presents the endpoint's own
+token (``--endpoint-token-file``, created 0600 when missing).
 """
 
 from __future__ import annotations
@@ -10,15 +16,19 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, TokenError
 from core.pki.tokens import Token, TokenKind, parse, split_relay_address
 from core.tunnel.relay_state import RelayState, utcnow
+
+if TYPE_CHECKING:
+    from core.aio.endpoint import InspectSettings
 
 log = logging.getLogger("wicket.cli")
 
@@ -26,7 +36,7 @@ log = logging.getLogger("wicket.cli")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     relay = sub.add_parser("relay", help="run the relay (or issue its tokens)")
     relay.add_argument("--listen", default="127.0.0.1:7443", metavar="HOST:PORT")
-    relay.add_argument("--state-dir", type=Path, required=True)
+    relay.add_argument("--state-dir", type=Path, default=None, help="required to run the relay")
     relay.add_argument(
         "--public-host", default=None, metavar="ADDR", help="where public endpoints listen"
     )
@@ -61,17 +71,54 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     connect.add_argument("--cluster", required=True)
     connect.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT")
     connect.add_argument("--state-dir", type=Path, default=None)
+    connect.add_argument(
+        "--mode",
+        choices=("passthrough", "inspect"),
+        default="passthrough",
+        help="passthrough (kubectl's TLS end to end, the default) or inspect (Wicket ends "
+        "kubectl's TLS and records every request)",
+    )
+    inspect = connect.add_argument_group("inspect mode")
+    inspect.add_argument(
+        "--cluster-ca", type=Path, metavar="FILE", help="the apiserver's CA certificates (PEM)"
+    )
+    inspect.add_argument(
+        "--server-name", metavar="NAME", help="the name on the apiserver's certificate"
+    )
+    inspect.add_argument(
+        "--upstream-token-file",
+        metavar="FILE",
+        help="bearer token sent to the apiserver (file, or - for stdin; default: none)",
+    )
+    inspect.add_argument(
+        "--endpoint-token-file",
+        type=Path,
+        metavar="FILE",
+        help="the token kubectl must present (created, mode 0600, when missing; "
+        "default: <state-dir>/inspect/endpoint-token-<cluster>)",
+    )
+    inspect.add_argument(
+        "--credential-is-callers-own",
+        action="store_true",
+        help="the upstream token is the caller's own: let kubectl --as (Impersonate-*) through",
+    )
     connect.set_defaults(func=_run_connect)
 
 
 # -- helpers ---------------------------------------------------------------------------
 
 
-def host_port(text: str) -> tuple[str, int]:
+def host_port(text: str, *, any_port: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 in brackets); ``any_port`` admits port 0 (pick a free one)."""
+    if any_port:
+        host, sep, port = text.rpartition(":")
+        if sep and host and port == "0":
+            return host.strip("[]"), 0
     try:
-        return split_relay_address(text)
+        host, port_number = split_relay_address(text)
     except TokenError as exc:
         raise ConfigError(f"{text!r}: expected HOST:PORT") from exc
+    return host.strip("[]"), port_number
 
 
 def read_token(source: str, kind: TokenKind) -> Token:
@@ -83,6 +130,31 @@ def read_token(source: str, kind: TokenKind) -> Token:
     token = parse(text.strip())
     if token.kind != kind:
         raise TokenError(f"this is a {token.kind.value} token; a {kind.value} token is needed")
+    return token
+
+
+def read_secret(source: str, what: str) -> str:
+    """A one-line secret from a file or stdin; errors never repeat its text."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ConfigError(f"cannot read the {what} file {source}: {reason}") from exc
+    secret = text.strip()
+    if not secret or not secret.isascii() or not secret.isprintable() or " " in secret:
+        raise ConfigError(f"the {what} file {source} holds no single printable token")
+    return secret
+
+
+def endpoint_token(path: Path) -> str:
+    """The inspect endpoint's credential: read from ``path``, or created there (0600)."""
+    from core.pki import files
+
+    if path.exists():
+        return read_secret(str(path), "endpoint token")
+    token = secrets.token_urlsafe(32)
+    files.write_private(path, (token + "\n").encode())
+    log.info("new endpoint token for kubectl in %s", path)
     return token
 
 
@@ -144,7 +216,9 @@ def _run_relay(args: argparse.Namespace) -> int:
     from core.aio.relay import Relay, RelayConfig
     from core.aio.status import StatusServer
 
-    host, port = host_port(args.listen)
+    if args.state_dir is None:
+        raise ConfigError("wicket relay: --state-dir is required")
+    host, port = host_port(args.listen, any_port=True)
     relay = Relay(
         RelayConfig(
             state_dir=args.state_dir,
@@ -191,12 +265,44 @@ def _run_agent(args: argparse.Namespace) -> int:
     return run_until_signal(start, stop, until)
 
 
+def _inspect_settings(args: argparse.Namespace, state_dir: Path) -> InspectSettings:
+    from core.aio.endpoint import InspectSettings
+
+    if args.cluster_ca is None or not args.server_name:
+        raise ConfigError("--mode inspect needs --cluster-ca FILE and --server-name NAME")
+    if {args.upstream_token_file, args.token_file} == {"-"}:
+        raise ConfigError("only one of --token-file and --upstream-token-file can be stdin")
+    try:
+        ca_pem = args.cluster_ca.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the cluster CA {args.cluster_ca}: {exc.strerror}") from exc
+    if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+        raise ConfigError(f"{args.cluster_ca}: no PEM certificate in it")
+    upstream = None
+    if args.upstream_token_file is not None:
+        upstream = "Bearer " + read_secret(args.upstream_token_file, "upstream token")
+    inspect_dir = state_dir / "inspect"
+    token_file = args.endpoint_token_file or inspect_dir / f"endpoint-token-{args.cluster}"
+    return InspectSettings(
+        state_dir=inspect_dir,
+        endpoint_token=endpoint_token(token_file),
+        cluster_ca_pem=ca_pem,
+        server_name=args.server_name,
+        upstream_authorization=upstream,
+        credential_is_callers_own=args.credential_is_callers_own,
+    )
+
+
 def _run_connect(args: argparse.Namespace) -> int:
     from core.aio.endpoint import LocalEndpoint, RelayClient
     from core.aio.status import StatusServer
 
+    if args.mode == "passthrough" and (
+        args.cluster_ca or args.server_name or args.upstream_token_file or args.endpoint_token_file
+    ):
+        raise ConfigError("the inspect-mode options need --mode inspect")
     token = read_token(args.token_file, TokenKind.CLIENT)
-    host, port = host_port(args.listen)
+    host, port = host_port(args.listen, any_port=True)
     if not is_loopback(host):
         log.warning(
             "local endpoint on non-loopback %s: anyone who reaches it reaches %s",
@@ -204,15 +310,19 @@ def _run_connect(args: argparse.Namespace) -> int:
             args.cluster,
         )
     state_dir = args.state_dir or _default_client_dir()
+    inspect = _inspect_settings(args, state_dir) if args.mode == "inspect" else None
     client = RelayClient(state_dir, token)
-    endpoint = LocalEndpoint(client, args.cluster, host, port)
+    endpoint = LocalEndpoint(client, args.cluster, host, port, mode=args.mode, inspect=inspect)
     status = StatusServer("connect", endpoint.snapshot)
 
     async def start() -> None:
         await endpoint.start()
         await client.start()
         await status.start()
-        print(f"local endpoint for {args.cluster}: https://{endpoint.address}", flush=True)
+        print(f"local endpoint for {args.cluster}: {endpoint.url}", flush=True)
+        if inspect is not None:
+            ca = inspect.state_dir / "ca.pem"
+            print(f"inspect mode: kubectl trusts {ca} and presents the endpoint token", flush=True)
 
     async def stop() -> None:
         await status.stop()

@@ -1,0 +1,453 @@
+"""What the windows ask of the core, as coroutines for the GUI loop.
+
+``Backend`` owns the ``CoreThread`` and the app's state directory. Each method awaits
+work done elsewhere: tunnel changes on the core loop (``core.call``), file writes,
+kubeconfig edits, key generation and keyring calls in worker threads
+(``asyncio.to_thread`` / ``SecretStore``). Nothing here blocks the thread that paints.
+
+State directory (``$XDG_DATA_HOME/wicket/app``)::
+
+    clusters.json   the clusters the wizard added (name, relay, local port, mode)
+    relay/          the embedded relay (CA, tokens, clusters), when one was used
+    client/         this app's identity at the embedded relay
+    clients/<n>/    its identities at remote relays
+    demo/           the built-in demo stack
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core.aio.dial import load_credentials
+from core.aio.endpoint import RelayClient
+from core.aio.relay import Relay, RelayConfig
+from core.demo.embedded import CONTEXT as DEMO_CONTEXT
+from core.demo.embedded import DemoStack
+from core.errors import ConfigError, TunnelError
+from core.kube import (
+    ClusterSpec,
+    KubeconfigPaths,
+    MergedView,
+    add_cluster_contexts,
+    load_merged,
+    remove_cluster_contexts,
+    use_context,
+)
+from core.pki import files
+from core.pki.identity import Role
+from core.pki.tokens import Token, parse
+from core.secrets import Fallback, SecretStore, open_secret_store, upstream_token_key
+from core.service import ServiceSnapshot, WicketService
+from core.service.service import ClientSnapshot
+from core.tunnel.relay_state import utcnow
+from gui.core_thread import CoreThread
+
+log = logging.getLogger("wicket.gui")
+
+DEMO = "demo"
+EMBEDDED = "embedded"
+CLUSTERS_FILE = "clusters.json"
+CLIENT_NAME = "desktop"
+PROBE_TIMEOUT = 10.0
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "wicket" / "app"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A cluster the wizard added: how to bring its local endpoint back."""
+
+    name: str
+    relay: str  # "embedded", or the remote relay's address
+    port: int
+    mode: str = "passthrough"
+
+
+@dataclass
+class AppSettings:
+    demo: bool = True
+    clusters: list[ClusterConfig] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> AppSettings:
+        try:
+            doc = json.loads(path.read_text())
+            return cls(
+                bool(doc.get("demo", True)),
+                [ClusterConfig(**c) for c in doc.get("clusters", [])],
+            )
+        except FileNotFoundError:
+            return cls()
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path}: unreadable settings ({exc})") from exc
+
+    def save(self, path: Path) -> None:
+        doc = {"demo": self.demo, "clusters": [asdict(c) for c in self.clusters]}
+        files.ensure_private_dir(path.parent)
+        files.write_private(path, json.dumps(doc, indent=1).encode())
+
+
+class _Passive:
+    """Lets a part of a composite (the demo stack) show in the service's snapshot."""
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+def _client_view(client: RelayClient) -> ClientSnapshot:
+    creds = client.creds
+    return ClientSnapshot(
+        creds.identity.name if creds else None,
+        creds.relay if creds else None,
+        client.state,
+        client.last_error,
+        client.rtt,
+        client.connected_since,
+        client.reconnects,
+    )
+
+
+def _client_dir_name(relay: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", relay)
+
+
+@dataclass(frozen=True)
+class VersionProbe:
+    """What ``GET /version`` through the tunnel answered."""
+
+    status: int
+    body: str
+
+    @property
+    def git_version(self) -> str | None:
+        try:
+            value = json.loads(self.body).get("gitVersion")
+        except (ValueError, AttributeError):
+            return None
+        return str(value) if value else None
+
+
+@dataclass(frozen=True)
+class ProbeAuth:
+    token: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class Backend:
+    """The GUI's handle on the core and on the user's files (coroutines only)."""
+
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        kubeconfig: KubeconfigPaths | None = None,
+        core: CoreThread | None = None,
+        secret_fallback: Fallback = Fallback.NOT_REMEMBERING,
+    ) -> None:
+        self.state_dir = state_dir or default_state_dir()
+        self.kubeconfig = kubeconfig or KubeconfigPaths.from_process()
+        self.core = core or CoreThread(WicketService())
+        self.settings = AppSettings()
+        self.secret_fallback = secret_fallback
+        self._store: SecretStore | None = None
+
+    @property
+    def service(self) -> WicketService:
+        return self.core.service
+
+    @property
+    def latest(self) -> ServiceSnapshot:
+        return self.core.latest
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the core thread and read the settings (both off the GUI thread)."""
+        if not self.core.running:
+            await asyncio.to_thread(self.core.start)
+        self.settings = await asyncio.to_thread(AppSettings.load, self.state_dir / CLUSTERS_FILE)
+
+    async def restore(self) -> list[str]:
+        """Bring back the demo (if enabled) and every saved cluster; returns the failures."""
+        failures = []
+        if self.settings.demo:
+            try:
+                await self.start_demo()
+            except Exception as exc:
+                failures.append(f"demo: {exc}")
+        for cluster in list(self.settings.clusters):
+            try:
+                await self.connect(cluster.name)
+            except Exception as exc:
+                failures.append(f"{cluster.name}: {exc}")
+        return failures
+
+    async def shutdown(self) -> None:
+        await self.core.stop_async()
+
+    async def save_settings(self) -> None:
+        await asyncio.to_thread(self.settings.save, self.state_dir / CLUSTERS_FILE)
+
+    # -- clusters ----------------------------------------------------------------------
+
+    def cluster_config(self, name: str) -> ClusterConfig | None:
+        return next((c for c in self.settings.clusters if c.name == name), None)
+
+    def known_clusters(self) -> list[str]:
+        demo = self.settings.demo or self.latest.cluster(DEMO) is not None
+        return ([DEMO] if demo else []) + [c.name for c in self.settings.clusters]
+
+    def is_connected(self, name: str) -> bool:
+        """Whether the cluster has a local endpoint (from the snapshot: no locking)."""
+        return any(e.cluster == name for e in self.latest.endpoints)
+
+    async def connect(self, name: str) -> None:
+        if name == DEMO:
+            await self.start_demo()
+            return
+        cfg = self.cluster_config(name)
+        if cfg is None:
+            raise ConfigError(f"no cluster {name!r}")
+        if self.service.component(f"endpoint:{name}") is not None:
+            return
+        client = await self.client_for(cfg.relay)
+        await self.core.call(self.service.start_endpoint(client, name, port=cfg.port))
+
+    async def disconnect(self, name: str) -> None:
+        if name == DEMO:
+            await self.stop_demo()
+        else:
+            await self.core.call(self.service.remove(f"endpoint:{name}"))
+
+    async def forget(self, name: str) -> None:
+        """Disconnect, and drop the cluster's contexts, secret and settings entry."""
+        await self.disconnect(name)
+        self.settings.clusters = [c for c in self.settings.clusters if c.name != name]
+        await self.save_settings()
+        await asyncio.to_thread(remove_cluster_contexts, self.kubeconfig, name)
+        store = await self.secret_store()
+        await store.delete(upstream_token_key(name))
+
+    # -- the demo ----------------------------------------------------------------------
+
+    async def start_demo(self) -> DemoStack:
+        """Start the demo stack (its context goes into the user's kubeconfig)."""
+        demo_dir = self.state_dir / DEMO
+        target = Path(self.kubeconfig.default_file)
+        return await self.core.call(_start_demo(self.service, demo_dir, target))
+
+    async def stop_demo(self) -> None:
+        await self.core.call(_stop_demo(self.service))
+
+    @property
+    def demo_context(self) -> str:
+        return DEMO_CONTEXT
+
+    # -- the embedded relay and relay clients -----------------------------------------
+
+    async def ensure_relay(self, host: str = "127.0.0.1", port: int = 0) -> Relay:
+        relay = self.service.component("relay")
+        if isinstance(relay, Relay):
+            return relay
+        config = RelayConfig(state_dir=self.state_dir / "relay", host=host, port=port)
+        return await self.core.call(self.service.start_relay(config))
+
+    async def client_for(self, relay: str) -> RelayClient:
+        """The client session to ``relay`` (``embedded`` or an address), started if needed."""
+        name = "client" if relay == EMBEDDED else f"client@{relay}"
+        existing = self.service.component(name)
+        if isinstance(existing, RelayClient):
+            return existing
+        if relay != EMBEDDED:
+            raise ConfigError(f"no session to relay {relay}; add the cluster again")
+        embedded = await self.ensure_relay()
+        state_dir = self.state_dir / "client"
+        token = await asyncio.to_thread(_embedded_client_token, embedded, state_dir)
+        return await self._start_client(name, state_dir, token)
+
+    async def remote_client(self, relay_token: str) -> RelayClient:
+        """Enroll at a remote relay with a client token (or reuse the enrolled identity)."""
+        token = parse(relay_token.strip())
+        name = f"client@{token.relay}"
+        existing = self.service.component(name)
+        if isinstance(existing, RelayClient):
+            return existing
+        state_dir = self.state_dir / "clients" / _client_dir_name(token.relay)
+        enrolled = await asyncio.to_thread(load_credentials, state_dir, Role.CLIENT)
+        return await self._start_client(name, state_dir, None if enrolled else token)
+
+    async def _start_client(self, name: str, state_dir: Path, token: Token | None) -> RelayClient:
+        async def start() -> RelayClient:
+            client = await self.service.start_client(state_dir, token, name=name)
+            try:
+                await client.wait_online(PROBE_TIMEOUT)
+            except TimeoutError:
+                await self.service.remove(name)
+                raise TunnelError(
+                    f"no session to the relay: {client.last_error or client.state}"
+                ) from None
+            return client
+
+        return await self.core.call(start())
+
+    async def issue_join_token(self, cluster: str, address: str | None = None) -> str:
+        """A one-time agent enrollment token for ``cluster`` at the embedded relay."""
+        relay = await self.ensure_relay()
+        relay_address = address or relay.address
+        return await asyncio.to_thread(
+            relay.state.join_token, cluster, relay_address, None, utcnow()
+        )
+
+    async def revoke_join_token(self, token: str, cluster: str) -> None:
+        """Undo ``issue_join_token``: revoke the token and forget the cluster at the relay."""
+        relay = self.service.component("relay")
+        if not isinstance(relay, Relay):
+            return
+
+        def undo() -> None:
+            with contextlib.suppress(Exception):
+                relay.state.tokens().revoke(parse(token).token_id)
+            clusters = relay.state.clusters()
+            if clusters.pop(cluster, None) is not None:
+                relay.state._save_clusters(clusters)
+
+        await asyncio.to_thread(undo)
+
+    # -- endpoints and the probe -------------------------------------------------------
+
+    async def start_endpoint(self, name: str, client: RelayClient, port: int) -> int:
+        endpoint = await self.core.call(self.service.start_endpoint(client, name, port=port))
+        return endpoint.port
+
+    async def remove_component(self, name: str) -> None:
+        await self.core.call(self.service.remove(name))
+
+    async def probe_version(
+        self, port: int, ca_pem: bytes, server_name: str, auth: ProbeAuth
+    ) -> VersionProbe:
+        """``GET /version`` through the local endpoint, verifying the cluster's CA."""
+        return await self.core.call(_get_version(port, ca_pem, server_name, auth))
+
+    # -- kubeconfig and secrets --------------------------------------------------------
+
+    async def load_kubeconfig(self) -> MergedView:
+        return await asyncio.to_thread(load_merged, self.kubeconfig)
+
+    async def use_context(self, name: str) -> None:
+        await asyncio.to_thread(use_context, self.kubeconfig, name)
+
+    async def write_contexts(self, spec: ClusterSpec) -> None:
+        await asyncio.to_thread(add_cluster_contexts, self.kubeconfig, spec)
+
+    async def remove_contexts(self, name: str) -> None:
+        await asyncio.to_thread(remove_cluster_contexts, self.kubeconfig, name)
+
+    async def secret_store(self) -> SecretStore:
+        if self._store is None:
+            self._store = await asyncio.to_thread(open_secret_store, self.secret_fallback)
+        return self._store
+
+    async def save_cluster(self, cfg: ClusterConfig) -> None:
+        self.settings.clusters = [c for c in self.settings.clusters if c.name != cfg.name]
+        self.settings.clusters.append(cfg)
+        await self.save_settings()
+
+
+# -- on the core loop ----------------------------------------------------------------
+
+DEMO_PARTS: tuple[str, ...] = ("relay", "agent", "client", "endpoint")
+
+
+async def _start_demo(service: WicketService, state_dir: Path, kubeconfig: Path) -> DemoStack:
+    existing = service.component(DEMO)
+    if isinstance(existing, DemoStack):
+        return existing
+    stack = DemoStack(state_dir, kubeconfig=kubeconfig)
+    await service.add(DEMO, stack, lambda: None)
+    assert stack.relay and stack.agent and stack.client and stack.endpoint
+    client = stack.client
+    snapshots: dict[str, Callable[[], object]] = {
+        "relay": stack.relay.snapshot,
+        "agent": stack.agent.snapshot,
+        "client": lambda: _client_view(client),
+        "endpoint": stack.endpoint.snapshot,
+    }
+    for part in DEMO_PARTS:
+        await service.add(f"{DEMO}/{part}", _Passive(), snapshots[part])
+    return stack
+
+
+async def _stop_demo(service: WicketService) -> None:
+    for part in DEMO_PARTS:
+        await service.remove(f"{DEMO}/{part}")
+    await service.remove(DEMO)
+
+
+def _embedded_client_token(relay: Relay, state_dir: Path) -> Token | None:
+    """A client token for the embedded relay unless this app enrolled there already."""
+    creds = load_credentials(state_dir, Role.CLIENT)
+    ca_pem = relay.state.ca().cert_pem
+    if creds is not None and (state_dir / "ca.pem").read_bytes() == ca_pem:
+        files.write_private(state_dir / "client-relay", relay.address.encode())
+        return None
+    return parse(relay.state.client_token(CLIENT_NAME, relay.address, utcnow()))
+
+
+async def _get_version(port: int, ca_pem: bytes, server_name: str, auth: ProbeAuth) -> VersionProbe:
+    context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+    if auth.cert_file and auth.key_file:
+        context.load_cert_chain(auth.cert_file, auth.key_file)
+    headers = [
+        "GET /version HTTP/1.1",
+        f"Host: {server_name}",
+        "Accept: application/json",
+        "User-Agent: wicket-desktop",
+        "Connection: close",
+    ]
+    if auth.token:
+        headers.append(f"Authorization: Bearer {auth.token}")
+    async with asyncio.timeout(PROBE_TIMEOUT):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname=server_name
+        )
+        try:
+            writer.write(("\r\n".join(headers) + "\r\n\r\n").encode())
+            raw = await reader.read(-1)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        raise TunnelError("the apiserver's answer to /version is not HTTP")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
+    return VersionProbe(int(status_line[1]), body.decode(errors="replace"))
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return bytes(out)

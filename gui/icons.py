@@ -1,0 +1,48 @@
+"""Wicket's icons: SVGs from ``resources/`` (drawn by hand for Wicket), per state."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+FALLBACK = {"online": "#2e9d5b", "degraded": "#d08a12", "offline": "#8a8f98"}
+
+
+@cache
+def state_icon(state: str) -> QIcon:
+    """The app icon for ``online``, ``degraded`` or ``offline``."""
+    path = RESOURCES / f"wicket-{state}.svg"
+    icon = QIcon(str(path)) if path.exists() else QIcon()
+    if icon.pixmap(32, 32).isNull():
+        pixmap = QPixmap(32, 32)
+        pixmap.fill(QColor(0, 0, 0, 0))
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setBrush(QColor(FALLBACK.get(state, "#8a8f98")))
+        painter.drawEllipse(4, 4, 24, 24)
+        painter.end()
+        icon = QIcon(pixmap)
+    return icon
+
+
+@cache
+def dot_icon(color: str) -> QIcon:
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(QColor(0, 0, 0, 0))
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setBrush(QColor(color))
+    painter.setPen(QColor(color).darker(130))
+    painter.drawEllipse(1, 1, 10, 10)
+    painter.end()
+    return QIcon(pixmap)
+
+
+def overall_state(states: list[str]) -> str:
+    """The tray's state: online if every cluster is, offline if none is."""
+    if not states or not any(s == "online" for s in states):
+        return "offline"
+    return "online" if all(s == "online" for s in states) else "degraded"

@@ -1,0 +1,427 @@
+"""Qt models of the service snapshot: clusters and streams, updated in batches.
+
+Every tick the window hands the newest ``ServiceSnapshot`` to ``apply()``; the models
+diff it against what they show, by key, and tell the views only what changed: removed
+rows in contiguous ranges, new rows appended in one insert, ``dataChanged`` for rows
+whose values changed. Views never get a reset, so selection and scroll position stay,
+and the cost per tick is proportional to the rows, never to the bytes moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+from PySide6.QtCore import (
+    QAbstractItemModel,
+    QAbstractListModel,
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from PySide6.QtGui import QBrush, QColor
+
+from core.service import ClusterView, ServiceSnapshot, StreamView
+from gui.format import human_bytes, human_duration, human_rate, human_rtt
+
+R = TypeVar("R")
+Index = QModelIndex | QPersistentModelIndex
+
+SORT_ROLE = Qt.ItemDataRole.UserRole
+KEY_ROLE = Qt.ItemDataRole.UserRole + 1
+HOP_ROLE = Qt.ItemDataRole.UserRole + 2
+OPEN_ROLE = Qt.ItemDataRole.UserRole + 3
+CLUSTER_ROLE = Qt.ItemDataRole.UserRole + 4
+STATE_ROLE = Qt.ItemDataRole.UserRole + 5
+
+STATE_COLORS = {
+    "online": QColor("#2e9d5b"),
+    "reconnecting": QColor("#d08a12"),
+    "offline": QColor("#c0392b"),
+}
+FAILED_COLOR = QColor("#c0392b")
+RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+PASSTHROUGH_NOTE = (
+    "Passthrough endpoint: TLS runs end to end, so requests and upgrades are not visible "
+    "here (an inspect-mode endpoint shows them)."
+)
+
+
+def ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Contiguous runs ``(first, last)`` of sorted indices."""
+    out: list[tuple[int, int]] = []
+    for i in indices:
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
+def apply_keyed(
+    model: QAbstractItemModel,
+    rows: list[R],
+    new_rows: Sequence[R],
+    key: Callable[[R], str],
+    columns: int,
+    *,
+    changed_columns: Callable[[R, R], tuple[int, int]] | None = None,
+) -> None:
+    """Turn ``rows`` into ``new_rows`` (by key) with minimal, batched model signals.
+
+    Rows that stay keep their position; new ones are appended in ``new_rows`` order.
+    ``changed_columns(old, new)`` narrows each ``dataChanged`` to the columns that
+    changed: a proxy re-sorts only when the sort column is inside the range, and views
+    repaint only those cells.
+    """
+    wanted = {key(r): r for r in new_rows}
+    gone = [i for i, r in enumerate(rows) if key(r) not in wanted]
+    for first, last in reversed(ranges(gone)):
+        model.beginRemoveRows(QModelIndex(), first, last)
+        del rows[first : last + 1]
+        model.endRemoveRows()
+    changed: dict[tuple[int, int], list[int]] = {}
+    for i, old in enumerate(rows):
+        new = wanted.pop(key(old))
+        if new != old:
+            rows[i] = new
+            span = changed_columns(old, new) if changed_columns else (0, columns - 1)
+            changed.setdefault(span, []).append(i)
+    for (left, right), indices in changed.items():
+        for first, last in ranges(indices):
+            model.dataChanged.emit(model.index(first, left), model.index(last, right))
+    if wanted:
+        start = len(rows)
+        model.beginInsertRows(QModelIndex(), start, start + len(wanted) - 1)
+        rows.extend(wanted.values())
+        model.endInsertRows()
+
+
+# -- streams -------------------------------------------------------------------------
+
+
+def optional_text(view: StreamView, name: str) -> str:
+    """An inspect-mode field (``request``, ``upgrade``, ``protocol``) if the core has it."""
+    value = getattr(view, name, None)
+    return str(value) if value else ""
+
+
+class StreamRow(NamedTuple):
+    """A stream with what the table needs from the rest of the snapshot.
+
+    A named tuple: hundreds are built and compared on every tick.
+    """
+
+    view: StreamView
+    endpoint: str  # the listener kubectl used, e.g. "127.0.0.1:6443 (local)"
+    hop: str  # kubectl | relay | agent: where along the path this record was taken
+    age: float
+    request: str  # inspect-mode fields ("" when the core does not see them)
+    upgrade: str
+
+    @property
+    def key(self) -> str:
+        return self.view.key
+
+    @property
+    def open(self) -> bool:
+        return self.view.closed_at is None
+
+    @property
+    def short_id(self) -> str:
+        return self.view.key.rsplit("/", 1)[-1]
+
+    @property
+    def search_text(self) -> str:
+        """What the filter box matches: the row's words, not its changing counters."""
+        v = self.view
+        words = (v.key, v.cluster, self.endpoint, v.client or "", self.request, self.upgrade)
+        return " ".join((*words, self.state_text)).lower()
+
+    @property
+    def state_text(self) -> str:
+        v = self.view
+        if v.closed_at is not None and v.close_reason and v.close_reason != "eof":
+            return f"{v.state}: {v.close_reason}"
+        return v.state
+
+
+def stream_rows(snap: ServiceSnapshot) -> list[StreamRow]:
+    """The snapshot's streams, each labelled with its endpoint and hop."""
+    endpoints = {e.component: e.address for e in snap.endpoints}
+    agents = {s.component for s in snap.sessions if s.role == "agent"}
+    now = snap.taken_at
+    rows = []
+    for v in snap.streams:
+        if v.component in endpoints:
+            hop, label = "kubectl", f"{endpoints[v.component]} ({v.endpoint})"
+        elif v.component in agents:
+            hop, label = "agent", v.endpoint
+        elif v.endpoint == "public":
+            hop, label = "kubectl", f"relay public ({v.component})"
+        else:
+            hop, label = "relay", v.endpoint
+        upgrade = " · ".join(
+            p for p in (optional_text(v, "upgrade"), optional_text(v, "protocol")) if p
+        )
+        age = (v.closed_at or now) - v.opened_at
+        rows.append(StreamRow(v, label, hop, age, optional_text(v, "request"), upgrade))
+    return rows
+
+
+class StreamsModel(QAbstractTableModel):
+    """Every stream of the latest snapshot. Signals: the standard model signals only."""
+
+    COLUMNS = (
+        "ID",
+        "Cluster",
+        "Endpoint",
+        "Client",
+        "Request",
+        "Upgrade",
+        "Up",
+        "Down",
+        "Rate",
+        "Age",
+        "State",
+    )
+    NUMERIC = frozenset({0, 6, 7, 8, 9})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[StreamRow] = []
+
+    def apply(self, snap: ServiceSnapshot, rows: list[StreamRow] | None = None) -> None:
+        """Show ``snap`` (``rows``: its ``stream_rows``, if the caller has them already)."""
+        apply_keyed(
+            self,
+            self.rows,
+            stream_rows(snap) if rows is None else rows,
+            lambda r: r.key,
+            len(self.COLUMNS),
+            changed_columns=_changed,
+        )
+
+    def row_for_key(self, key: str) -> StreamRow | None:
+        return next((r for r in self.rows if r.key == key), None)
+
+    # -- QAbstractItemModel ------------------------------------------------------------
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        horizontal = orientation == Qt.Orientation.Horizontal
+        if role == Qt.ItemDataRole.DisplayRole and horizontal and 0 <= section < len(self.COLUMNS):
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self.rows):
+            return None
+        row, col = self.rows[index.row()], index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(row, col)
+        if role == SORT_ROLE:
+            return self._sort_key(row, col)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col in (4, 5) and not (row.request or row.upgrade):
+                return PASSTHROUGH_NOTE
+            return self._display(row, col)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in self.NUMERIC:
+            return RIGHT
+        if role == Qt.ItemDataRole.ForegroundRole and row.view.state == "failed":
+            return QBrush(FAILED_COLOR)
+        if role == KEY_ROLE:
+            return row.key
+        if role == HOP_ROLE:
+            return row.hop
+        if role == OPEN_ROLE:
+            return row.open
+        if role == CLUSTER_ROLE:
+            return row.view.cluster
+        return None
+
+    def _display(self, row: StreamRow, col: int) -> str:
+        v = row.view
+        match col:
+            case 0:
+                return row.short_id
+            case 1:
+                return v.cluster
+            case 2:
+                return row.endpoint
+            case 3:
+                return v.client or ""
+            case 4:
+                return row.request or "—"
+            case 5:
+                return row.upgrade or "—"
+            case 6:
+                return human_bytes(v.bytes_up)
+            case 7:
+                return human_bytes(v.bytes_down)
+            case 8:
+                return human_rate(v.rate_up + v.rate_down) if row.open else ""
+            case 9:
+                return human_duration(row.age)
+            case _:
+                return row.state_text
+
+    def _sort_key(self, row: StreamRow, col: int) -> Any:
+        v = row.view
+        match col:
+            case 0:
+                return int(row.short_id) if row.short_id.isdigit() else 0
+            case 6:
+                return v.bytes_up
+            case 7:
+                return v.bytes_down
+            case 8:
+                return v.rate_up + v.rate_down if row.open else -1.0
+            case 9:
+                return row.age
+            case _:
+                return self._display(row, col).lower()
+
+
+_COUNTERS = (6, 9)  # up, down, rate, age: what changes on every tick of an open stream
+
+
+def _changed(old: StreamRow, new: StreamRow) -> tuple[int, int]:
+    a, b = old.view, new.view
+    if a.state != b.state or a.closed_at != b.closed_at or a.close_reason != b.close_reason:
+        return (_COUNTERS[0], len(StreamsModel.COLUMNS) - 1)
+    if (a.client, old.endpoint, old.request, old.upgrade) != (
+        b.client,
+        new.endpoint,
+        new.request,
+        new.upgrade,
+    ):
+        return (0, len(StreamsModel.COLUMNS) - 1)
+    return _COUNTERS
+
+
+class StreamsFilter(QSortFilterProxyModel):
+    """Filters streams by text, open-only, hop and cluster; sorts by ``SORT_ROLE``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._text = ""
+        self._open_only = False
+        self._all_hops = False
+        self._cluster: str | None = None
+        self.setSortRole(SORT_ROLE)
+        self.setDynamicSortFilter(True)
+
+    def set_text(self, text: str) -> None:
+        self.beginFilterChange()
+        self._text = text.strip().lower()
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    def set_open_only(self, on: bool) -> None:
+        self.beginFilterChange()
+        self._open_only = on
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    def set_all_hops(self, on: bool) -> None:
+        self.beginFilterChange()
+        self._all_hops = on
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    def set_cluster(self, name: str | None) -> None:
+        self.beginFilterChange()
+        self._cluster = name
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    def filterAcceptsRow(self, source_row: int, source_parent: Index) -> bool:
+        model = self.sourceModel()
+        if not isinstance(model, StreamsModel) or source_parent.isValid():
+            return True
+        row = model.rows[source_row]  # direct: this runs for every changed row, every tick
+        if not self._all_hops and row.hop != "kubectl":
+            return False
+        if self._open_only and not row.open:
+            return False
+        if self._cluster is not None and row.view.cluster != self._cluster:
+            return False
+        return not self._text or self._text in row.search_text
+
+
+# -- clusters ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    view: ClusterView
+    modes: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+    @property
+    def summary(self) -> str:
+        v = self.view
+        parts = [v.state]
+        if v.state != "online" and v.reason:
+            parts[0] = f"{v.state}: {v.reason}"
+        if v.rtt is not None:
+            parts.append(f"RTT {human_rtt(v.rtt)}")
+        parts.extend(v.endpoints)
+        if v.public_address:
+            parts.append(f"public {v.public_address}")
+        if self.modes:
+            parts.append("/".join(sorted(set(self.modes))))
+        return " · ".join(parts)
+
+
+def cluster_rows(snap: ServiceSnapshot) -> list[ClusterRow]:
+    modes: dict[str, list[str]] = {}
+    for e in snap.endpoints:
+        modes.setdefault(e.cluster, []).append(e.mode)
+    return [ClusterRow(c, tuple(modes.get(c.name, ()))) for c in snap.clusters]
+
+
+class ClustersModel(QAbstractListModel):
+    """One row per cluster: name, state (with the reason), RTT, endpoints, mode.
+
+    Signals: the standard model signals only.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[ClusterRow] = []
+
+    def apply(self, snap: ServiceSnapshot) -> None:
+        apply_keyed(self, self.rows, cluster_rows(snap), lambda r: r.name, 1)
+
+    def row_of(self, name: str) -> int:
+        return next((i for i, r in enumerate(self.rows) if r.name == name), -1)
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self.rows):
+            return None
+        row = self.rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return f"{row.name}\n{row.summary}"
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return row.summary
+        if role == Qt.ItemDataRole.DecorationRole:
+            return STATE_COLORS.get(row.view.state, QColor("#888888"))
+        if role == CLUSTER_ROLE:
+            return row.name
+        if role == STATE_ROLE:
+            return row.view.state
+        return None

@@ -1,0 +1,117 @@
+"""The running app: main window, tray, wizard and error dialogs around one ``Backend``.
+
+``WicketApp.run()`` is the GUI's main coroutine (on the qasync loop): it starts the
+core thread, shows the window, brings back the demo and saved clusters in the
+background, and returns when Quit was chosen, after everything has shut down. Quit
+never calls ``app.quit()``: it sets an event the main coroutine waits on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from core.demo.embedded import DemoStack
+from gui.aio import spawn
+from gui.backend import DEMO, Backend
+from gui.errors import ErrorReporter, describe_error
+from gui.main_window import MainWindow
+from gui.tray import TrayController
+
+log = logging.getLogger("wicket.gui")
+
+
+class WicketApp(QObject):
+    """Signals: ``ready()`` once the demo and saved clusters were brought back."""
+
+    ready = Signal()
+
+    def __init__(self, backend: Backend, *, show_dialogs: bool = True) -> None:
+        super().__init__()
+        self.backend = backend
+        self.window = MainWindow(backend)
+        self.reporter = ErrorReporter(self.window, show_dialogs=show_dialogs)
+        self.tray = TrayController(backend, self)
+        self.window.keep_running_in_tray = self.tray.available
+        contexts = self.tray.menu
+        contexts.setTitle("&Contexts")
+        self.window.menuBar().insertMenu(self.window.view_menu.menuAction(), contexts)
+        self.window.quit_requested.connect(self.request_quit)
+        self.window.add_cluster_requested.connect(self.open_wizard)
+        self.window.ticked.connect(self._ticked)
+        self.tray.quit_requested.connect(self.request_quit)
+        self.tray.open_requested.connect(self.show_window)
+        self.wizards: list[Any] = []
+        self.demo: DemoStack | None = None
+        self._quit = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await self._quit.wait()
+        finally:
+            await self.shutdown()
+
+    async def start(self) -> None:
+        self.reporter.install()
+        await self.backend.start()
+        self.window.start()
+        self.tray.start()
+        self.window.show()
+        spawn(self._restore(), self._tasks)
+
+    def request_quit(self) -> None:
+        self._quit.set()
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for wizard in list(self.wizards):
+            await wizard.abandon()
+        self.window.stop()
+        self.tray.stop()
+        self.window.hide()
+        await self.backend.shutdown()
+        self.reporter.uninstall()
+
+    def show_window(self) -> None:
+        self.window.showNormal()
+        self.window.raise_()
+        self.window.activateWindow()
+
+    def open_wizard(self) -> None:
+        from gui.wizard import AddClusterWizard
+
+        wizard = AddClusterWizard(self.backend, self.window)
+        wizard.finished.connect(lambda _r, w=wizard: self._wizard_closed(w))
+        self.wizards.append(wizard)
+        wizard.show()
+
+    def _wizard_closed(self, wizard: Any) -> None:
+        if wizard in self.wizards:
+            self.wizards.remove(wizard)
+        self.tray.refresh_contexts()
+
+    async def _restore(self) -> None:
+        try:
+            failures = await self.backend.restore()
+        except Exception as exc:
+            failures = [describe_error(exc)]
+        for failure in failures:
+            self.reporter.report(f"Could not start {failure}")
+        stack = self.backend.service.component(DEMO)
+        if isinstance(stack, DemoStack) and stack.state == "running":
+            self.demo = stack
+            self.window.set_try_it(self.backend.demo_context, stack.server_url)
+        self.window.tick()
+        self.window.select_cluster(DEMO)
+        self.tray.refresh_contexts()
+        self.ready.emit()
+
+    def _ticked(self) -> None:
+        self.tray.apply(self.backend.latest)

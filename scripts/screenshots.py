@@ -1,0 +1,157 @@
+"""Take the README's screenshots: main window with live traffic, the wizard, the tray menu.
+
+``.venv/bin/python scripts/screenshots.py [--out docs/screenshots]``
+
+Runs the real app offscreen (``QT_QPA_PLATFORM=offscreen`` unless a display is set)
+with a throwaway HOME: the demo cluster starts as on a first run, the real kubectl
+drives traffic through it (an exec, a log follow, a watch, bulk port-forward data), and
+``QWidget.grab()`` saves each picture. Nothing touches the user's kubeconfig or keyring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KUBECTL = REPO / ".venv" / "bin" / "kubectl"
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "KUBECONFIG": str(home / ".kube" / "config"),
+        "KUBECACHEDIR": str(home / ".kube" / "cache"),
+    }
+
+
+def _start(home: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(KUBECTL), "--context", "wicket-demo", *args],
+        env=_env(home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _take(out: Path, home: Path) -> None:
+    from PySide6.QtCore import QPoint, Qt
+
+    from core.kube import KubeconfigPaths
+    from gui.backend import Backend
+    from gui.shell import WicketApp
+
+    paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
+    app = WicketApp(Backend(home / "state", paths), show_dialogs=False)
+    ready = asyncio.get_running_loop().create_future()
+    app.ready.connect(lambda: None if ready.done() else ready.set_result(None))
+    children: list[subprocess.Popen[bytes]] = []
+    await app.start()
+    try:
+        await asyncio.wait_for(ready, 60)
+        window = app.window
+        window.resize(1280, 800)
+        children += [
+            _start(home, "exec", "-i", "chat", "--", "sh", "-c", "while sleep 1; do date; done"),
+            _start(home, "logs", "-f", "ticker"),
+            _start(home, "get", "pods", "--watch"),
+            _start(home, "port-forward", "pod/web", "18099:9"),
+        ]
+        await asyncio.sleep(2)
+        bulk = asyncio.ensure_future(asyncio.to_thread(_bulk, 18099))
+        window.tabs.setCurrentIndex(0)
+        window.debug_dock.show()
+        await asyncio.sleep(2.5)
+        window.proxy.sort(6, Qt.SortOrder.DescendingOrder)  # the busiest stream first
+        window.table.selectRow(0)
+        await asyncio.sleep(0.5)
+        window.grab().save(str(out / "main-window.png"))
+        await bulk
+
+        window.tabs.setCurrentIndex(1)
+        window.debug_dock.hide()
+        await asyncio.sleep(0.3)
+        window.grab().save(str(out / "try-it.png"))
+
+        app.open_wizard()
+        wizard = app.wizards[-1]
+        wizard.name_page.name.setText("staging-eu")
+        wizard.next()
+        wizard.next()
+        page = wizard.apiserver_page
+        page.target.setText("kubernetes.default.svc:443")
+        page.server_name.setText("kubernetes.default.svc")
+        page.ca.setPlainText("-----BEGIN CERTIFICATE-----\nMIIB…(the cluster CA)\n")
+        await asyncio.sleep(0.3)
+        wizard.grab().save(str(out / "wizard.png"))
+        wizard.reject()
+
+        menu = app.tray.menu
+        await asyncio.sleep(0.5)
+        menu.popup(QPoint(0, 0))
+        await asyncio.sleep(0.3)
+        menu.grab().save(str(out / "tray-menu.png"))
+        menu.hide()
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(5)
+        await app.shutdown()
+
+
+def _bulk(port: int) -> None:
+    """Push 256 MiB into the demo's sink through port-forward (in a worker thread)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + 8
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 5) as s:
+        chunk = b"\0" * (1 << 20)
+        for _ in range(256):
+            if time.monotonic() > deadline:
+                break
+            s.sendall(chunk)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="scripts/screenshots.py")
+    parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+    args = parser.parse_args()
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+    sys.path.insert(0, str(REPO))
+    from PySide6.QtWidgets import QApplication
+
+    from gui.aio import qasync_loop_factory
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    app = QApplication([sys.argv[0]])
+    app.setQuitOnLastWindowClosed(False)
+    with tempfile.TemporaryDirectory(prefix="wicket-shots-") as tmp:
+        home = Path(tmp)
+        os.environ.update(
+            HOME=str(home),
+            XDG_DATA_HOME=str(home / "data"),
+            KUBECONFIG=str(home / ".kube" / "config"),
+        )
+        with asyncio.Runner(loop_factory=qasync_loop_factory()) as runner:
+            runner.run(_take(out, home))
+    for name in sorted(out.glob("*.png")):
+        print(name.relative_to(REPO) if name.is_relative_to(REPO) else name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

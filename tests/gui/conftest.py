@@ -1,0 +1,92 @@
+"""GUI tests: a qasync loop for async tests, a watchdog, and real in-process tunnels."""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QAbstractItemModel
+from PySide6.QtWidgets import QApplication
+
+from gui.aio import qasync_loop_factory
+
+T = TypeVar("T")
+WATCHDOG_SECONDS = 150.0
+
+if TYPE_CHECKING:
+    from pytestqt.modeltest import ModelTester
+
+
+def check_model(tester: ModelTester, model: QAbstractItemModel) -> None:
+    """qtmodeltester with the Python tester (its messages explain failures)."""
+    tester.check(model, force_py=True)  # type: ignore[no-untyped-call]
+
+
+def resolve(future: asyncio.Future[T], value: T) -> None:
+    """Set a future's result once (a signal may fire again)."""
+    if not future.done():
+        future.set_result(value)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test in tests/gui runs on a qasync loop over the QApplication."""
+    make = qasync_loop_factory()
+
+    def factory() -> asyncio.AbstractEventLoop:
+        loop = make()
+        app = QApplication.instance()
+        assert isinstance(app, QApplication)
+        app.setQuitOnLastWindowClosed(False)  # as the app does: a hidden window is no quit
+        return loop
+
+    return {"qasync": factory}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """pytest-timeout stops watching a failed test; this watchdog also covers teardown."""
+    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
+    try:
+        return (yield)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    leftover = [
+        t for t in set(threading.enumerate()) - before if t.is_alive() and t.name == "wicket-core"
+    ]
+    assert not leftover, f"core threads left running: {leftover}"
+
+
+@pytest.fixture
+def app() -> QApplication:
+    instance = QApplication.instance()
+    assert isinstance(instance, QApplication)
+    return instance
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway HOME / XDG / KUBECONFIG so no test touches the developer's files."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("KUBECONFIG", str(home / ".kube" / "config"))
+    return home

@@ -1,0 +1,175 @@
+"""The add-cluster wizard end to end: embedded relay, a real agent, kubectl through it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QWizard
+
+from core.aio.relay import Relay
+from core.demo.apiserver import DemoApiServer
+from core.kube import KubeconfigPaths, load_merged
+from core.pki.tokens import parse
+from gui.aio import wait_until
+from gui.backend import Backend
+from gui.wizard import AddClusterWizard
+from tests.gui.conftest import resolve
+from tests.gui.kubectl import kubectl
+
+
+@dataclass
+class Setup:
+    backend: Backend
+    apiserver: DemoApiServer
+    source: Path
+    home: Path
+    tmp: Path
+
+
+@contextlib.asynccontextmanager
+async def private_cluster(tmp: Path, home: Path) -> AsyncIterator[Setup]:
+    paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
+    backend = Backend(tmp / "app", paths)
+    await backend.start()
+
+    async def start_apiserver() -> DemoApiServer:
+        server = DemoApiServer(tmp / "private", "127.0.0.1", 0)
+        await server.start()
+        return server
+
+    apiserver = await backend.core.call(start_apiserver())
+    try:
+        source = apiserver.write_kubeconfig(tmp / "private.kubeconfig", context="private")
+        kubeconfig = home / ".kube" / "config"
+        kubeconfig.parent.mkdir(mode=0o700, exist_ok=True)
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: ''\n"
+            f"users:\n- name: lab-admin\n  user: {{token: {apiserver.bearer_token}}}\n"
+        )
+        yield Setup(backend, apiserver, source, home, tmp)
+    finally:
+        await backend.core.call(apiserver.stop())
+        await backend.shutdown()
+
+
+async def signal_once(signal: object) -> None:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    signal.connect(lambda *a: resolve(future, None))  # type: ignore[attr-defined]
+    await asyncio.wait_for(future, 10)
+
+
+async def drive_to_test_page(s: Setup) -> AddClusterWizard:
+    wizard = AddClusterWizard(s.backend)
+    wizard.show()
+    assert not wizard.isModal()
+    next_button = wizard.button(QWizard.WizardButton.NextButton)
+
+    # Name: invalid, then fine.
+    wizard.name_page.name.setText("no spaces")
+    next_button.click()
+    assert wizard.currentPage() is wizard.name_page
+    assert "invalid cluster name" in wizard.name_page.error.text()
+    wizard.name_page.name.setText("lab")
+    next_button.click()
+    assert wizard.currentPage() is wizard.relay_page
+    next_button.click()  # embedded relay
+
+    # Apiserver: empty is refused, then prefilled from the private kubeconfig.
+    page = wizard.apiserver_page
+    next_button.click()
+    assert "host:port" in page.error.text()
+    page.source_path.setText(str(s.source))
+    filled = asyncio.ensure_future(signal_once(wizard.source_filled))
+    page.fill_from_source()
+    await filled
+    assert page.target.text() == f"127.0.0.1:{s.apiserver.port}"
+    assert "BEGIN CERTIFICATE" in page.ca.toPlainText()
+    assert page.server_name.text() == "127.0.0.1"
+    assert wizard.endpoint_page.token.text() == s.apiserver.bearer_token
+    next_button.click()
+    assert wizard.currentPage() is wizard.endpoint_page
+
+    # Endpoint: use the existing kubeconfig user.
+    endpoint = wizard.endpoint_page
+    await wait_until(lambda: endpoint.user.count() > 0, 10, what="kubeconfig users")
+    endpoint.use_user.setChecked(True)
+    endpoint.user.setCurrentText("lab-admin")
+    next_button.click()
+    assert wizard.currentPage() is wizard.agent_page
+
+    # Agent: the bundle appears; the "user" runs the agent with the join token.
+    agent_page = wizard.agent_page
+    await wait_until(lambda: bool(agent_page.token), 15, what="a join token")
+    assert agent_page.command.text().startswith("wicket agent --token-file")
+    assert f"--target 127.0.0.1:{s.apiserver.port}" in agent_page.command.text()
+    assert "kind: Deployment" in agent_page.manifests.toPlainText()
+    assert not next_button.isEnabled()
+    token = parse(agent_page.token)
+    await s.backend.core.call(
+        s.backend.service.start_agent(
+            s.tmp / "agent", ("127.0.0.1", s.apiserver.port), token, name="agent:lab"
+        )
+    )
+    await wait_until(next_button.isEnabled, 15, what="the agent online")
+    assert "is connected" in agent_page.status.text()
+    next_button.click()
+    assert wizard.currentPage() is wizard.test_page
+    finish = wizard.button(QWizard.WizardButton.FinishButton)
+    await wait_until(finish.isEnabled, 20, what="the tunnel test")
+    text = wizard.test_page.steps.text()
+    assert "answered through the tunnel" in text and "wicket-lab" in text
+    return wizard
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_wizard_end_to_end_then_kubectl_exec_through_the_tunnel(
+    tmp_path: Path, home: Path
+) -> None:
+    async with private_cluster(tmp_path, home) as s:
+        wizard = await drive_to_test_page(s)
+        wizard.button(QWizard.WizardButton.FinishButton).click()
+        assert wizard.completed
+        assert [c.name for c in s.backend.settings.clusters] == ["lab"]
+
+        got = await kubectl(home, "--context", "wicket-lab", "get", "--raw", "/version")
+        assert got.returncode == 0, got.stderr
+        assert "v1.32.4" in got.stdout
+        got = await kubectl(
+            home, "--context", "wicket-lab", "exec", "web", "--", "echo", "through-the-tunnel"
+        )
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.strip() == "through-the-tunnel"
+        streams = s.backend.latest.streams
+        assert any(v.cluster == "lab" and v.component == "endpoint:lab" for v in streams)
+        wizard.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_cancelling_the_wizard_leaves_nothing_behind(tmp_path: Path, home: Path) -> None:
+    async with private_cluster(tmp_path, home) as s:
+        wizard = await drive_to_test_page(s)
+        view = await s.backend.load_kubeconfig()
+        assert view.context("wicket-lab") is not None
+        relay = s.backend.service.component("relay")
+        assert isinstance(relay, Relay)
+        token_id = parse(wizard.agent_page.token).token_id
+        wizard.reject()
+        await wait_until(
+            lambda: load_merged(s.backend.kubeconfig).context("wicket-lab") is None,
+            10,
+            what="contexts removed",
+        )
+        await wait_until(lambda: not s.backend.is_connected("lab"), 10, what="no endpoint")
+        assert s.backend.settings.clusters == []
+        assert "lab" not in relay.state.clusters()
+        (record,) = [r for r in relay.state.tokens().records() if r.token_id == token_id]
+        assert record.revoked
+        assert not wizard.completed
