@@ -21,6 +21,7 @@ from core.logs import setup_logging
 COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.secrets",
     "core.cli.agent_bundle",
+    "core.cli.agent_health",
     "core.cli.demo",
     "core.cli.kubeconfig",
     "core.cli.status",

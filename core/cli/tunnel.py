@@ -243,18 +243,22 @@ def _run_relay(args: argparse.Namespace) -> int:
 
 def _run_agent(args: argparse.Namespace) -> int:
     from core.aio.agent import Agent
+    from core.aio.health import Heartbeat
     from core.aio.status import StatusServer
 
     token = read_token(args.token_file, TokenKind.JOIN)
     host, port = host_port(args.target)
     agent = Agent(args.state_dir, host, port, token=token)
     status = StatusServer("agent", agent.snapshot)
+    heartbeat = Heartbeat(args.state_dir, lambda: agent.state)
 
     async def start() -> None:
         await agent.start()
         await status.start()
+        await heartbeat.start()
 
     async def stop() -> None:
+        await heartbeat.stop()
         await status.stop()
         await agent.stop()
 

@@ -1,0 +1,71 @@
+"""``wicket agent-health``: the probes the agent bundle's Deployment runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.aio.health import HEALTH_FILE, check
+from tests.tunnel.harness import Tunnel
+
+
+def probe(state_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", "agent-health", "--state-dir", str(state_dir), *extra],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_check_reasons(tmp_path: Path) -> None:
+    now = time.time()
+    assert "no heartbeat" in (check(tmp_path, False, 30, now) or "")
+    (tmp_path / HEALTH_FILE).write_text(json.dumps({"state": "reconnecting", "updated_at": now}))
+    assert check(tmp_path, False, 30, now) is None  # alive: liveness passes
+    assert "not connected" in (check(tmp_path, True, 30, now) or "")  # not ready
+    assert "old" in (check(tmp_path, False, 30, now + 31) or "")
+    (tmp_path / HEALTH_FILE).write_text(json.dumps({"state": "failed", "updated_at": now}))
+    assert "failed" in (check(tmp_path, False, 30, now) or "")
+    (tmp_path / HEALTH_FILE).write_text("{not json")
+    assert "unreadable" in (check(tmp_path, False, 30, now) or "")
+
+
+@pytest.fixture
+async def tunnel(tmp_path: Path) -> AsyncIterator[Tunnel]:
+    t = Tunnel(tmp_path)
+    try:
+        await t.start_target()
+        await t.start_relay()
+        await t.start_agent()
+        yield t
+    finally:
+        t.close()
+
+
+async def test_probes_follow_the_real_agent(tunnel: Tunnel) -> None:
+    ready = await asyncio.to_thread(probe, tunnel.agent_dir, "--require-connected")
+    assert ready.returncode == 0, ready.stderr
+    assert ready.stdout.strip() == "healthy"
+    assert tunnel.relay is not None
+    tunnel.relay.kill()  # the relay goes away: alive, but not ready
+    deadline = time.monotonic() + 15
+    while True:
+        ready = await asyncio.to_thread(probe, tunnel.agent_dir, "--require-connected")
+        if ready.returncode == 1 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert ready.returncode == 1
+    assert "not connected" in ready.stderr
+    alive = await asyncio.to_thread(probe, tunnel.agent_dir)
+    assert alive.returncode == 0, alive.stderr
+    assert tunnel.agent is not None
+    tunnel.agent.stop()  # a clean stop removes the heartbeat: not alive any more
+    gone = await asyncio.to_thread(probe, tunnel.agent_dir)
+    assert gone.returncode == 1
+    assert "no heartbeat" in gone.stderr
