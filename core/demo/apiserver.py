@@ -1,10 +1,13 @@
 """The demo apiserver: enough of the Kubernetes API for the real kubectl, over HTTP/1.1.
 
 TLS with its own CA (bearer token or client certificate required) or plain HTTP for
-tests. Serves version and discovery, namespaces and pods (get, list, watch, tables),
-pod logs (with follow), and the streaming subresources exec, attach (WebSocket v5 and
-SPDY v4) and portforward (SPDY and the WebSocket tunnel). What it implements and how
-is in docs/demo.md.
+tests. Serves version and discovery, namespaces (get, list) and pods (get, list, watch,
+tables), pod logs (with follow), and the streaming subresources exec, attach (WebSocket
+v5 and SPDY v4) and portforward (SPDY and the WebSocket tunnel). Events, secrets,
+service accounts, persistent volume claims and ``apps/v1`` deployments are discovered
+but hold no objects (empty lists, 404 for a named object), so that
+``kubectl apply --dry-run=client`` can map and look up what it would create. Every
+write is refused with 405. What it implements and how is in docs/demo.md.
 """
 
 from __future__ import annotations
@@ -111,6 +114,66 @@ def _json(obj: JsonObj, content_type: str = "application/json") -> _Response:
 
 TABLE_TYPE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
+
+@dataclass(frozen=True)
+class EmptyResource:
+    """A namespaced resource the demo discovers but holds no objects of.
+
+    ``list`` answers an empty list (or Table), ``get`` of a name a 404 ``Status`` like a
+    real apiserver's, ``watch`` stays silent (nothing ever changes); writes are 405.
+    """
+
+    group: str
+    """API group; "" is the core group."""
+    resource: str
+    singular: str
+    kind: str
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/v1" if self.group else "v1"
+
+    def discovery(self) -> JsonObj:
+        entry: JsonObj = {
+            "name": self.resource,
+            "singularName": self.singular,
+            "namespaced": True,
+            "kind": self.kind,
+            "verbs": ["get", "list", "watch"],
+        }
+        if self.short_names:
+            entry["shortNames"] = list(self.short_names)
+        if self.categories:
+            entry["categories"] = list(self.categories)
+        return entry
+
+
+EMPTY_RESOURCES = (
+    EmptyResource("", "events", "event", "Event", ("ev",)),
+    EmptyResource("", "secrets", "secret", "Secret"),
+    EmptyResource("", "serviceaccounts", "serviceaccount", "ServiceAccount", ("sa",)),
+    EmptyResource(
+        "", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", ("pvc",)
+    ),
+    EmptyResource("apps", "deployments", "deployment", "Deployment", ("deploy",), ("all",)),
+)
+_EMPTY_BY_PATH = {(r.group, r.resource): r for r in EMPTY_RESOURCES}
+
+APPS_GROUP: JsonObj = {
+    "name": "apps",
+    "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+    "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
+}
+
+APPS_V1_RESOURCES: JsonObj = {
+    "kind": "APIResourceList",
+    "apiVersion": "v1",
+    "groupVersion": "apps/v1",
+    "resources": [r.discovery() for r in EMPTY_RESOURCES if r.group == "apps"],
+}
+
 API_RESOURCES: JsonObj = {
     "kind": "APIResourceList",
     "apiVersion": "v1",
@@ -149,14 +212,7 @@ API_RESOURCES: JsonObj = {
             "kind": "Pod",
             "verbs": ["get"],
         },
-        {
-            "name": "events",
-            "singularName": "event",
-            "namespaced": True,
-            "kind": "Event",
-            "verbs": ["get", "list", "watch"],
-            "shortNames": ["ev"],
-        },
+        *(r.discovery() for r in EMPTY_RESOURCES if not r.group),
     ],
 }
 
@@ -449,7 +505,11 @@ class DemoApiServer:
                     }
                 )
             case ["apis"]:
-                return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+                return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": [APPS_GROUP]})
+            case ["apis", "apps"]:
+                return _json({"kind": "APIGroup", "apiVersion": "v1", **APPS_GROUP})
+            case ["apis", "apps", "v1"]:
+                return _json(APPS_V1_RESOURCES)
             case ["api", "v1"]:
                 return _json(API_RESOURCES)
             case ["api", "v1", "namespaces"]:
@@ -479,8 +539,13 @@ class DemoApiServer:
                 if table:
                     return _json(self.cluster.pod_table([pod]), TABLE_TYPE)
                 return _json(pod)
-            case ["api", "v1", "events"] | ["api", "v1", "namespaces", _, "events"]:
-                return _json(self._list("EventList", []))
+        if (found := _empty(parts)) is not None:
+            resource, object_name = found
+            if object_name is not None:
+                return _not_found(resource.resource, object_name, resource.group)
+            if table:
+                return _json(self._empty_table(), TABLE_TYPE)
+            return _json(self._list(f"{resource.kind}List", [], resource.group_version))
         return status_response(404, "NotFound", "the server could not find the requested resource")
 
     def _version(self) -> JsonObj:
@@ -497,12 +562,24 @@ class DemoApiServer:
             "platform": "linux/amd64",
         }
 
-    def _list(self, kind: str, items: list[JsonObj]) -> JsonObj:
+    def _list(self, kind: str, items: list[JsonObj], api_version: str = "v1") -> JsonObj:
         return {
             "kind": kind,
-            "apiVersion": "v1",
+            "apiVersion": api_version,
             "metadata": {"resourceVersion": str(self.cluster.resource_version)},
             "items": items,
+        }
+
+    def _empty_table(self) -> JsonObj:
+        return {
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": str(self.cluster.resource_version)},
+            "columnDefinitions": [
+                {"name": "Name", "type": "string", "format": "name", "priority": 0},
+                {"name": "Age", "type": "string", "format": "", "priority": 0},
+            ],
+            "rows": [],
         }
 
     # -- watches ---------------------------------------------------------------------
@@ -511,9 +588,31 @@ class DemoApiServer:
         match parts:
             case ["api", "v1", "pods"] | ["api", "v1", "namespaces", _, "pods"]:
                 namespace = parts[3] if len(parts) == 5 else None
-            case _:
-                return None
-        return self._watch_pods(request, namespace)
+                return self._watch_pods(request, namespace)
+            case ["api", "v1", "namespaces"]:
+                namespaces = list(self.cluster.namespaces.values())
+                return self._watch_unchanging(request, namespaces, self.cluster.namespace_table)
+        found = _empty(parts)
+        if found is not None and found[1] is None:
+            return self._watch_unchanging(request, [], lambda _items: self._empty_table())
+        return None
+
+    async def _watch_unchanging(
+        self,
+        request: _Request,
+        items: list[JsonObj],
+        table_of: Callable[[list[JsonObj]], JsonObj],
+    ) -> AsyncIterator[bytes]:
+        """Objects the demo never changes: ADDED for each (from resourceVersion "" or
+        "0"), then nothing until the client hangs up or ``timeoutSeconds`` ends it."""
+        table = "as=Table" in request.header("accept")
+        labels, fields = request.param("labelSelector"), request.param("fieldSelector")
+        if request.param("resourceVersion") in ("", "0"):
+            for item in items:
+                if matches(item, labels, fields):
+                    obj = table_of([item]) if table else item
+                    yield json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n"
+        await asyncio.get_running_loop().create_future()  # never resolved
 
     async def _watch_pods(self, request: _Request, namespace: str | None) -> AsyncIterator[bytes]:
         table = "as=Table" in request.header("accept")
@@ -742,8 +841,38 @@ def _ticker_change(n: int) -> Callable[[JsonObj], None]:
     return change
 
 
-def _not_found(kind: str, name: str) -> _Response:
-    return status_response(404, "NotFound", f'{kind} "{name}" not found', name=name, kind=kind)
+def _not_found(resource: str, name: str, group: str = "") -> _Response:
+    """A real apiserver's NotFound: ``details.kind`` is the resource, ``group`` if any."""
+    if not group:
+        message = f'{resource} "{name}" not found'
+        return status_response(404, "NotFound", message, name=name, kind=resource)
+    message = f'{resource}.{group} "{name}" not found'
+    return status_response(404, "NotFound", message, name=name, group=group, kind=resource)
+
+
+def _empty(parts: list[str]) -> tuple[EmptyResource, str | None] | None:
+    """The :class:`EmptyResource` a path lists (name None) or gets, if any.
+
+    Lists are served cluster-wide and per namespace, gets only per namespace; a
+    namespace that does not exist lists empty, as on a real apiserver.
+    """
+    match parts:
+        case ["api", "v1", *rest]:
+            group = ""
+        case ["apis", group, "v1", *rest]:
+            pass
+        case _:
+            return None
+    name: str | None = None
+    match rest:
+        case [plural] | ["namespaces", _, plural]:
+            pass
+        case ["namespaces", _, plural, str(name)]:
+            pass
+        case _:
+            return None
+    resource = _EMPTY_BY_PATH.get((group, plural))
+    return None if resource is None else (resource, name)
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:

@@ -206,7 +206,7 @@ async def test_not_found_answers(plain: DemoApiServer) -> None:
         ("/api/v1/namespaces/default/pods/nope/exec?command=true", 'pods "nope" not found'),
         (f"{EXEC}?command=true&container=nope", "container nope is not valid"),
         ("/api/v1/namespaces/nope", 'namespaces "nope" not found'),
-        ("/apis/apps/v1", "could not find"),
+        ("/apis/batch/v1", "could not find"),
     ]:
         head, body, _, writer, _ = await _request(plain, "GET", target, WS_HEADERS)
         await _close(writer)
