@@ -52,6 +52,7 @@ bench: test-deps
 	./scripts/install-bench-deps.sh
 	$(BIN)/python -m tests.bench.mux_bench
 	$(BIN)/python -m tests.bench.tunnel_bench
+	$(BIN)/python -m tests.bench.inspect_bench
 	$(BIN)/python -m tests.bench.gui_bench
 
 clean:

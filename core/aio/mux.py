@@ -200,6 +200,11 @@ class MuxStream(asyncio.Transport):
         self._conn._reset_stream(self)
         self._lost_soon(None)
 
+    def _force_close(self, exc: BaseException | None) -> None:
+        """asyncio's SSL protocol calls this on a fatal TLS error when TLS runs over this
+        stream (``start_tls``, the inspect endpoint's upstream): reset at once."""
+        self.abort()
+
     def _lost_soon(self, exc: Exception | None) -> None:
         if not self._lost:
             self._lost = True

@@ -1,9 +1,11 @@
 """``wicket demo``: a demo cluster behind a real Wicket tunnel, for trying kubectl.
 
-Runs relay, agent, demo apiserver, a client session and a local passthrough endpoint in
-this process (``core.demo.embedded.DemoStack``) until SIGINT/SIGTERM, and writes a
+Runs relay, agent, demo apiserver, a client session and a local endpoint in this
+process (``core.demo.embedded.DemoStack``) until SIGINT/SIGTERM, and writes a
 kubeconfig with the context ``wicket-demo``: its own file unless ``--kubeconfig`` names
-another one (never ``~/.kube/config`` unless named explicitly).
+another one (never ``~/.kube/config`` unless named explicitly). ``--mode inspect`` makes
+the endpoint an inspecting one (``wicket status`` then lists every request); the
+default is ``passthrough``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="local endpoint port (default: the last run's, if free)",
     )
+    demo.add_argument(
+        "--mode",
+        choices=("passthrough", "inspect"),
+        default="passthrough",
+        help="local endpoint mode: passthrough (TLS end to end, the default) or inspect "
+        "(Wicket ends kubectl's TLS and records every request)",
+    )
     demo.set_defaults(func=_run_demo)
 
 
@@ -60,7 +69,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     if args.port is not None and not 0 <= args.port <= 65535:
         raise ConfigError(f"invalid port {args.port}")
-    stack = DemoStack(args.state_dir, port=args.port, kubeconfig=args.kubeconfig)
+    stack = DemoStack(args.state_dir, port=args.port, kubeconfig=args.kubeconfig, mode=args.mode)
     status = StatusServer("demo", stack.snapshot)
 
     async def start() -> None:
@@ -83,11 +92,16 @@ def _instructions(stack: DemoStack) -> str:
     from core.demo.embedded import CONTEXT
 
     kubectl = "kubectl" if stack.kubeconfig_is_current else f"kubectl --context {CONTEXT}"
+    kind = "local inspect endpoint" if stack.mode == "inspect" else "local endpoint"
     lines = [
-        f"Wicket demo running: kubectl → {stack.server_url} (local endpoint) → relay → "
+        f"Wicket demo running: kubectl → {stack.server_url} ({kind}) → relay → "
         "agent → demo apiserver",
         f"WARNING: the demo's pods are this machine: commands run here as {_user()}.",
         "",
+    ]
+    if stack.mode == "inspect":
+        lines += ["Every request is recorded: see them with `wicket status`.", ""]
+    lines += [
         "Use it from another terminal:",
         "",
         f"  export KUBECONFIG={shlex.quote(str(stack.kubeconfig_path))}",

@@ -2,12 +2,15 @@
 
 ``wicket demo`` and the desktop app's first run use this to give a new user a cluster
 reached the way a real one is: kubectl → local passthrough endpoint → relay → agent →
-demo apiserver (TLS, bearer token). Everything lives in one state dir::
+demo apiserver (TLS, bearer token). With ``mode="inspect"`` the local endpoint ends
+kubectl's TLS (Wicket's CA and a per-run endpoint credential go into the kubeconfig)
+and sends the demo's bearer token upstream itself. Everything lives in one state dir::
 
     <state>/relay/      the relay's CA, certificate, clusters and tokens
     <state>/agent/      the agent's enrolled identity
     <state>/client/     the desktop client's enrolled identity
     <state>/apiserver/  the demo apiserver's PKI and pod working dirs
+    <state>/inspect/    Wicket's CA and the inspect endpoint's certificate (inspect mode)
     <state>/kubeconfig  context ``wicket-demo`` → the local endpoint
     <state>/stack.json  ports of the last run (reused when free)
 
@@ -25,6 +28,7 @@ import datetime as dt
 import json
 import logging
 import os
+import secrets
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,7 +37,7 @@ from typing import Any
 
 from core.aio.agent import Agent, AgentSnapshot
 from core.aio.dial import load_credentials
-from core.aio.endpoint import EndpointSnapshot, LocalEndpoint, RelayClient
+from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, Mode, RelayClient
 from core.aio.peer import RelayPeer
 from core.aio.relay import Relay, RelayConfig, RelaySnapshot
 from core.demo.apiserver import DemoApiServer
@@ -88,7 +92,8 @@ class DemoStack:
     free (else any), 0 takes any, a number must be free (``ConfigError`` otherwise).
     ``kubeconfig`` is where the ``wicket-demo`` context goes (default
     ``<state>/kubeconfig``); an existing file is edited, not replaced: only the
-    ``wicket-demo`` entries change, and only if Wicket wrote them.
+    ``wicket-demo`` entries change, and only if Wicket wrote them. ``mode`` is the
+    local endpoint's: ``passthrough`` (default) or ``inspect``.
     """
 
     def __init__(
@@ -98,7 +103,11 @@ class DemoStack:
         port: int | None = None,
         kubeconfig: Path | None = None,
         online_timeout: float = ONLINE_TIMEOUT,
+        mode: Mode = "passthrough",
     ) -> None:
+        if mode not in ("passthrough", "inspect"):
+            raise ConfigError(f"unknown endpoint mode {mode!r} (passthrough or inspect)")
+        self.mode: Mode = mode
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.requested_port = port
         self.kubeconfig_path = Path(kubeconfig) if kubeconfig else self.state_dir / "kubeconfig"
@@ -111,6 +120,7 @@ class DemoStack:
         self.client: RelayClient | None = None
         self.endpoint: LocalEndpoint | None = None
         self.kubeconfig_is_current = False
+        self._endpoint_token: str | None = None
 
     # -- public facts ------------------------------------------------------------------
 
@@ -237,7 +247,9 @@ class DemoStack:
         else:
             candidates = list(dict.fromkeys([remembered, 0]))
         for port in candidates:
-            endpoint = LocalEndpoint(client, CLUSTER, "127.0.0.1", port)
+            endpoint = LocalEndpoint(
+                client, CLUSTER, "127.0.0.1", port, mode=self.mode, inspect=self._inspect()
+            )
             try:
                 await endpoint.start()
             except ConfigError:
@@ -247,6 +259,21 @@ class DemoStack:
                 continue
             return endpoint
         raise AssertionError("unreachable")
+
+    def _inspect(self) -> InspectSettings | None:
+        """Inspect mode: a fresh endpoint credential per run; the demo token upstream."""
+        if self.mode != "inspect":
+            return None
+        assert self.apiserver is not None
+        if self._endpoint_token is None:
+            self._endpoint_token = secrets.token_urlsafe(32)
+        return InspectSettings(
+            state_dir=self.state_dir / "inspect",
+            endpoint_token=self._endpoint_token,
+            cluster_ca_pem=self.apiserver.ca_pem,
+            server_name=TLS_SERVER_NAME,
+            upstream_authorization=f"Bearer {self.apiserver.bearer_token}",
+        )
 
     def _enrollment(self, relay: Relay) -> tuple[Token | None, Token | None]:
         """One-time tokens for the parts not enrolled with this relay yet (in a thread)."""
@@ -298,19 +325,25 @@ class DemoStack:
         under kubectl's lock and replaces the file atomically (synchronous: call it from
         a thread in an event loop).
         """
-        assert self.apiserver is not None
+        assert self.apiserver is not None and self.endpoint is not None
         marker = {
             "name": OWNER_EXTENSION,
-            "extension": {"managed-by": "wicket", "cluster": CLUSTER, "mode": "passthrough"},
+            "extension": {"managed-by": "wicket", "cluster": CLUSTER, "mode": self.mode},
         }
+        cluster: dict[str, Any] = {"server": self.server_url}
+        if self.mode == "inspect":
+            # kubectl talks TLS to the endpoint (Wicket's loopback-only CA) and presents
+            # the endpoint's credential; the demo token never leaves this process.
+            assert self._endpoint_token is not None
+            cluster["certificate-authority-data"] = base64.b64encode(self.endpoint.ca_pem).decode()
+            token = self._endpoint_token
+        else:
+            cluster["certificate-authority-data"] = base64.b64encode(self.apiserver.ca_pem).decode()
+            cluster["tls-server-name"] = TLS_SERVER_NAME
+            token = self.apiserver.bearer_token
         entries: dict[Kind, dict[str, Any]] = {
-            "clusters": {
-                "server": self.server_url,
-                "certificate-authority-data": base64.b64encode(self.apiserver.ca_pem).decode(),
-                "tls-server-name": TLS_SERVER_NAME,
-                "extensions": [marker],
-            },
-            "users": {"token": self.apiserver.bearer_token, "extensions": [marker]},
+            "clusters": {**cluster, "extensions": [marker]},
+            "users": {"token": token, "extensions": [marker]},
             "contexts": {
                 "cluster": CONTEXT,
                 "user": CONTEXT,

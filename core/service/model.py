@@ -25,6 +25,27 @@ class StreamView:
     rate_down: float
     state: str
     close_reason: str | None
+    # Inspect mode only (one view per request; None/empty for passthrough streams):
+    method: str | None = None
+    path: str | None = None
+    status: int | None = None
+    kubectl_command: str | None = None
+    upgrade: str | None = None
+    """``none``, ``requested``, ``accepted`` or ``refused``."""
+    protocol: str | None = None
+    """The upgrade asked for: ``websocket`` or ``SPDY/3.1``."""
+    subprotocol: str | None = None
+    """What the 101 chose, e.g. ``v5.channel.k8s.io``, ``portforward.k8s.io``."""
+    detail: tuple[tuple[str, str], ...] = ()
+    """Decoded session detail as ``(name, value)`` pairs (``kind``, ``command``,
+    ``channels``, ``exit_code``, ``ports``, ``connection <id>``, ``event_count``…)."""
+
+    @property
+    def inspected(self) -> bool:
+        return self.method is not None
+
+    def detail_value(self, name: str) -> str | None:
+        return next((v for k, v in self.detail if k == name), None)
 
     def age(self, now: float) -> float:
         return (self.closed_at or now) - self.opened_at

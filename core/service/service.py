@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ from pathlib import Path
 from typing import Protocol
 
 from core.aio.agent import Agent, AgentSnapshot
-from core.aio.endpoint import EndpointSnapshot, LocalEndpoint, RelayClient
+from core.aio.endpoint import (
+    EndpointSnapshot,
+    InspectedStream,
+    InspectSettings,
+    LocalEndpoint,
+    Mode,
+    RelayClient,
+)
 from core.aio.relay import Relay, RelayConfig, RelaySnapshot
 from core.aio.tunnel import StreamInfo
 from core.errors import ConfigError
@@ -124,9 +132,17 @@ class WicketService:
         return client
 
     async def start_endpoint(
-        self, client: RelayClient, cluster: str, host: str = "127.0.0.1", port: int = 0
+        self,
+        client: RelayClient,
+        cluster: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        mode: Mode = "passthrough",
+        inspect: InspectSettings | None = None,
     ) -> LocalEndpoint:
-        endpoint = LocalEndpoint(client, cluster, host, port)
+        """A local endpoint; ``mode="inspect"`` needs ``inspect`` settings."""
+        endpoint = LocalEndpoint(client, cluster, host, port, mode=mode, inspect=inspect)
         await self.add(f"endpoint:{cluster}", endpoint, endpoint.snapshot)
         return endpoint
 
@@ -222,23 +238,34 @@ def _compose(
                 dt = now - prev[0]
                 up, down = (info.bytes_up - prev[1]) / dt, (info.bytes_down - prev[2]) / dt
             fresh[key] = (now, info.bytes_up, info.bytes_down)
-            streams.append(
-                StreamView(
-                    key,
-                    component,
-                    info.cluster,
-                    info.endpoint,
-                    info.client,
-                    info.opened_at,
-                    info.closed_at,
-                    info.bytes_up,
-                    info.bytes_down,
-                    max(up, 0.0),
-                    max(down, 0.0),
-                    info.state,
-                    info.close_reason,
-                )
+            view = StreamView(
+                key,
+                component,
+                info.cluster,
+                info.endpoint,
+                info.client,
+                info.opened_at,
+                info.closed_at,
+                info.bytes_up,
+                info.bytes_down,
+                max(up, 0.0),
+                max(down, 0.0),
+                info.state,
+                info.close_reason,
             )
+            if isinstance(info, InspectedStream):
+                view = dataclasses.replace(
+                    view,
+                    method=info.method,
+                    path=info.path,
+                    status=info.status,
+                    kubectl_command=info.kubectl_command,
+                    upgrade=info.upgrade,
+                    protocol=info.protocol,
+                    subprotocol=info.subprotocol,
+                    detail=info.detail,
+                )
+            streams.append(view)
 
     for name, snap in parts:
         if isinstance(snap, RelaySnapshot):

@@ -1,5 +1,8 @@
 """One demo stack for the whole suite: kubectl → endpoint → relay → agent → demo apiserver.
 
+A second one (``inspect_stack``) has its local endpoint in inspect mode, for
+``test_kubectl_inspect.py``; ``inspect_service`` publishes it through ``WicketService``.
+
 The stack runs on the session's event loop (tests use ``loop_scope="session"``), so
 tests may also look inside it (snapshots, the pod working dirs).
 """
@@ -13,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from core.demo.embedded import DemoStack
+from core.service import WicketService
 from tests.demo.kubectl import KUBECTL, PROTOCOLS, Kubectl
 
 if not KUBECTL.exists():  # pragma: no cover
@@ -39,3 +43,45 @@ def protocol(request: pytest.FixtureRequest) -> str:
 def kubectl(stack: DemoStack, protocol: str, tmp_path: Path) -> Kubectl:
     """The real kubectl through the tunnel, speaking ``protocol`` for upgrades."""
     return Kubectl(tmp_path / "home", stack.kubeconfig_path, protocol)
+
+
+# -- inspect mode ----------------------------------------------------------------------------
+
+
+class _Running:
+    """A component that is already running (the stack owns it), for ``WicketService.add``."""
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def inspect_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoStack]:
+    """The same demo stack, its local endpoint in inspect mode."""
+    demo = DemoStack(tmp_path_factory.mktemp("e2e-inspect-stack"), port=0, mode="inspect")
+    await demo.start()
+    try:
+        yield demo
+    finally:
+        await demo.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def inspect_service(inspect_stack: DemoStack) -> AsyncIterator[WicketService]:
+    """A service publishing the inspect stack's endpoint (tests read ``refresh()``)."""
+    assert inspect_stack.endpoint is not None
+    service = WicketService()
+    await service.add("endpoint:demo", _Running(), inspect_stack.endpoint.snapshot)
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+@pytest.fixture
+def inspect_kubectl(inspect_stack: DemoStack, protocol: str, tmp_path: Path) -> Kubectl:
+    """The real kubectl through the inspect endpoint, speaking ``protocol`` for upgrades."""
+    return Kubectl(tmp_path / "home", inspect_stack.kubeconfig_path, protocol)

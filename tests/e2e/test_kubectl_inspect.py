@@ -1,0 +1,604 @@
+"""The real kubectl through the whole tunnel with the local endpoint in inspect mode.
+
+kubectl → local inspect endpoint (TLS ends here, Wicket's CA, endpoint credential) →
+relay → agent → demo apiserver (TLS re-originated, the demo bearer token). The same
+matrix as ``test_kubectl_tunnel.py``, over WebSocket and over SPDY, and for each
+command the record the service snapshot shows (``StreamView``): method, path, status,
+``Kubectl-Command``, upgrade state, protocol and subprotocol, decoded detail.
+
+The 61 s idle exec runs here too (``slow``): inspect mode has its own timeouts (request
+heads, keep-alive), none of which may touch an upgraded session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shlex
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.aio.agent import Agent
+from core.aio.endpoint import InspectedStream, InspectSettings, LocalEndpoint
+from core.aio.status import read_all_status
+from core.demo.embedded import CONTEXT, TLS_SERVER_NAME, DemoStack
+from core.service import StreamView, WicketService
+from tests.demo.kubectl import KUBECTL, PROTOCOLS, REPO, Kubectl, run_process
+from tests.e2e.test_kubectl_tunnel import _forwarded_ports, _http_get, _sha, _sink, _workdir
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MiB = 1024 * 1024
+EXPECTED = {
+    # protocol: (exec upgrade, exec subprotocol, port-forward upgrade, its subprotocol)
+    "websocket": ("websocket", "v5.channel.k8s.io", "websocket", "SPDY/3.1+portforward.k8s.io"),
+    "spdy": ("SPDY/3.1", "v4.channel.k8s.io", "SPDY/3.1", "portforward.k8s.io"),
+}
+_CONNECTION = re.compile(r"port (\d+|\?), (\d+) B up, (\d+) B down")
+
+
+# -- reading the service snapshot ---------------------------------------------------------
+
+
+def inspected(service: WicketService) -> list[StreamView]:
+    return [s for s in service.refresh().streams if s.inspected]
+
+
+async def wait_for(
+    service: WicketService,
+    check: Callable[[StreamView], bool],
+    count: int = 1,
+    timeout: float = 5.0,
+) -> list[StreamView]:
+    """The records that pass ``check`` once there are ``count`` of them."""
+    async with asyncio.timeout(timeout):
+        while len(found := [s for s in inspected(service) if check(s)]) < count:
+            await asyncio.sleep(0.05)
+    return found
+
+
+def session_of(
+    service: WicketService, suffix: str, command: tuple[str, ...] | None = None
+) -> list[StreamView]:
+    return [
+        s
+        for s in inspected(service)
+        if s.path is not None
+        and s.path.endswith(suffix)
+        and (command is None or s.detail_value("command") == shlex.join(command))
+    ]
+
+
+def assert_upgraded(view: StreamView, protocol: str, *, portforward: bool = False) -> None:
+    want = EXPECTED[protocol][2:] if portforward else EXPECTED[protocol][:2]
+    assert view.status == 101, view
+    assert view.upgrade == "accepted", view
+    assert (view.protocol, view.subprotocol) == want, view
+    assert view.method == ("GET" if protocol == "websocket" else "POST"), view
+    assert view.detail_value("error") is None, view.detail
+
+
+def channels(view: StreamView) -> set[str]:
+    return set((view.detail_value("channels") or "").split(","))
+
+
+def connections(view: StreamView) -> list[tuple[int | None, int, int]]:
+    out = []
+    for name, value in view.detail:
+        if name.startswith("connection "):
+            match = _CONNECTION.match(value)
+            assert match, value
+            port = None if match[1] == "?" else int(match[1])
+            out.append((port, int(match[2]), int(match[3])))
+    return out
+
+
+# -- exec and attach --------------------------------------------------------------------
+
+
+async def test_exec_matrix(
+    inspect_kubectl: Kubectl,
+    inspect_stack: DemoStack,
+    inspect_service: WicketService,
+    protocol: str,
+) -> None:
+    """stdout + stderr, exit code 3, stdin until EOF, -it with a live resize; records."""
+    kubectl, stack = inspect_kubectl, inspect_stack
+    data = os.urandom(300_000)
+    marker = f"inspect-resize-ready-{protocol}"
+    (_workdir(stack) / marker).unlink(missing_ok=True)
+    remote = (
+        f"stty size; touch {marker}; i=0; "
+        'while [ "$(stty size)" = "30 100" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; '
+        "stty size; exit 4"
+    )
+    waiter = (
+        f"i=0; while [ ! -e {shlex.quote(str(_workdir(stack) / marker))} ] && [ $i -lt 300 ]; "
+        "do sleep 0.05; i=$((i+1)); done; stty cols 123 rows 45 </dev/tty"
+    )
+    tty_command = (
+        f"stty cols 100 rows 30; ({waiter}) & "
+        f"{KUBECTL} exec -it web -- sh -c {shlex.quote(remote)}; code=$?; wait; exit $code"
+    )
+    tag = f"{protocol}-{os.urandom(4).hex()}"  # this run's records, not an earlier one's
+    both_cmd = ("sh", "-c", f"echo to-out; echo to-err >&2; : {tag}")
+    failing_cmd = ("sh", "-c", f"echo before-exit; exit 3; : {tag}")
+    stdin_cmd = ("sh", "-c", f"sha256sum; : {tag}")
+    both, failing, stdin, tty = await asyncio.gather(
+        kubectl.run("exec", "web", "--", *both_cmd),
+        kubectl.run("exec", "web", "--", *failing_cmd),
+        kubectl.run("exec", "-i", "web", "--", *stdin_cmd, stdin=data),
+        kubectl.run_in_script(tty_command),
+    )
+    assert both.returncode == 0, both.err
+    assert both.out == "to-out\n"
+    assert "to-err" in both.err
+    assert failing.returncode == 3, failing.err
+    assert failing.out == "before-exit\n"
+    assert stdin.returncode == 0, stdin.err
+    assert stdin.out.split()[0] == hashlib.sha256(data).hexdigest()
+    assert tty.returncode == 4, (tty.out, tty.err)
+    assert re.search(r"30 100\r?\n.*45 123", tty.out, re.DOTALL), tty.out
+
+    # The records: one accepted upgrade each, with what was decoded.
+    expect = {
+        both_cmd: ("0", {"stdout", "stderr"}),
+        failing_cmd: ("3", {"stdout"}),
+        stdin_cmd: ("0", {"stdin", "stdout"}),
+        ("sh", "-c", remote): ("4", {"stdin", "stdout", "resize"}),
+    }
+    for command, (code, seen) in expect.items():
+        (view,) = session_of(inspect_service, "/exec", command)
+        assert_upgraded(view, protocol)
+        assert view.kubectl_command == "kubectl exec", view
+        assert view.detail_value("kind") == "exec", view.detail
+        assert view.detail_value("exit_code") == code, view.detail
+        assert seen <= channels(view), view.detail
+        assert view.state == "closed" and view.closed_at is not None, view
+        if protocol == "websocket":
+            assert view.detail_value("close_code") == "1000", view.detail
+    (stdin_view,) = session_of(inspect_service, "/exec", stdin_cmd)
+    assert stdin_view.bytes_up > len(data)
+    gets = [
+        v for v in inspected(inspect_service) if v.path == "/api/v1/namespaces/default/pods/web"
+    ]
+    assert gets and all(v.status == 200 and v.upgrade == "none" for v in gets)
+    assert not [v for v in inspected(inspect_service) if v.upgrade == "refused"]
+
+
+async def test_attach(
+    inspect_kubectl: Kubectl, inspect_service: WicketService, protocol: str
+) -> None:
+    before = {v.key for v in session_of(inspect_service, "/attach")}
+    async with inspect_kubectl.background("attach", "-i", "chat") as bg:
+        assert bg.proc.stdin is not None
+        bg.proc.stdin.write(b"hello through the inspector\n")
+        await bg.proc.stdin.drain()
+        await bg.read_until(b"you said: hello through the inspector")
+        await bg.read_until(b"still here", timeout=10)
+        (view,) = [v for v in session_of(inspect_service, "/attach") if v.key not in before]
+        assert_upgraded(view, protocol)
+        assert view.kubectl_command == "kubectl attach"
+        assert view.detail_value("kind") == "attach", view.detail
+        assert {"stdin", "stdout"} <= channels(view), view.detail
+        assert view.state == "open" and view.closed_at is None
+        assert view.bytes_up >= len(b"hello through the inspector\n")
+
+
+# -- cp ---------------------------------------------------------------------------------
+
+
+async def test_cp_one_mib_in_and_out(
+    inspect_kubectl: Kubectl,
+    inspect_stack: DemoStack,
+    inspect_service: WicketService,
+    protocol: str,
+    tmp_path: Path,
+) -> None:
+    kubectl = inspect_kubectl
+    source = tmp_path / "in.bin"
+    source.write_bytes(os.urandom(MiB))
+    name = f"inspect-copied-{protocol}.bin"
+    before = {v.key for v in session_of(inspect_service, "/exec")}
+    put = await kubectl.run("cp", str(source), f"web:{name}", timeout=60)
+    assert put.returncode == 0, put.err
+    assert _sha(_workdir(inspect_stack) / name) == _sha(source)
+    back = tmp_path / "out.bin"
+    get = await kubectl.run("cp", f"web:{name}", str(back), timeout=60)
+    assert get.returncode == 0, get.err
+    assert _sha(back) == _sha(source)
+    execs = [v for v in session_of(inspect_service, "/exec") if v.key not in before]
+    assert all(v.kubectl_command == "kubectl cp" for v in execs), execs
+    commands = sorted(v.detail_value("command") or "" for v in execs)
+    # kubectl checks the target first (test -d), then runs tar each way
+    assert commands == ["tar -xmf - -C .", f"tar cf - {name}", f"test -d {name}"], commands
+    upload, download = (v for v in execs if v.detail_value("command") != f"test -d {name}")
+    for view in execs:
+        assert_upgraded(view, protocol)
+    assert upload.detail_value("exit_code") == "0", upload.detail
+    # kubectl ends the download once the archive is read, often before the exit status
+    assert download.detail_value("exit_code") in ("0", None), download.detail
+    tars = [upload, download]
+    assert max(v.bytes_up for v in tars) > MiB  # the upload
+    assert max(v.bytes_down for v in tars) > MiB  # the download
+
+
+# -- port-forward -----------------------------------------------------------------------
+
+
+async def test_port_forward_two_connections_and_64_mib(
+    inspect_kubectl: Kubectl, inspect_service: WicketService, protocol: str
+) -> None:
+    before = {v.key for v in session_of(inspect_service, "/portforward")}
+    async with inspect_kubectl.background(
+        "port-forward", "--address", "127.0.0.1", "pod/web", ":80", ":9"
+    ) as bg:
+        http_port, sink_port = await _forwarded_ports(bg, 2)
+        first = await _http_get(http_port, "/one")
+        second = await _http_get(http_port, "/two")
+        assert b"You asked for /one" in first
+        assert b"You asked for /two" in second
+        chunk = os.urandom(MiB)
+        digest = hashlib.sha256()
+        for _ in range(64):
+            digest.update(chunk)
+        started = time.monotonic()
+        reply = await _sink(sink_port, chunk, 64)
+        elapsed = time.monotonic() - started
+        assert reply.decode().split() == [digest.hexdigest(), str(64 * MiB)]
+        assert bg.proc.returncode is None, bg.output
+        print(f"inspect: 64 MiB through port-forward in {elapsed:.1f} s ({64 / elapsed:.1f} MiB/s)")
+
+        (view,) = [v for v in session_of(inspect_service, "/portforward") if v.key not in before]
+        assert_upgraded(view, protocol, portforward=True)
+        assert view.kubectl_command == "kubectl port-forward"
+        assert view.detail_value("kind") == "portforward", view.detail
+        assert view.detail_value("ports") == "80,9", view.detail
+        assert view.state == "open"
+        conns = connections(view)
+        web = [c for c in conns if c[0] == 80]
+        sink = [c for c in conns if c[0] == 9]
+        assert len(web) == 2 and all(up > 0 and down > 0 for _, up, down in web), conns
+        assert sink == [(9, 64 * MiB, len(reply))], conns
+        assert view.bytes_up > 64 * MiB
+
+
+# -- logs -f and get -w -------------------------------------------------------------------
+
+
+async def test_logs_follow_and_get_watch(
+    inspect_stack: DemoStack, inspect_service: WicketService, tmp_path: Path
+) -> None:
+    kubectl = Kubectl(tmp_path / "home", inspect_stack.kubeconfig_path)
+    before = {v.key for v in inspected(inspect_service)}
+    async with (
+        kubectl.background("logs", "-f", "ticker") as logs,
+        kubectl.background("get", "pods", "-w") as watch,
+    ):
+        first = await logs.read_until(b"tick ")
+        start = max(int(n) for n in re.findall(rb"tick (\d+)", first))
+        await logs.read_until(f"tick {start + 2}\n".encode())
+        await watch.read_until(b"ticker")
+        seen = watch.output.count(b"ticker")
+        async with asyncio.timeout(10):
+            while watch.output.count(b"ticker") <= seen:
+                await watch.read_for(0.5)
+        assert re.search(rb"ticker\s+[01]/1\s+Running", bytes(watch.output))
+
+        def new(kind: str) -> Callable[[StreamView], bool]:
+            return lambda v: v.key not in before and v.detail_value("kind") == kind
+
+        (log,) = await wait_for(inspect_service, new("log"))
+        (watched,) = await wait_for(inspect_service, new("watch"))
+        assert log.kubectl_command == "kubectl logs" and log.status == 200
+        assert log.path == "/api/v1/namespaces/default/pods/ticker/log"
+        assert log.upgrade == "none" and log.protocol is None and log.state == "open"
+        assert int(log.detail_value("lines") or 0) >= 3, log.detail
+        assert watched.kubectl_command == "kubectl get" and watched.status == 200
+        assert int(watched.detail_value("event_count") or 0) >= 1, watched.detail
+        assert "MODIFIED=" in (watched.detail_value("events") or ""), watched.detail
+
+
+# -- a long idle session ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_exec_idle_longer_than_61_seconds(inspect_stack: DemoStack, tmp_path: Path) -> None:
+    """Nothing but kubectl's keepalives for 63 s: no inspect timeout touches the session."""
+    command = ("exec", "-i", "web", "--", "sh", "-c", 'read x; sleep 63; echo "still $x"')
+    results = await asyncio.gather(
+        *(
+            Kubectl(tmp_path / protocol, inspect_stack.kubeconfig_path, protocol).run(
+                *command, stdin=b"here\n", timeout=100
+            )
+            for protocol in PROTOCOLS
+        )
+    )
+    for protocol, result in zip(PROTOCOLS, results, strict=True):
+        assert result.returncode == 0, (protocol, result.err)
+        assert result.out == "still here\n", (protocol, result.out)
+
+
+# -- the agent goes away ------------------------------------------------------------------
+
+
+async def test_agent_stopped_answers_a_status(tmp_path: Path) -> None:
+    """In inspect mode Wicket speaks HTTP to kubectl: an unreachable cluster is a 503
+    ``Status`` naming the reason, at once, for a plain GET and for exec (both protocols)."""
+    async with DemoStack(tmp_path / "state", port=0, mode="inspect") as stack:
+        assert stack.agent is not None and stack.relay is not None
+        assert stack.endpoint is not None and stack.apiserver is not None
+        assert stack.client is not None
+        kubectls = {p: Kubectl(tmp_path / p, stack.kubeconfig_path, p) for p in PROTOCOLS}
+        ok = await kubectls["websocket"].run("get", "pods")
+        assert ok.returncode == 0, ok.err
+
+        await stack.agent.stop()
+        async with asyncio.timeout(10):
+            while any(c["online"] for c in stack.relay.snapshot().clusters):
+                await asyncio.sleep(0.05)
+        await _fails_fast(stack, kubectls, "agent_offline")
+        refusal = stack.endpoint.snapshot().last_refusal
+        assert refusal is not None and refusal.startswith("agent_offline"), refusal
+
+        stack.agent = Agent(stack.state_dir / "agent", "127.0.0.1", stack.apiserver.port)
+        await stack.agent.start()
+        await stack.agent.wait_online(10)
+        back = await kubectls["spdy"].run("exec", "web", "--", "echo", "back")
+        assert back.out == "back\n", back.err
+
+        await stack.client.stop()
+        await _fails_fast(stack, kubectls, "no session to the relay")
+
+
+async def _fails_fast(stack: DemoStack, kubectls: dict[str, Kubectl], reason: str) -> None:
+    """kubectl shows an HTTP 503 (ServiceUnavailable), never a connection error; the
+    Status names the reason (client-go shows its own text for a 503, the record keeps it)."""
+    assert stack.endpoint is not None
+    before = {s.id for s in stack.endpoint.snapshot().streams}
+    started = time.monotonic()
+    outcomes = await asyncio.gather(
+        kubectls["websocket"].run("get", "pods", timeout=30),
+        *(k.run("exec", "web", "--", "true", timeout=30) for k in kubectls.values()),
+    )
+    elapsed = time.monotonic() - started
+    for result in outcomes:
+        assert result.returncode == 1, result.out
+        assert "Error from server (ServiceUnavailable)" in result.err, result.err
+        assert "Unable to connect" not in result.err, result.err
+    assert elapsed < 5, f"kubectl took {elapsed:.1f} s to fail"
+    answered = [
+        s
+        for s in stack.endpoint.snapshot().streams
+        if s.id not in before and isinstance(s, InspectedStream)
+    ]
+    assert answered and all(s.status == 503 for s in answered), answered
+    assert all(s.close_reason and reason in s.close_reason for s in answered), answered
+
+
+# -- `wicket demo --mode inspect` and `wicket status` -------------------------------------
+
+
+async def test_wicket_demo_inspect_command(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "LANG": "C.UTF-8",
+    }
+    log = tmp_path / "demo.log"
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "core.cli", "demo", "--mode", "inspect"),
+            *("--state-dir", str(tmp_path / "state")),
+            cwd=REPO,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
+    try:
+        assert proc.stdout is not None
+        out = b""
+        async with asyncio.timeout(30):
+            while b"Ctrl-C" not in out:
+                line = await proc.stdout.readline()
+                assert line, f"wicket demo ended early: {log.read_text()}"
+                out += line
+        assert b"local inspect endpoint" in out and b"wicket status" in out, out
+        kubeconfig = tmp_path / "state" / "kubeconfig"
+        text = kubeconfig.read_text()
+        assert "mode: inspect" in text and TLS_SERVER_NAME not in text, text
+        ca = (tmp_path / "state" / "inspect" / "ca.pem").read_text().strip()
+        assert "certificate-authority-data" in text
+        kubectl = Kubectl(tmp_path / "kubectl-home", kubeconfig, "spdy")
+        result = await kubectl.run("exec", "web", "--", "sh", "-c", "echo via-inspect; exit 3")
+        assert result.returncode == 3 and result.out == "via-inspect\n", result.err
+        current = await kubectl.run("config", "current-context")
+        assert current.out.strip() == CONTEXT
+        assert ca  # the CA kubectl trusted is Wicket's own (name-constrained to loopback)
+
+        (doc,) = [d for d in await read_all_status(runtime / "wicket") if d["role"] == "demo"]
+        endpoint = doc["snapshot"]["endpoint"]
+        assert endpoint["mode"] == "inspect"
+        (exec_,) = [s for s in endpoint["streams"] if s["path"].endswith("/exec")]
+        assert exec_["upgrade"] == "accepted" and exec_["protocol"] == "SPDY/3.1"
+        assert exec_["subprotocol"] == "v4.channel.k8s.io"
+        assert exec_["kubectl_command"] == "kubectl exec"
+        assert ["exit_code", "3"] in exec_["detail"]
+
+        status = await run_process(
+            [sys.executable, "-m", "core.cli", "status"], {**env, "PYTHONPATH": str(REPO)}, None, 30
+        )
+        assert status.returncode == 0, status.err
+        # the demo's endpoint is nested in its snapshot: `wicket status` shows it as JSON
+        for text in (
+            '"path":"/api/v1/namespaces/default/pods/web/exec","status":101',
+            '"upgrade":"accepted","protocol":"SPDY/3.1"',
+            '["exit_code","3"]',
+        ):
+            assert text in status.out, status.out
+
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0, log.read_text()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+# -- `wicket connect --mode inspect` -------------------------------------------------------
+
+
+async def test_wicket_connect_inspect_command(stack: DemoStack, tmp_path: Path) -> None:
+    """``wicket connect --mode inspect`` as a process, against the passthrough stack's
+    relay: every credential comes from a file (0600), none from argv."""
+    assert stack.relay is not None and stack.apiserver is not None
+    now = dt.datetime.now(dt.UTC)
+    client_token = stack.relay.state.client_token("inspect-cli", stack.relay.address, now)
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir(mode=0o700)
+    (secrets_dir / "client-token").write_text(client_token)
+    (secrets_dir / "upstream-token").write_text(stack.apiserver.bearer_token + "\n")
+    (secrets_dir / "cluster-ca.pem").write_bytes(stack.apiserver.ca_pem)
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "LANG": "C.UTF-8",
+    }
+    state = tmp_path / "client"
+    argv = [
+        sys.executable,
+        *("-m", "core.cli", "connect", "--mode", "inspect", "--cluster", "demo"),
+        *("--token-file", str(secrets_dir / "client-token")),
+        *("--state-dir", str(state)),
+        *("--cluster-ca", str(secrets_dir / "cluster-ca.pem")),
+        *("--server-name", TLS_SERVER_NAME),
+        *("--upstream-token-file", str(secrets_dir / "upstream-token")),
+    ]
+    log = tmp_path / "connect.log"
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=err
+        )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            line = await proc.stdout.readline()
+        match = re.match(rb"local endpoint for demo: (https://127\.0\.0\.1:\d+)", line)
+        assert match, (line, log.read_text())
+        async with asyncio.timeout(15):  # the session to the relay comes up after the line
+            while not [
+                d
+                for d in await read_all_status(runtime / "wicket")
+                if d["role"] == "connect" and d["snapshot"]["session"] == "online"
+            ]:
+                await asyncio.sleep(0.1)
+        token_file = state / "inspect" / "endpoint-token-demo"
+        assert token_file.stat().st_mode & 0o077 == 0
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "c",
+                    "cluster": {
+                        "server": match[1].decode(),
+                        "certificate-authority": str(state / "inspect" / "ca.pem"),
+                    },
+                }
+            ],
+            "users": [{"name": "u", "user": {"tokenFile": str(token_file)}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x",
+        }
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(json.dumps(config))
+        kubectl = Kubectl(tmp_path / "kubectl-home", kubeconfig)
+        result = await kubectl.run("exec", "web", "--", "echo", "via-connect")
+        assert result.returncode == 0 and result.out == "via-connect\n", result.err
+        for secret in (client_token, stack.apiserver.bearer_token, token_file.read_text().strip()):
+            assert secret not in " ".join(argv)
+
+        # `wicket status` lists the requests as a table, one row each
+        status = await run_process(
+            [sys.executable, "-m", "core.cli", "status"], {**env, "PYTHONPATH": str(REPO)}, None, 30
+        )
+        assert status.returncode == 0, status.err
+        header = next(line for line in status.out.splitlines() if "METHOD" in line)
+        for column in ("PATH", "STATUS", "KUBECTL COMMAND", "UPGRADE", "PROTOCOL", "DETAIL"):
+            assert column in header, header
+        row = re.search(
+            r"^.*GET\s+/api/v1/namespaces/default/pods/web/exec\s+101\s.*$", status.out, re.M
+        )
+        assert row, status.out
+        for text in (
+            "kubectl exec",
+            "accepted",
+            "websocket",
+            "v5.channel.k8s.io",
+            '["exit_code","0"]',
+        ):
+            assert text in row[0], row[0]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0, log.read_text()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+# -- TLS failures towards the apiserver, over a tunnel stream ------------------------------
+
+
+async def test_wrong_apiserver_name_is_a_502_at_once(stack: DemoStack, tmp_path: Path) -> None:
+    """A certificate the endpoint must reject (wrong name) over a real tunnel stream:
+    asyncio's TLS reports it through the stream transport's ``_force_close``."""
+    assert stack.client is not None and stack.apiserver is not None
+    settings = InspectSettings(
+        state_dir=tmp_path / "inspect",
+        endpoint_token="wrong-name-endpoint-token",
+        cluster_ca_pem=stack.apiserver.ca_pem,
+        server_name="not-the-apiserver.example",
+        upstream_authorization=None,
+    )
+    endpoint = LocalEndpoint(stack.client, "demo", mode="inspect", inspect=settings)
+    await endpoint.start()
+    try:
+        ctx = ssl.create_default_context(cadata=endpoint.ca_pem.decode())
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", endpoint.port, ssl=ctx, server_hostname="127.0.0.1"
+        )
+        writer.write(
+            f"GET /api HTTP/1.1\r\nHost: 127.0.0.1:{endpoint.port}\r\n"
+            "Authorization: Bearer wrong-name-endpoint-token\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        elapsed = time.monotonic() - started
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+        assert answer.startswith(b"HTTP/1.1 502 "), answer
+        assert b"certificate" in answer, answer
+        assert elapsed < 3, f"{elapsed:.1f} s"
+    finally:
+        await endpoint.stop()

@@ -1,0 +1,135 @@
+"""Inspect-mode records in endpoint and service snapshots: frozen, cheap, complete."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from core.aio.endpoint import (
+    EndpointSnapshot,
+    InspectSettings,
+    LocalEndpoint,
+    RelayClient,
+    detail_pairs,
+    inspected_stream,
+)
+from core.aio.tunnel import StreamInfo
+from core.errors import ConfigError
+from core.protocol.http_proxy import Exchange, UpgradeState
+from core.protocol.inspect_decoders import PortConnection, SessionDetail
+from core.service import StreamView, WicketService
+
+
+def _exchange() -> Exchange:
+    detail = SessionDetail(
+        kind="portforward",
+        channels={"data", "error"},
+        ports=[80, 9],
+        connections=[
+            PortConnection("0", 80, bytes_up=10, bytes_down=20),
+            PortConnection("1", 9, bytes_up=30, bytes_down=0, error="refused"),
+        ],
+    )
+    return Exchange(
+        7,
+        100.0,
+        method="GET",
+        target="/api/v1/namespaces/default/pods/web/portforward?ports=80&ports=9",
+        status=101,
+        kubectl_command="kubectl port-forward",
+        upgrade="websocket",
+        upgrade_state=UpgradeState.ACCEPTED,
+        subprotocol="SPDY/3.1+portforward.k8s.io",
+        bytes_up=40,
+        bytes_down=20,
+        detail=detail,
+    )
+
+
+def test_an_exchange_becomes_a_frozen_stream() -> None:
+    exchange = _exchange()
+    info = inspected_stream(exchange, "demo", offset=1000.0)
+    assert isinstance(info, StreamInfo)
+    assert (info.id, info.opened_at, info.closed_at, info.state) == (7, 1100.0, None, "open")
+    assert info.path == "/api/v1/namespaces/default/pods/web/portforward"
+    assert (info.upgrade, info.protocol) == ("accepted", "websocket")
+    assert info.detail == (
+        ("kind", "portforward"),
+        ("channels", "data,error"),
+        ("ports", "80,9"),
+        ("connection 0", "port 80, 10 B up, 20 B down"),
+        ("connection 1", "port 9, 30 B up, 0 B down, error: refused"),
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.status = 1  # type: ignore[misc]
+    exchange.ended, exchange.error = 101.5, "upstream lost"
+    done = inspected_stream(exchange, "demo", offset=1000.0)
+    assert (done.state, done.closed_at, done.close_reason) == ("closed", 1101.5, "upstream lost")
+
+
+def test_detail_pairs_for_exec_watch_and_log() -> None:
+    exec_ = SessionDetail(kind="exec", command=("sh", "-c", "exit 3"), exit_code=3, close_code=1000)
+    assert detail_pairs(exec_) == (
+        ("kind", "exec"),
+        ("command", "sh -c 'exit 3'"),
+        ("exit_code", "3"),
+        ("close_code", "1000"),
+    )
+    watch = SessionDetail(kind="watch", events={"MODIFIED": 2, "ADDED": 3})
+    assert ("event_count", "5") in detail_pairs(watch)
+    assert ("events", "ADDED=3,MODIFIED=2") in detail_pairs(watch)
+    assert ("event_count", "0") in detail_pairs(SessionDetail(kind="watch"))
+    assert detail_pairs(SessionDetail(kind="log", lines=4)) == (("kind", "log"), ("lines", "4"))
+    assert detail_pairs(SessionDetail()) == ()
+
+
+def test_an_inspect_endpoint_needs_its_settings(tmp_path: Path) -> None:
+    client = RelayClient(tmp_path / "client", None)
+    with pytest.raises(ConfigError, match="settings"):
+        LocalEndpoint(client, "demo", mode="inspect")
+    with pytest.raises(ConfigError, match="mode"):
+        LocalEndpoint(client, "demo", mode="sideways")  # type: ignore[arg-type]
+    settings = InspectSettings(tmp_path, "endpoint-secret", b"", "api", "Bearer upstream-secret")
+    assert "secret" not in repr(settings)
+
+
+class _Fixed:
+    def __init__(self, snapshot: EndpointSnapshot) -> None:
+        self.snapshot = snapshot
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_the_service_carries_the_inspection_into_stream_views() -> None:
+    inspected = inspected_stream(_exchange(), "demo", offset=1000.0)
+    plain = StreamInfo(1, "demo", "local", "127.0.0.1:5", 1.0, None, 5, 6, "open", None)
+    snap = EndpointSnapshot("demo", "127.0.0.1:1", "inspect", "online", None, None, [inspected])
+    plain_snap = dataclasses.replace(snap, mode="passthrough", address="127.0.0.1:2")
+    service = WicketService()
+    await service.add("endpoint:a", _Fixed(snap), lambda: snap)
+    await service.add(
+        "endpoint:b", _Fixed(plain_snap), lambda: dataclasses.replace(plain_snap, streams=[plain])
+    )
+    views = {v.key: v for v in service.refresh().streams}
+    view = views["endpoint:a/7"]
+    assert view.inspected
+    assert (view.method, view.path, view.status) == ("GET", inspected.path, 101)
+    assert (view.kubectl_command, view.upgrade) == ("kubectl port-forward", "accepted")
+    assert (view.protocol, view.subprotocol) == ("websocket", "SPDY/3.1+portforward.k8s.io")
+    assert view.detail_value("ports") == "80,9"
+    assert view.detail == inspected.detail
+    other = views["endpoint:b/1"]
+    assert not other.inspected and other.detail == () and other.upgrade is None
+    assert {e.mode for e in service.latest.endpoints} == {"inspect", "passthrough"}
+    await service.stop()
+
+
+def test_stream_view_fields_have_defaults() -> None:
+    view = StreamView("k", "c", "demo", "local", None, 0.0, None, 0, 0, 0.0, 0.0, "open", None)
+    assert view.detail == () and view.method is None and view.detail_value("kind") is None
