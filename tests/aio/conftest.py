@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from core.aio.mux import MuxConnection, StreamHandler
 from core.protocol.mux import MuxConfig
 from tests.support.certs import LoopbackPKI, make_pki
+from tests.support.leaks import no_leaks
 
 
 @dataclass
@@ -80,20 +80,4 @@ def pki(tmp_path: Path) -> LoopbackPKI:
     return make_pki(tmp_path / "pki")
 
 
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-async def no_leaks() -> AsyncIterator[None]:
-    """Every test ends with no task left running and no file descriptor left open."""
-    before = _fds()
-    yield
-    for _ in range(20):
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        if not pending and _fds() <= before:
-            break
-        await asyncio.sleep(0.05)
-    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert not pending, f"leaked tasks: {pending}"
-    assert _fds() <= before, f"leaked file descriptors: {_fds() - before}"
+__all__ = ["no_leaks"]

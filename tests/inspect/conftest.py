@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import pytest
 from core.aio.inspect import InspectEndpoint, tcp_connector, upstream_context
 from tests.inspect.backend import StrictBackend
 from tests.support.certs import LoopbackPKI, make_pki
+from tests.support.leaks import no_leaks
 
 ENDPOINT_TOKEN = "endpoint-secret-0123456789abcdef"
 UPSTREAM_TOKEN = "upstream-secret-fedcba9876543210"
@@ -155,20 +155,4 @@ async def settle(backend: StrictBackend, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-async def no_leaks() -> AsyncIterator[None]:
-    """Every test ends with no task left running and no file descriptor left open."""
-    before = _fds()
-    yield
-    for _ in range(40):
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        if not pending and _fds() <= before:
-            break
-        await asyncio.sleep(0.05)
-    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert not pending, f"leaked tasks: {pending}"
-    assert _fds() <= before, f"leaked file descriptors: {_fds() - before}"
+__all__ = ["no_leaks"]

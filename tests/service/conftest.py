@@ -1,5 +1,5 @@
 """Every service test ends with no task and no file descriptor left behind."""
 
-from tests.aio.conftest import no_leaks
+from tests.support.leaks import no_leaks
 
 __all__ = ["no_leaks"]

@@ -31,6 +31,7 @@ from core.pki.identity import Role
 from core.pki.tokens import Token, TokenKind, parse
 from core.protocol.mux import MuxConfig
 from core.tunnel.relay_state import utcnow
+from tests.support.leaks import no_leaks
 
 CLUSTER = "prod"
 HANDSHAKE_TIMEOUT = 1.0
@@ -40,25 +41,6 @@ PROMPT = 3.0
 CHUNK = 16 * 1024
 #: Attackers' own sessions: no keepalive traffic of their own to muddy the counters.
 QUIET_MUX = MuxConfig(keepalive_interval=None)
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-async def no_leaks() -> AsyncIterator[None]:
-    """Every test ends with no task left running and no file descriptor left open."""
-    before = _fds()
-    yield
-    for _ in range(40):
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        if not pending and _fds() <= before:
-            break
-        await asyncio.sleep(0.05)
-    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert not pending, f"leaked tasks: {pending}"
-    assert _fds() <= before, f"leaked file descriptors: {_fds() - before}"
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
@@ -294,3 +276,6 @@ async def wait_closed_by_peer(reader: asyncio.StreamReader, timeout: float) -> b
         except (OSError, asyncio.IncompleteReadError):
             pass
     return data
+
+
+__all__ = ["no_leaks"]
