@@ -48,18 +48,23 @@ async def tunnel(tmp_path: Path) -> AsyncIterator[Tunnel]:
         t.close()
 
 
+async def probe_until(state_dir: Path, code: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The heartbeat follows a state change within half a second: poll briefly."""
+    deadline = time.monotonic() + 15
+    while True:
+        result = await asyncio.to_thread(probe, state_dir, *extra)
+        if result.returncode == code or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.25)
+
+
 async def test_probes_follow_the_real_agent(tunnel: Tunnel) -> None:
-    ready = await asyncio.to_thread(probe, tunnel.agent_dir, "--require-connected")
+    ready = await probe_until(tunnel.agent_dir, 0, "--require-connected")
     assert ready.returncode == 0, ready.stderr
     assert ready.stdout.strip() == "healthy"
     assert tunnel.relay is not None
     tunnel.relay.kill()  # the relay goes away: alive, but not ready
-    deadline = time.monotonic() + 15
-    while True:
-        ready = await asyncio.to_thread(probe, tunnel.agent_dir, "--require-connected")
-        if ready.returncode == 1 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
+    ready = await probe_until(tunnel.agent_dir, 1, "--require-connected")
     assert ready.returncode == 1
     assert "not connected" in ready.stderr
     alive = await asyncio.to_thread(probe, tunnel.agent_dir)
