@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,12 +62,14 @@ class StreamRecord:
         "close_reason",
         "closed_at",
         "cluster",
+        "down",
         "endpoint",
         "id",
         "opened_at",
         "pre_up",
         "splice",
         "state",
+        "up",
         "up_is_a",
     )
 
@@ -82,10 +85,11 @@ class StreamRecord:
         self.splice: Splice | None = None
         self.pre_up = 0  # bytes sent up before the splice took over (pipelined)
         self.up_is_a = True  # bytes a→b are "up" (towards the apiserver)
+        self.up = self.down = 0  # the splice's counts, kept here once it is done
 
     def info(self) -> StreamInfo:
         splice = self.splice
-        up = down = 0
+        up, down = self.up, self.down
         if splice is not None:
             a, b = splice.bytes_a_to_b, splice.bytes_b_to_a
             up, down = (a, b) if self.up_is_a else (b, a)
@@ -115,8 +119,9 @@ class StreamBook:
 
     def __init__(self, history: int = 200) -> None:
         self.open: dict[int, StreamRecord] = {}
-        self.closed: list[StreamInfo] = []
-        self._history = history
+        # Closed records, frozen: their ``StreamInfo`` is built when a snapshot asks, not
+        # once per connection on the hot path.
+        self.closed: deque[StreamRecord] = deque(maxlen=history)
         self.total = 0
 
     def add(self, record: StreamRecord) -> StreamRecord:
@@ -127,11 +132,15 @@ class StreamBook:
     def done(self, record: StreamRecord, reason: str) -> None:
         record.finish(reason)
         if self.open.pop(record.id, None) is not None:
-            self.closed.append(record.info())
-            del self.closed[: -self._history]
+            splice = record.splice
+            if splice is not None:  # keep the counts, not the transports
+                a, b = splice.bytes_a_to_b, splice.bytes_b_to_a
+                record.up, record.down = (a, b) if record.up_is_a else (b, a)
+                record.splice = None
+            self.closed.append(record)
 
     def snapshot(self) -> list[StreamInfo]:
-        return [r.info() for r in self.open.values()] + list(self.closed)
+        return [r.info() for r in self.open.values()] + [r.info() for r in self.closed]
 
 
 def describe(exc: BaseException | None) -> str:
