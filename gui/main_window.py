@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QPushButton,
     QSplitter,
-    QTableView,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -45,6 +44,7 @@ from gui.models import (
     stream_rows,
 )
 from gui.panels import DebugPanel, LogView, StreamDetail, TryItPanel
+from gui.views import LiveTableView
 
 TICK_MS = 200
 
@@ -131,7 +131,7 @@ class MainWindow(QMainWindow):
         for widget in (self.filter_edit, self.open_only, self.this_cluster, self.all_hops):
             filters.addWidget(widget)
 
-        self.table = QTableView()
+        self.table = LiveTableView()
         self.table.setModel(self.proxy)
         self.table.setAccessibleName("Streams")
         self.table.setSortingEnabled(True)

@@ -9,15 +9,17 @@ and the cost per tick is proportional to the rows, never to the bytes moved.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from PySide6.QtCore import (
     QAbstractItemModel,
     QAbstractListModel,
     QAbstractTableModel,
     QModelIndex,
+    QModelRoleData,
+    QModelRoleDataSpan,
     QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
@@ -29,6 +31,7 @@ from gui.format import human_bytes, human_duration, human_rate, human_rtt
 
 R = TypeVar("R")
 Index = QModelIndex | QPersistentModelIndex
+RoleData = QModelRoleDataSpan | QModelRoleData
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -48,6 +51,13 @@ PASSTHROUGH_NOTE = (
     "Passthrough endpoint: TLS runs end to end, so requests and upgrades are not visible "
     "here (an inspect-mode endpoint shows them)."
 )
+
+
+def role_items(span: RoleData) -> Iterable[QModelRoleData]:
+    """The entries of a ``multiData()`` request (PySide iterates spans; its stubs miss it)."""
+    if isinstance(span, QModelRoleData):
+        return (span,)
+    return cast(Iterable[QModelRoleData], span)
 
 
 def ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
@@ -224,10 +234,27 @@ class StreamsModel(QAbstractTableModel):
             return self.COLUMNS[section]
         return None
 
+    def index(self, row: int, column: int, parent: Index = QModelIndex()) -> QModelIndex:  # noqa: B008
+        # Qt's own index() asks rowCount() and columnCount(): two more Python calls for
+        # every index the proxy maps, every painted cell.
+        if parent.isValid() or not (0 <= row < len(self.rows) and 0 <= column < len(self.COLUMNS)):
+            return QModelIndex()
+        return self.createIndex(row, column)
+
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self.rows):
             return None
+        return self._value(self.rows[index.row()], index.column(), role)
+
+    def multiData(self, index: Index, roleDataSpan: RoleData) -> None:
+        """All the roles a delegate paints a cell with, in one call instead of one per role."""
+        if not index.isValid() or not 0 <= index.row() < len(self.rows):
+            return
         row, col = self.rows[index.row()], index.column()
+        for role_data in role_items(roleDataSpan):
+            role_data.setData(self._value(row, col, role_data.role()))
+
+    def _value(self, row: StreamRow, col: int, role: int) -> Any:
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(row, col)
         if role == SORT_ROLE:
@@ -354,6 +381,12 @@ class StreamsFilter(QSortFilterProxyModel):
         if self._cluster is not None and row.view.cluster != self._cluster:
             return False
         return not self._text or self._text in row.search_text
+
+    def multiData(self, index: Index, roleDataSpan: RoleData) -> None:
+        """One Python call per painted cell (Qt's default makes one ``data()`` per role)."""
+        model = self.sourceModel()
+        if model is not None and index.isValid():
+            model.multiData(self.mapToSource(index), roleDataSpan)
 
 
 # -- clusters ------------------------------------------------------------------------

@@ -128,6 +128,7 @@ def _bytes_and_time(core: Any) -> tuple[int, float]:
 
 async def _measure(args: argparse.Namespace, tmp: Path, sink_port: int) -> dict[str, Any]:
     from core.service import WicketService
+    from gui.app import freeze_heap
     from gui.backend import Backend
     from gui.core_thread import CoreThread
     from gui.lag import LagMonitor
@@ -162,6 +163,7 @@ async def _measure(args: argparse.Namespace, tmp: Path, sink_port: int) -> dict[
         lag.start()
         window = MainWindow(backend, lag)
         window.all_hops.setChecked(args.all_hops)
+        freeze_heap()  # as gui.app.run_app does once the window exists
         await asyncio.sleep(args.warmup)
         phases = []
         for phase in PHASES:
@@ -214,6 +216,7 @@ def _summary(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "streams": args.streams,
         "all_hops": args.all_hops,
+        "switch_interval_ms": sys.getswitchinterval() * 1000,
         "seconds_per_phase": args.seconds,
         "throughput_ratio": ratio,
         "lag_p99_ms_with_window": lag_p99,
@@ -260,6 +263,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     from gui.app import tune_gil
 
     tune_gil()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval / 1000)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     assert isinstance(app, QApplication)
     app.setQuitOnLastWindowClosed(False)
@@ -295,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         "--all-hops",
         action="store_true",
         help="show every hop (relay, agent) of every stream: 3x the rows of the default view",
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        metavar="MS",
+        help="GIL switch interval instead of the app's (gui.app.SWITCH_INTERVAL)",
     )
     parser.add_argument("--out", default=str(REPO / "bench-results"))
     args = parser.parse_args(argv)

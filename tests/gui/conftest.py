@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -14,7 +15,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QAbstractItemModel
+from PySide6.QtCore import QAbstractItemModel, QEvent
 from PySide6.QtWidgets import QApplication
 
 from gui.aio import qasync_loop_factory
@@ -61,6 +62,22 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     finally:
         faulthandler.cancel_dump_traceback_later()
+        collect_qt_garbage()
+
+
+def collect_qt_garbage() -> None:
+    """Destroy the test's unreachable Qt objects now, on the Qt thread.
+
+    A closed qasync loop is cyclic garbage that owns QObjects: its ``_SimpleTimer`` still
+    has Qt timers registered with this thread's event dispatcher (qasync's ``stop()``
+    only flags them), plus its executor's QThreads. Left to the collector, they die in
+    whichever thread allocates next, e.g. a worker thread of a later test: the QObject
+    destructor cannot unregister timers from another thread, the dispatcher keeps them,
+    and the next ``processEvents()`` (pytest-qt runs one after every test) delivers a
+    timer event to freed memory: the segfault seen when other suites ran after this one.
+    """
+    gc.collect()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 @pytest.fixture(autouse=True)
