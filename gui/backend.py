@@ -47,7 +47,6 @@ from core.pki.identity import Role
 from core.pki.tokens import Token, parse
 from core.secrets import Fallback, SecretStore, open_secret_store, upstream_token_key
 from core.service import ServiceSnapshot, WicketService
-from core.service.service import ClientSnapshot
 from core.tunnel.relay_state import utcnow
 from gui.core_thread import CoreThread
 
@@ -107,19 +106,6 @@ class _Passive:
 
     async def stop(self) -> None:
         return None
-
-
-def _client_view(client: RelayClient) -> ClientSnapshot:
-    creds = client.creds
-    return ClientSnapshot(
-        creds.identity.name if creds else None,
-        creds.relay if creds else None,
-        client.state,
-        client.last_error,
-        client.rtt,
-        client.connected_since,
-        client.reconnects,
-    )
 
 
 def _client_dir_name(relay: str) -> str:
@@ -384,7 +370,7 @@ async def _start_demo(service: WicketService, state_dir: Path, kubeconfig: Path)
     snapshots: dict[str, Callable[[], object]] = {
         "relay": stack.relay.snapshot,
         "agent": stack.agent.snapshot,
-        "client": lambda: _client_view(client),
+        "client": client.snapshot,
         "endpoint": stack.endpoint.snapshot,
     }
     for part in DEMO_PARTS:

@@ -39,10 +39,33 @@ MODES: tuple[Mode, ...] = ("passthrough", "inspect")
 log = logging.getLogger("wicket.endpoint")
 
 
+@dataclass(frozen=True)
+class ClientSnapshot:
+    name: str | None
+    relay: str | None
+    state: str
+    last_error: str | None
+    rtt: float | None
+    connected_since: float | None
+    reconnects: int
+
+
 class RelayClient(RelayPeer):
     """A desktop client's session to the relay (shared by all its local endpoints)."""
 
     role = Role.CLIENT
+
+    def snapshot(self) -> ClientSnapshot:
+        creds = self.creds
+        return ClientSnapshot(
+            creds.identity.name if creds else None,
+            creds.relay if creds else None,
+            self.state,
+            self.last_error,
+            self.rtt,
+            self.connected_since,
+            self.reconnects,
+        )
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from core.aio.agent import Agent, AgentSnapshot
 from core.aio.endpoint import (
+    ClientSnapshot,
     EndpointSnapshot,
     InspectedStream,
     InspectSettings,
@@ -128,7 +129,7 @@ class WicketService:
         self, state_dir: Path, token: Token | None = None, name: str = "client"
     ) -> RelayClient:
         client = RelayClient(state_dir, token)
-        await self.add(name, client, lambda: _client_snapshot(client))
+        await self.add(name, client, client.snapshot)
         return client
 
     async def start_endpoint(
@@ -194,30 +195,6 @@ class WicketService:
         while True:
             self.refresh()
             await asyncio.sleep(self._publish_every)
-
-
-@dataclass(frozen=True)
-class ClientSnapshot:
-    name: str | None
-    relay: str | None
-    state: str
-    last_error: str | None
-    rtt: float | None
-    connected_since: float | None
-    reconnects: int
-
-
-def _client_snapshot(client: RelayClient) -> ClientSnapshot:
-    creds = client.creds
-    return ClientSnapshot(
-        creds.identity.name if creds else None,
-        creds.relay if creds else None,
-        client.state,
-        client.last_error,
-        client.rtt,
-        client.connected_since,
-        client.reconnects,
-    )
 
 
 def _compose(
