@@ -113,10 +113,19 @@ def apply_keyed(
 # -- streams -------------------------------------------------------------------------
 
 
-def optional_text(view: StreamView, name: str) -> str:
-    """An inspect-mode field (``request``, ``upgrade``, ``protocol``) if the core has it."""
-    value = getattr(view, name, None)
-    return str(value) if value else ""
+def request_text(view: StreamView) -> str:
+    """``GET /api/v1/…  200`` for an inspected request ("" in passthrough)."""
+    if view.method is None:
+        return ""
+    status = f"  {view.status}" if view.status is not None else ""
+    return f"{view.method} {view.path or ''}{status}"
+
+
+def upgrade_text(view: StreamView) -> str:
+    """``accepted · websocket · v5.channel.k8s.io`` ("" when nothing was upgraded)."""
+    if not view.upgrade or view.upgrade == "none":
+        return ""
+    return " · ".join(p for p in (view.upgrade, view.protocol, view.subprotocol) if p)
 
 
 class StreamRow(NamedTuple):
@@ -174,11 +183,8 @@ def stream_rows(snap: ServiceSnapshot) -> list[StreamRow]:
             hop, label = "kubectl", f"relay public ({v.component})"
         else:
             hop, label = "relay", v.endpoint
-        upgrade = " · ".join(
-            p for p in (optional_text(v, "upgrade"), optional_text(v, "protocol")) if p
-        )
         age = (v.closed_at or now) - v.opened_at
-        rows.append(StreamRow(v, label, hop, age, optional_text(v, "request"), upgrade))
+        rows.append(StreamRow(v, label, hop, age, request_text(v), upgrade_text(v)))
     return rows
 
 

@@ -74,6 +74,9 @@ class StreamDetail(QWidget):
             f"closed      {_clock(v.closed_at) if v.closed_at else '—'}",
             f"state       {row.state_text}",
         ]
+        if v.kubectl_command:
+            lines.append(f"kubectl     {v.kubectl_command}")
+        lines += [f"{name:<11} {value}" for name, value in v.detail]  # decoded session
         if not (row.request or row.upgrade):
             lines += ["", PASSTHROUGH_NOTE]
         text = "\n".join(lines)

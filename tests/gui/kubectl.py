@@ -18,6 +18,7 @@ def kubectl_env(home: Path) -> dict[str, str]:
         "KUBECONFIG": os.environ["KUBECONFIG"],
         "KUBECACHEDIR": str(home / ".kube" / "cache"),
         "LANG": "C.UTF-8",
+        **{k: v for k, v in os.environ.items() if k.startswith("KUBECTL_")},
     }
 
 
