@@ -308,9 +308,7 @@ class Backend:
         def undo() -> None:
             with contextlib.suppress(Exception):
                 relay.state.tokens().revoke(parse(token).token_id)
-            clusters = relay.state.clusters()
-            if clusters.pop(cluster, None) is not None:
-                relay.state._save_clusters(clusters)
+            relay.state.unregister_cluster(cluster)
 
         await asyncio.to_thread(undo)
 

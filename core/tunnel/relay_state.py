@@ -102,6 +102,14 @@ class RelayState:
         self._save_clusters(clusters)
         return record
 
+    def unregister_cluster(self, name: str) -> bool:
+        """Forget a cluster (its public endpoint closes at the relay's next sync)."""
+        clusters = self.clusters()
+        if clusters.pop(name, None) is None:
+            return False
+        self._save_clusters(clusters)
+        return True
+
     def _save_clusters(self, clusters: dict[str, ClusterRecord]) -> None:
         doc: dict[str, Any] = {
             "version": 1,
