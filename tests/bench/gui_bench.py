@@ -128,7 +128,7 @@ def _bytes_and_time(core: Any) -> tuple[int, float]:
 
 async def _measure(args: argparse.Namespace, tmp: Path, sink_port: int) -> dict[str, Any]:
     from core.service import WicketService
-    from gui.app import freeze_heap
+    from gui.app import QtThreadCollector, freeze_heap
     from gui.backend import Backend
     from gui.core_thread import CoreThread
     from gui.lag import LagMonitor
@@ -139,6 +139,7 @@ async def _measure(args: argparse.Namespace, tmp: Path, sink_port: int) -> dict[
     await asyncio.to_thread(core.start)
     load: Child | None = None
     window: MainWindow | None = None
+    collector: QtThreadCollector | None = None
     try:
         (host, port), _ = await core.call(
             start_lab_parts(core.service, tmp, target=("127.0.0.1", sink_port))
@@ -164,6 +165,7 @@ async def _measure(args: argparse.Namespace, tmp: Path, sink_port: int) -> dict[
         window = MainWindow(backend, lag)
         window.all_hops.setChecked(args.all_hops)
         freeze_heap()  # as gui.app.run_app does once the window exists
+        collector = QtThreadCollector()
         await asyncio.sleep(args.warmup)
         phases = []
         for phase in PHASES:
@@ -196,6 +198,8 @@ async def _measure(args: argparse.Namespace, tmp: Path, sink_port: int) -> dict[
             print(json.dumps(phases[-1]), flush=True)
         return {"phases": phases, "open_streams": open_streams()}
     finally:
+        if collector is not None:
+            collector.stop()
         if window is not None:
             window.stop()
             window.close()
