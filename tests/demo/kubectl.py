@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -138,3 +139,45 @@ async def run_process(
 
 KubectlFactory = Callable[..., Kubectl]
 """``kubectl_for(server, protocol="websocket", auth="token")`` (a fixture)."""
+
+
+# -- port-forward helpers ------------------------------------------------------------
+
+
+async def forwarded_ports(bg: Background, count: int) -> list[int]:
+    """The local ports of a running `kubectl port-forward`, once it prints them all."""
+    pattern = rb"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)"
+    async with asyncio.timeout(20):
+        while len(re.findall(pattern, bg.output)) < count:
+            await bg.read_until(b"Forwarding from")
+            await bg.read_for(0.2)
+    return [int(local) for local, _ in re.findall(pattern, bg.output)]
+
+
+async def http_get(port: int, path: str) -> bytes:
+    """One HTTP/1.1 GET through a forwarded port; the whole answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 15)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def sink(port: int, chunk: bytes, repeat: int) -> bytes:
+    """Send ``chunk`` ``repeat`` times to the demo sink service; its checksum reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(90):
+            for _ in range(repeat):
+                writer.write(chunk)
+                await writer.drain()
+            writer.write_eof()
+            return await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

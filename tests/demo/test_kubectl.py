@@ -14,7 +14,14 @@ import re
 from pathlib import Path
 
 from core.demo import DemoApiServer
-from tests.demo.kubectl import KUBECTL, Background, Kubectl, KubectlFactory
+from tests.demo.kubectl import (
+    KUBECTL,
+    Kubectl,
+    KubectlFactory,
+    forwarded_ports,
+    http_get,
+    sink,
+)
 
 MiB = 1024 * 1024
 
@@ -104,46 +111,13 @@ async def test_attach_to_the_chat_process(kubectl: Kubectl) -> None:
         await bg.read_until(b"still here", timeout=10)
 
 
-async def _forwarded_ports(bg: Background, count: int) -> list[int]:
-    pattern = rb"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)"
-    async with asyncio.timeout(15):
-        while len(re.findall(pattern, bg.output)) < count:
-            await bg.read_until(b"Forwarding from")
-            await bg.read_for(0.2)
-    return [int(local) for local, _ in re.findall(pattern, bg.output)]
-
-
-async def _http_get(port: int, path: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), 15)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
-async def _sink(port: int, chunk: bytes, repeat: int) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for _ in range(repeat):
-            writer.write(chunk)
-            await writer.drain()
-        writer.write_eof()
-        return await asyncio.wait_for(reader.read(), 60)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
 async def test_port_forward_two_connections_and_64_mib(kubectl: Kubectl) -> None:
     async with kubectl.background(
         "port-forward", "--address", "127.0.0.1", "pod/web", ":80", ":9"
     ) as bg:
-        http_port, sink_port = await _forwarded_ports(bg, 2)
-        first = await _http_get(http_port, "/one")
-        second = await _http_get(http_port, "/two")
+        http_port, sink_port = await forwarded_ports(bg, 2)
+        first = await http_get(http_port, "/one")
+        second = await http_get(http_port, "/two")
         assert b"200 OK" in first
         assert b"You asked for /one" in first
         assert b"You asked for /two" in second
@@ -151,7 +125,7 @@ async def test_port_forward_two_connections_and_64_mib(kubectl: Kubectl) -> None
         digest = hashlib.sha256()
         for _ in range(64):
             digest.update(chunk)
-        reply = await _sink(sink_port, chunk, 64)
+        reply = await sink(sink_port, chunk, 64)
         assert reply.decode().split() == [digest.hexdigest(), str(64 * MiB)]
         assert bg.proc.returncode is None
 
@@ -209,5 +183,5 @@ async def test_websocket_refused_falls_back_to_spdy(
         assert result.returncode == 5, result.err
         assert result.out == "x"
         async with kubectl.background("port-forward", "--address", "127.0.0.1", "web", ":80") as bg:
-            (port,) = await _forwarded_ports(bg, 1)
-            assert b"Hello from the Wicket demo" in await _http_get(port, "/")
+            (port,) = await forwarded_ports(bg, 1)
+            assert b"Hello from the Wicket demo" in await http_get(port, "/")

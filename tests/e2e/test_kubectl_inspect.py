@@ -34,8 +34,17 @@ from core.aio.endpoint import InspectedStream, InspectSettings, LocalEndpoint
 from core.aio.status import read_all_status
 from core.demo.embedded import CONTEXT, TLS_SERVER_NAME, DemoStack
 from core.service import StreamView, WicketService
-from tests.demo.kubectl import KUBECTL, PROTOCOLS, REPO, Kubectl, run_process
-from tests.e2e.test_kubectl_tunnel import _forwarded_ports, _http_get, _sha, _sink, _workdir
+from tests.demo.kubectl import (
+    KUBECTL,
+    PROTOCOLS,
+    REPO,
+    Kubectl,
+    forwarded_ports,
+    http_get,
+    run_process,
+    sink,
+)
+from tests.e2e.test_kubectl_tunnel import _sha, _workdir
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -244,9 +253,9 @@ async def test_port_forward_two_connections_and_64_mib(
     async with inspect_kubectl.background(
         "port-forward", "--address", "127.0.0.1", "pod/web", ":80", ":9"
     ) as bg:
-        http_port, sink_port = await _forwarded_ports(bg, 2)
-        first = await _http_get(http_port, "/one")
-        second = await _http_get(http_port, "/two")
+        http_port, sink_port = await forwarded_ports(bg, 2)
+        first = await http_get(http_port, "/one")
+        second = await http_get(http_port, "/two")
         assert b"You asked for /one" in first
         assert b"You asked for /two" in second
         chunk = os.urandom(MiB)
@@ -254,7 +263,7 @@ async def test_port_forward_two_connections_and_64_mib(
         for _ in range(64):
             digest.update(chunk)
         started = time.monotonic()
-        reply = await _sink(sink_port, chunk, 64)
+        reply = await sink(sink_port, chunk, 64)
         elapsed = time.monotonic() - started
         assert reply.decode().split() == [digest.hexdigest(), str(64 * MiB)]
         assert bg.proc.returncode is None, bg.output
@@ -268,9 +277,9 @@ async def test_port_forward_two_connections_and_64_mib(
         assert view.state == "open"
         conns = connections(view)
         web = [c for c in conns if c[0] == 80]
-        sink = [c for c in conns if c[0] == 9]
+        to_sink = [c for c in conns if c[0] == 9]
         assert len(web) == 2 and all(up > 0 and down > 0 for _, up, down in web), conns
-        assert sink == [(9, 64 * MiB, len(reply))], conns
+        assert to_sink == [(9, 64 * MiB, len(reply))], conns
         assert view.bytes_up > 64 * MiB
 
 

@@ -9,7 +9,6 @@ suite (``conftest.stack``); independent kubectl runs inside a test go concurrent
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
@@ -25,7 +24,15 @@ from core.aio.agent import Agent
 from core.aio.status import read_all_status
 from core.demo.embedded import CONTEXT, DemoStack
 from core.errors import KubeconfigError
-from tests.demo.kubectl import KUBECTL, PROTOCOLS, REPO, Background, Kubectl
+from tests.demo.kubectl import (
+    KUBECTL,
+    PROTOCOLS,
+    REPO,
+    Kubectl,
+    forwarded_ports,
+    http_get,
+    sink,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -109,49 +116,13 @@ def _sha(path: Path) -> str:
 # -- port-forward -----------------------------------------------------------------------
 
 
-async def _forwarded_ports(bg: Background, count: int) -> list[int]:
-    pattern = rb"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)"
-    async with asyncio.timeout(20):
-        while len(re.findall(pattern, bg.output)) < count:
-            await bg.read_until(b"Forwarding from")
-            await bg.read_for(0.2)
-    return [int(local) for local, _ in re.findall(pattern, bg.output)]
-
-
-async def _http_get(port: int, path: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), 15)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def _sink(port: int, chunk: bytes, repeat: int) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        async with asyncio.timeout(90):
-            for _ in range(repeat):
-                writer.write(chunk)
-                await writer.drain()
-            writer.write_eof()
-            return await reader.read()
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
 async def test_port_forward_two_connections_and_64_mib(kubectl: Kubectl) -> None:
     async with kubectl.background(
         "port-forward", "--address", "127.0.0.1", "pod/web", ":80", ":9"
     ) as bg:
-        http_port, sink_port = await _forwarded_ports(bg, 2)
-        first = await _http_get(http_port, "/one")
-        second = await _http_get(http_port, "/two")
+        http_port, sink_port = await forwarded_ports(bg, 2)
+        first = await http_get(http_port, "/one")
+        second = await http_get(http_port, "/two")
         assert b"200 OK" in first
         assert b"You asked for /one" in first
         assert b"You asked for /two" in second
@@ -160,7 +131,7 @@ async def test_port_forward_two_connections_and_64_mib(kubectl: Kubectl) -> None
         for _ in range(64):
             digest.update(chunk)
         started = time.monotonic()
-        reply = await _sink(sink_port, chunk, 64)
+        reply = await sink(sink_port, chunk, 64)
         elapsed = time.monotonic() - started
         assert reply.decode().split() == [digest.hexdigest(), str(64 * MiB)]
         assert bg.proc.returncode is None, bg.output
