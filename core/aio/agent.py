@@ -124,7 +124,6 @@ class Agent(RelayPeer):
             reply(stream, Status.TARGET_UNREACHABLE, f"agent cannot reach its target: {reason}")
             self.book.done(record, f"target unreachable: {reason}")
             return
-        assert isinstance(tcp, asyncio.Transport)
         if stream.is_closing():
             tcp.abort()
             self.book.done(record, "client went away")

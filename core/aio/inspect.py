@@ -26,6 +26,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 from core.aio.mux import MuxConnection
 from core.errors import MuxError, RemoteProtocolError, UpstreamUnavailable, WicketError
@@ -260,7 +261,7 @@ class _ClientSide(asyncio.Protocol):
         self.session: _Session | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         if len(self.endpoint._sessions) >= MAX_CONNECTIONS or self.endpoint.policy is None:
             transport.abort()
             return

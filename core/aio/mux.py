@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from core import errors
 from core.protocol.mux import MuxConfig, MuxSession, SessionSnapshot, StreamSnapshot
@@ -283,7 +283,7 @@ class MuxConnection(asyncio.BufferedProtocol):
     # -- asyncio.BufferedProtocol ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._transport = transport
         transport.set_write_buffer_limits(high=4 * WRITE_CHUNK)
         if not self.made.done():

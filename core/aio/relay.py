@@ -1,16 +1,19 @@
 """The relay: authenticates agents and desktop clients, routes and splices streams.
 
-One TLS port serves both roles. TLS is started by hand on each accepted socket so that
-pre-authentication limits (total and per source) apply *before* a handshake costs
-anything, and so that every handshake and every first message has a deadline far below
-asyncio's 60 s default. Identities come from verified client certificates only; the
-one-time token path (``enroll``) is the only thing an unauthenticated peer may do.
+One TLS port serves both roles. TLS is started by hand on each accepted socket
+(``core.aio.listener``: a raw socket, not a transport, so no byte is read before the TLS
+layer) so that pre-authentication limits (total and per source) apply *before* a
+handshake costs anything, and so that every handshake and every first message has a
+deadline far below asyncio's 60 s default. Identities come from verified client
+certificates only; the one-time token path (``enroll``) is the only thing an
+unauthenticated peer may do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.aio.channel import ControlChannel
+from core.aio.listener import Listener, bind
 from core.aio.mux import MuxConnection, MuxStream
 from core.aio.tunnel import (
     PreambleReader,
@@ -105,7 +109,7 @@ class Relay:
         self.book = StreamBook()
         self._ca: CertificateAuthority | None = None
         self._context: ssl.SSLContext | None = None
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None
         self._public: dict[str, asyncio.Server] = {}
         self._agents: dict[str, _Peer] = {}
         self._clients: set[_Peer] = set()
@@ -119,8 +123,8 @@ class Relay:
 
     @property
     def address(self) -> str:
-        assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
+        assert self._listener is not None
+        host, port = self._listener.sockets[0].getsockname()[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     async def start(self) -> None:
@@ -132,15 +136,15 @@ class Relay:
         chain, key = load_or_create_server_cert(self.state.dir, self._ca, hosts, now)
         self._context = tls.server_context(chain, key, self._ca.cert)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Accept(self), cfg.host, cfg.port, backlog=1024, reuse_address=True
-        )
+        self._listener = Listener(loop, bind(cfg.host, cfg.port, backlog=1024), self.accepted)
         self.state.write_address(self.address)
         log.info("relay listening on %s (CA %s)", self.address, self._ca.fingerprint[:16])
         await self.sync_public_endpoints()
 
     async def stop(self) -> None:
-        servers = [s for s in (self._server, *self._public.values()) if s is not None]
+        if self._listener is not None:
+            self._listener.close()
+        servers = list(self._public.values())
         for server in servers:
             server.close()
         for task in list(self._tasks):
@@ -204,7 +208,7 @@ class Relay:
             for p in [*self._agents.values(), *self._clients]
         ]
         return RelaySnapshot(
-            self.address if self._server else "",
+            self.address if self._listener else "",
             clusters,
             peers,
             self._preauth,
@@ -219,23 +223,21 @@ class Relay:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def accepted(self, transport: asyncio.Transport) -> None:
+    def accepted(self, sock: socket.socket, peer: object) -> None:
         cfg = self.config
-        peer = transport.get_extra_info("peername")
-        source = str(peer[0]) if peer else "?"
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         if self._preauth >= cfg.max_preauth or (
             self._preauth_by_source[source] >= cfg.max_preauth_per_source
         ):
             self.refused["preauth_limit"] += 1
             log.warning("refused %s: too many unauthenticated connections", source)
-            transport.abort()
+            sock.close()
             return
         self._preauth += 1
         self._preauth_by_source[source] += 1
-        transport.pause_reading()  # the ClientHello waits in the socket for start_tls
-        self._spawn(self._handshake(transport, source, _fmt(peer)))
+        self._spawn(self._handshake(sock, source, _fmt(peer)))  # the ClientHello waits in it
 
-    async def _handshake(self, transport: asyncio.Transport, source: str, address: str) -> None:
+    async def _handshake(self, sock: socket.socket, source: str, address: str) -> None:
         cfg = self.config
         assert self._context is not None
         loop = asyncio.get_running_loop()
@@ -243,11 +245,10 @@ class Relay:
         authenticated = False
         try:
             try:
-                tls_transport = await loop.start_tls(
-                    transport,
-                    conn,
-                    self._context,
-                    server_side=True,
+                tls_transport, _ = await loop.connect_accepted_socket(
+                    lambda: conn,
+                    sock,
+                    ssl=self._context,
                     ssl_handshake_timeout=cfg.handshake_timeout,
                 )
             except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
@@ -257,10 +258,8 @@ class Relay:
                 # a cycle that kept this connection's TLS and mux buffers (~0.5 MiB) alive
                 # until the cyclic GC ran, so pre-auth floods grew RSS far past the cap.
                 exc.__traceback__ = None
-                transport.abort()
+                sock.close()  # (a no-op if the transport took it and closed it)
                 return
-            assert tls_transport is not None
-            conn.connection_made(tls_transport)
             self._conns.add(conn)
             identity = tls.peer_identity(tls_transport.get_extra_info("ssl_object"))
             try:
@@ -486,17 +485,6 @@ class Relay:
             return StreamRequest(cluster, EndpointKind.PUBLIC, _fmt(tcp.get_extra_info("peername")))
 
         return TunnelDialer(conn, request, self.book)
-
-
-class _Accept(asyncio.Protocol):
-    """Holds an accepted socket until the relay has decided about it."""
-
-    def __init__(self, relay: Relay) -> None:
-        self._relay = relay
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._relay.accepted(transport)
 
 
 def _refuse_stream(stream: MuxStream) -> None:

@@ -33,7 +33,7 @@ import stat
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, cast
 
 from core.errors import ConfigError
 from core.logs import scrub
@@ -228,7 +228,7 @@ class _Responder(asyncio.Protocol):
         self._transport: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        transport = cast(asyncio.WriteTransport, transport)  # uvloop: not a subclass
         self._transport = transport
         self._server._transports.add(transport)
         self._timer = asyncio.get_running_loop().call_later(WRITE_TIMEOUT, transport.abort)

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from core.aio.mux import MuxConnection, MuxStream
 from core.aio.splice import Splice, splice_transports
@@ -265,7 +266,7 @@ class TunnelDialer(asyncio.Protocol):
     # -- the TCP side until the splice takes over --------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._tcp = transport
         conn = self._conn_for()
         request = self._request(transport)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from core import __version__
+from core.aio.eventloop import LOOP_KINDS
 from core.errors import WicketError
 from core.logs import setup_logging
 
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info)",
+    )
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=list(LOOP_KINDS),
+        help="event loop (default auto: uvloop for relay and agent where installed,"
+        " asyncio otherwise)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

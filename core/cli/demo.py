@@ -85,7 +85,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         await status.stop()
         await stack.stop()
 
-    return run_until_signal(start, stop, stack.wait)
+    return run_until_signal(start, stop, stack.wait, loop=args.loop, tls_over_streams=True)
 
 
 def _instructions(stack: DemoStack) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.aio.eventloop import LoopKind, loop_factory, resolve
 from core.errors import ConfigError, TokenError
 from core.pki.tokens import Token, TokenKind, parse, split_relay_address
 from core.tunnel.relay_state import RelayState, utcnow
@@ -171,8 +172,21 @@ def run_until_signal(
     start: Callable[[], Awaitable[Any]],
     stop: Callable[[], Awaitable[Any]],
     until: Callable[[], Awaitable[Any]] | None = None,
+    *,
+    loop: LoopKind = "asyncio",
+    auto_uvloop: bool = False,
+    tls_over_streams: bool = False,
 ) -> int:
-    """Start, serve until SIGINT/SIGTERM (or ``until`` returns), stop cleanly."""
+    """Start, serve until SIGINT/SIGTERM (or ``until`` returns), stop cleanly.
+
+    ``loop`` is the ``--loop`` choice (core.aio.eventloop); ``auto_uvloop`` whether
+    ``auto`` means uvloop here; ``tls_over_streams`` that the process may run TLS over
+    mux streams, which uvloop cannot.
+    """
+    try:
+        kind = resolve(loop, auto_uvloop=auto_uvloop, tls_over_streams=tls_over_streams)
+    except ValueError as exc:
+        raise ConfigError(f"--loop {loop}: {exc}") from exc
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
@@ -194,7 +208,9 @@ def run_until_signal(
                 raise task.exception()  # type: ignore[misc]
         return 0
 
-    return asyncio.run(main())
+    log.debug("event loop: %s", kind)
+    with asyncio.Runner(loop_factory=loop_factory(kind)) as runner:
+        return runner.run(main())
 
 
 # -- commands --------------------------------------------------------------------------
@@ -238,7 +254,7 @@ def _run_relay(args: argparse.Namespace) -> int:
         await status.stop()
         await relay.stop()
 
-    return run_until_signal(start, stop)
+    return run_until_signal(start, stop, loop=args.loop, auto_uvloop=True)
 
 
 def _run_agent(args: argparse.Namespace) -> int:
@@ -266,7 +282,7 @@ def _run_agent(args: argparse.Namespace) -> int:
         assert agent.task is not None
         await agent.task  # returns only by failing (a refused token, a broken state dir)
 
-    return run_until_signal(start, stop, until)
+    return run_until_signal(start, stop, until, loop=args.loop, auto_uvloop=True)
 
 
 def _inspect_settings(args: argparse.Namespace, state_dir: Path) -> InspectSettings:
@@ -337,7 +353,9 @@ def _run_connect(args: argparse.Namespace) -> int:
         assert client.task is not None
         await client.task
 
-    return run_until_signal(start, stop, until)
+    return run_until_signal(
+        start, stop, until, loop=args.loop, tls_over_streams=inspect is not None
+    )
 
 
 def _default_client_dir() -> Path:
