@@ -2,26 +2,39 @@
 
 For every stream the relay opens it dials **only** its configured target (a compromised
 relay must not turn it into an open proxy), answers the status, then splices bytes
-untouched.
+untouched. It acknowledges a stream with its status (``MuxConfig.defer_ack``), not with a
+frame of its own: the relay's opens wait at most the preamble and dial deadlines
+(10 + 10 s), well inside the relay's 30 s ``open_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.aio.channel import ControlChannel, expect
 from core.aio.mux import MuxStream, StreamHandler
 from core.aio.peer import TUNNEL_MUX, RelayPeer
-from core.aio.tunnel import PreambleReader, StreamBook, StreamInfo, StreamRecord, reply, spliced
+from core.aio.tunnel import (
+    PREAMBLE_TIMEOUT,
+    PreambleReader,
+    StreamBook,
+    StreamInfo,
+    StreamRecord,
+    reply,
+    spliced,
+)
+from core.errors import ConfigError
 from core.pki.identity import Role
 from core.pki.tokens import Token
 from core.protocol.mux import MuxConfig
 from core.protocol.preamble import Status, StreamRequest, StreamStatus
 
 log = logging.getLogger("wicket.agent")
+
+AGENT_MUX = replace(TUNNEL_MUX, defer_ack=True)
 
 
 @dataclass(frozen=True)
@@ -49,10 +62,15 @@ class Agent(RelayPeer):
         target_port: int,
         *,
         token: Token | None = None,
-        mux: MuxConfig = TUNNEL_MUX,
+        mux: MuxConfig = AGENT_MUX,
         dial_timeout: float = 10.0,
         **backoff: float,
     ) -> None:
+        if mux.defer_ack and PREAMBLE_TIMEOUT + dial_timeout >= mux.open_timeout:
+            raise ConfigError(
+                f"dial timeout {dial_timeout} s: a deferred ACK would come after the"
+                f" {mux.open_timeout} s open timeout"
+            )
         super().__init__(state_dir, token, mux, **backoff)
         self.target_host = target_host
         self.target_port = target_port

@@ -189,6 +189,69 @@ def test_keepalive_measures_rtt_then_missed_keepalive_ends_session() -> None:
         p.client.open_stream(p.now)
 
 
+DEFER = MuxConfig(keepalive_interval=None, defer_ack=True)
+
+
+def test_deferred_ack_rides_on_the_first_data_frame() -> None:
+    p = Pair(MuxConfig(keepalive_interval=None), DEFER)
+    sid = p.client.open_stream(p.now, b"ping")
+    p.pump()
+    assert p.server.accept_stream(p.now) == sid
+    assert p.server.data_to_send(p.now) == b""  # nothing of its own
+    p.server.send_data(sid, b"pong", p.now)
+    p.server.send_data(sid, b"more", p.now)
+    wire = p.server.data_to_send(p.now)
+    assert decode(wire) == [(FrameType.DATA, Flag.ACK, sid, 8)]  # one frame, ACK on it
+    p.client.receive_data(wire, p.now)
+    assert [e for e in p.client.events_received() if isinstance(e, ev.StreamAcked)] == [
+        ev.StreamAcked(sid)
+    ]
+    p.server.send_data(sid, b"again", p.now)
+    assert decode(p.server.data_to_send(p.now)) == [(FrameType.DATA, Flag(0), sid, 5)]
+
+
+@pytest.mark.parametrize("how", ["eof", "close", "window"])
+def test_deferred_ack_rides_on_fin_or_window_update(how: str) -> None:
+    p = Pair(MuxConfig(keepalive_interval=None), DEFER)
+    p.auto_consume = False
+    sid = p.client.open_stream(p.now, b"x" * (INITIAL_WINDOW if how == "window" else 1))
+    p.pump()
+    assert p.server.accept_stream(p.now) == sid
+    if how == "eof":
+        p.server.send_eof(sid)
+    elif how == "close":
+        p.server.close_stream(sid, p.now)
+    else:
+        p.server.consumed(sid, INITIAL_WINDOW, p.now)
+    frames = decode(p.server.data_to_send(p.now))
+    assert len(frames) == 1
+    ftype, flags, fsid, _ = frames[0]
+    assert (ftype, fsid) == (FrameType.WINDOW_UPDATE, sid)
+    assert flags & Flag.ACK
+    assert bool(flags & Flag.FIN) == (how != "window")
+
+
+def test_deferred_ack_reset_is_a_refusal_for_the_opener() -> None:
+    p = Pair(MuxConfig(keepalive_interval=None), DEFER)
+    sid = p.client.open_stream(p.now, b"ping")
+    p.pump()
+    p.server.accept_stream(p.now)
+    p.server.reset_stream(sid)
+    p.pump()
+    (reset,) = p.of_type(True, ev.StreamReset)
+    assert isinstance(reset.error, errors.StreamRefused)
+
+
+def test_deferred_ack_unanswered_stream_hits_the_open_timeout() -> None:
+    p = Pair(MuxConfig(keepalive_interval=None, open_timeout=3.0), DEFER)
+    p.client.open_stream(p.now, b"hello")
+    p.pump()
+    p.server.accept_stream(p.now)  # accepted, but the application never answers
+    p.advance(3.0)
+    p.pump()
+    assert isinstance(p.of_type(True, ev.StreamReset)[0].error, errors.OpenTimeout)
+
+
 def test_open_timeout_resets_an_unacked_stream() -> None:
     p = Pair(MuxConfig(keepalive_interval=None, open_timeout=3.0))
     sid = p.client.open_stream(p.now, b"hello")

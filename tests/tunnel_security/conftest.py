@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from core.aio.agent import Agent
+from core.aio.agent import AGENT_MUX, Agent
 from core.aio.dial import Credentials, enroll
 from core.aio.endpoint import LocalEndpoint, RelayClient
-from core.aio.peer import TUNNEL_MUX
 from core.aio.relay import Relay, RelayConfig
 from core.pki.identity import Role
 from core.pki.tokens import Token, TokenKind, parse
@@ -219,7 +218,7 @@ async def world(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterat
         target_port = await target.start()
         stack.push_async_callback(target.stop)
         join = parse(relay.state.join_token(CLUSTER, relay.address, None, utcnow()))
-        agent = Agent(tmp_path / "agent", "127.0.0.1", target_port, token=join, mux=TUNNEL_MUX)
+        agent = Agent(tmp_path / "agent", "127.0.0.1", target_port, token=join, mux=AGENT_MUX)
         await agent.start()
         stack.push_async_callback(agent.stop)
         client_token = parse(relay.state.client_token("alice", relay.address, utcnow()))

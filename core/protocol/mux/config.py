@@ -35,6 +35,12 @@ class MuxConfig:
     write_timeout: float = 30.0
     max_control_backlog: int = 1 * MiB
     initial_rtt: float = 0.1  # assumed until the first keepalive reply measures it
+    #: Acknowledge an accepted inbound stream with the first frame sent on it (data,
+    #: window update or FIN; any yamux frame may carry ACK) instead of a bare window
+    #: update at once: one frame, TLS record and peer wake-up less per stream. The
+    #: application must then send something (or close or reset the stream) within the
+    #: opener's ``open_timeout``.
+    defer_ack: bool = False
 
     def __post_init__(self) -> None:
         if not INITIAL_WINDOW <= self.max_window < 2**31:

@@ -44,6 +44,7 @@ class _Stream:
 
     __slots__ = (
         "accepted",
+        "ack_owed",
         "acked",
         "blocked_since",
         "buffered",
@@ -73,6 +74,7 @@ class _Stream:
         self.state = _S.OPEN
         self.acked = not outbound
         self.accepted = outbound
+        self.ack_owed = False  # accepted, ACK to ride on the first frame we send
         self.send_window = INITIAL_WINDOW
         self.recv_window = INITIAL_WINDOW
         self.recv_size = INITIAL_WINDOW
@@ -411,9 +413,19 @@ class MuxSession:
                 continue  # reset by the peer while it waited
             stream.accepted = True
             stream.last_activity = now
-            self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.ACK, sid, 0))
+            if self.config.defer_ack:
+                stream.ack_owed = True
+            else:
+                self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.ACK, sid, 0))
             return sid
         return None
+
+    def _ack(self, stream: _Stream) -> int:
+        """The ACK flag if this stream still owes one (it is then paid)."""
+        if stream.ack_owed:
+            stream.ack_owed = False
+            return _ACK
+        return 0
 
     def send_data(self, stream_id: int, data: bytes | memoryview, now: float) -> bool:
         """Queue bytes on a stream; returns True when the writer should pause."""
@@ -565,13 +577,13 @@ class MuxSession:
             stream.send_window -= n
             stream.bytes_sent += n
             stream.last_activity = now
-            out.append(encode_header(FrameType.DATA, 0, sid, n))
+            out.append(encode_header(FrameType.DATA, self._ack(stream), sid, n))
             out.append(payload)
             size += 12 + n
             if not stream.outbox_size and stream.fin_queued:
                 # FIN in a frame of its own, as hashicorp/yamux sends it: some peers
                 # (@libp2p/yamux 8) drop the payload of a Data frame that carries FIN.
-                out.append(encode_header(FrameType.WINDOW_UPDATE, _FIN, sid, 0))
+                out.append(encode_header(FrameType.WINDOW_UPDATE, _FIN | self._ack(stream), sid, 0))
                 size += 12
                 self._advance_fin(stream)
             if stream.outbox_size and stream.send_window:
@@ -700,7 +712,8 @@ class MuxSession:
         return b"".join(parts)
 
     def _send_fin(self, stream: _Stream) -> None:
-        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.FIN, stream.stream_id, 0))
+        flags = _FIN | self._ack(stream)
+        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, flags, stream.stream_id, 0))
         self._advance_fin(stream)
 
     def _advance_fin(self, stream: _Stream) -> None:
@@ -741,7 +754,8 @@ class MuxSession:
                 stream.recv_size = grown
                 room += grown - size
         stream.recv_window += room
-        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, 0, stream.stream_id, room))
+        flags = self._ack(stream)
+        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, flags, stream.stream_id, room))
 
     def _queue_control(self, frame: bytes) -> None:
         self._control.append(frame)
