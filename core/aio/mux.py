@@ -274,7 +274,10 @@ class MuxConnection(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         self._dirty = False
         self._credit: dict[int, int] = {}  # bytes delivered, not yet reported to the session
-        self._read_buffer = memoryview(bytearray(READ_BUFFER))
+        # Allocated on connection_made: a relay holds many connections still in their
+        # TLS handshake, and those must not cost a read buffer each.
+        self._read_buffer = memoryview(b"")
+        self._drained: asyncio.Future[None] | None = None  # close(): no stream left
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
@@ -285,6 +288,8 @@ class MuxConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._transport = transport
+        if not self._read_buffer:
+            self._read_buffer = memoryview(bytearray(READ_BUFFER))
         transport.set_write_buffer_limits(high=4 * WRITE_CHUNK)
         if not self.made.done():
             self.made.set_result(None)
@@ -401,11 +406,10 @@ class MuxConnection(asyncio.BufferedProtocol):
         if self._transport is not None and self.session.terminated is None:
             self.session.go_away(GoAwayCode.NORMAL)
             self._run()
-            deadline = self.loop.time() + drain_timeout
-            while self.session.stream_count and not self.closed:
-                if self.loop.time() >= deadline:
-                    break
-                await asyncio.sleep(0.01)
+            if self.session.stream_count and not self.closed:
+                self._drained = self.loop.create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._drained), drain_timeout)
         self.abort()
         await self.wait_closed()
 
@@ -487,6 +491,11 @@ class MuxConnection(asyncio.BufferedProtocol):
         finally:
             self._running = False
         self._arm_timer()
+        drained = self._drained
+        if drained is not None and (not self.session.stream_count or self.closed):
+            self._drained = None
+            if not drained.done():
+                drained.set_result(None)
 
     def _schedule_flush(self) -> None:
         """Write once per loop pass: frames queued in the same pass share a TLS record."""

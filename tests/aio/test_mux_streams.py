@@ -260,6 +260,37 @@ async def test_go_away_drains_open_streams_then_closes(pair: MuxPair) -> None:
     writer.close()
 
 
+async def test_close_returns_when_the_last_stream_ends_or_at_the_drain_timeout(
+    pair: MuxPair,
+) -> None:
+    _, writer = await pair.client.open_connection(b"a")
+    s_reader, s_writer = await pair.server.accept_connection()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    closing = asyncio.create_task(pair.server.close(drain_timeout=0.3))
+    await asyncio.sleep(0)
+    assert not closing.done()
+    await closing  # the stream never ends: close waits out the drain timeout, no longer
+    assert 0.25 <= loop.time() - start < 2.0
+    writer.close()
+    s_writer.close()
+    del s_reader
+
+
+async def test_close_wakes_at_once_when_drained(pair: MuxPair) -> None:
+    reader, writer = await pair.client.open_connection(b"a")
+    s_reader, s_writer = await pair.server.accept_connection()
+    closing = asyncio.create_task(pair.server.close(drain_timeout=30))
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    s_writer.write(await s_reader.readexactly(1))
+    s_writer.write_eof()
+    writer.write_eof()
+    assert await reader.read() == b"a"
+    await asyncio.wait_for(closing, 2.0)  # woken by the stream's end, not polling 30 s
+    writer.close()
+
+
 async def test_protocol_error_from_peer_closes_with_go_away(pair: MuxPair) -> None:
     reader, _writer = await pair.client.open_connection(b"a")
     pair.server_transport.write(bytes([9]) + bytes(11))  # version 9
