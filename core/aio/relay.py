@@ -45,8 +45,12 @@ from core.protocol.control import PROTOCOL_VERSION, Message, Sender, redacted
 from core.protocol.mux import MuxConfig
 from core.protocol.preamble import EndpointKind, Status, StreamRequest
 from core.tunnel.relay_state import RelayState, utcnow
+from core.tunnel.throttle import FailureThrottle
 
 log = logging.getLogger("wicket.relay")
+
+#: Refusals that count as a failed authentication for the per-source throttle.
+AUTH_FAILURES = frozenset({"tls", "no_valid_hello", "unauthenticated", "invalid_token"})
 
 #: Accept backlog: see ``core.aio.peer.TUNNEL_MUX`` (a burst of opens in one read).
 RELAY_MUX = MuxConfig(
@@ -67,6 +71,9 @@ class RelayConfig:
     auth_timeout: float = 5.0
     max_preauth: int = 256
     max_preauth_per_source: int = 64
+    #: Failed authentications per source (core.tunnel.throttle): a burst, then a rate.
+    auth_failure_burst: int = 32
+    auth_failure_rate: float = 0.5
     mux: MuxConfig = field(default=RELAY_MUX)
 
 
@@ -118,6 +125,7 @@ class Relay:
         self._preauth = 0
         self._preauth_by_source: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
+        self.throttle = FailureThrottle(config.auth_failure_burst, config.auth_failure_rate)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -226,6 +234,12 @@ class Relay:
     def accepted(self, sock: socket.socket, peer: object) -> None:
         cfg = self.config
         source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        wait = self.throttle.retry_after(source, time.monotonic())
+        if wait > 0:
+            self.refused["throttled"] += 1  # logged when the block began (_failed)
+            log.debug("refused %s: throttled for %.1f s more", source, wait)
+            sock.close()
+            return
         if self._preauth >= cfg.max_preauth or (
             self._preauth_by_source[source] >= cfg.max_preauth_per_source
         ):
@@ -252,7 +266,7 @@ class Relay:
                     ssl_handshake_timeout=cfg.handshake_timeout,
                 )
             except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
-                self.refused["tls"] += 1
+                self._failed("tls", source)
                 log.warning("TLS handshake with %s failed: %s", address, _reason(exc))
                 # The traceback holds start_tls's frame, whose waiter holds the exception:
                 # a cycle that kept this connection's TLS and mux buffers (~0.5 MiB) alive
@@ -268,7 +282,7 @@ class Relay:
                     first = await control.recv()
             except (TimeoutError, WicketError, OSError) as exc:
                 if isinstance(exc, TimeoutError) or conn.session.bytes_received_total:
-                    self.refused["no_valid_hello"] += 1
+                    self._failed("no_valid_hello", source)
                     log.warning("no valid first message from %s: %s", address, _reason(exc))
                 else:  # a CA discovery connection closes before saying anything
                     log.debug("%s closed without a message", address)
@@ -276,7 +290,7 @@ class Relay:
                 return
             authenticated = True
             self._release(source)
-            await self._converse(conn, control, identity, first, address)
+            await self._converse(conn, control, identity, first, address=address, source=source)
             # A refusal's ``error`` is only queued: the mux writes once per loop pass,
             # and ``abort()`` below would drop it. Let it leave first (bounded).
             await _flush(conn)
@@ -285,6 +299,18 @@ class Relay:
                 self._release(source)
             self._conns.discard(conn)
             conn.abort()
+
+    def _failed(self, code: str, source: str) -> None:
+        """Count a refusal; a failed authentication also spends the source's allowance."""
+        self.refused[code] += 1
+        if code in AUTH_FAILURES and self.throttle.failed(source, time.monotonic()):
+            log.warning(
+                "throttling %s: too many failed authentications; its connections are refused"
+                " until it has one failure left (%d at once, then one per %.0f s)",
+                source,
+                self.throttle.burst,
+                1 / self.throttle.rate,
+            )
 
     def _release(self, source: str) -> None:
         if self._preauth_by_source.get(source):
@@ -301,18 +327,21 @@ class Relay:
         control: ControlChannel,
         identity: Identity | None,
         first: Message,
+        *,
         address: str,
+        source: str,
     ) -> None:
         kind = first["type"]
         if kind == "enroll":
-            await self._enroll(conn, control, first, address)
+            await self._enroll(conn, control, first, address, source)
             return
         if kind != "hello" or identity is None:
-            self._refuse(control, "unauthenticated", "present a client certificate, or enroll")
+            refusal = "present a client certificate, or enroll"
+            self._refuse(control, "unauthenticated", refusal, source)
             log.warning("refused %s: %s without a certificate", address, kind)
             return
         if first["role"] != identity.role.value or first["name"] != identity.name:
-            self._refuse(control, "unauthenticated", "hello does not match the certificate")
+            self._refuse(control, "unauthenticated", "hello does not match the certificate", source)
             log.warning(
                 "refused %s: hello as %s %s with the certificate of %s",
                 address,
@@ -339,8 +368,13 @@ class Relay:
         else:
             await self._client_session(peer, control)
 
-    def _refuse(self, control: ControlChannel, code: str, message: str) -> None:
-        self.refused[code] += 1
+    def _refuse(
+        self, control: ControlChannel, code: str, message: str, source: str | None = None
+    ) -> None:
+        if source is None:
+            self.refused[code] += 1
+        else:
+            self._failed(code, source)
         control.send({"type": "error", "code": code, "message": message})
 
     async def _enroll(
@@ -349,6 +383,7 @@ class Relay:
         control: ControlChannel,
         msg: Message,
         address: str,
+        source: str,
     ) -> None:
         assert self._ca is not None
         now = utcnow()
@@ -357,7 +392,7 @@ class Relay:
             role = Role.AGENT if record.kind == TokenKind.JOIN else Role.CLIENT
             cert = sign_csr(self._ca, str(msg["csr_pem"]).encode(), role, record.name, now)
         except (AuthError, PKIError) as exc:
-            self._refuse(control, "invalid_token", "invalid token")
+            self._refuse(control, "invalid_token", "invalid token", source)
             log.warning("enrollment from %s refused: %s", address, exc)
             await _flush(conn)
             return

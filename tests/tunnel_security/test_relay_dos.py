@@ -310,6 +310,7 @@ class FloodResult:
     finished: float  # seconds until the relay had ended every one
     lifetimes: list[float]
     refused: int  # by the caps, at once
+    throttled: int  # at once: the source's failed handshakes spent its allowance
     timed_out: int  # admitted, then cut at the handshake deadline
     preauth: int  # peak pre-auth connections
     per_source: int  # peak per source
@@ -352,6 +353,7 @@ async def _flood(world: World) -> FloodResult:
         finished,
         [end - at for (_, at), end in zip(socks, ends, strict=True)],
         relay.refused["preauth_limit"] - refused_before["preauth_limit"],
+        relay.refused["throttled"] - refused_before["throttled"],
         relay.refused["tls"] - refused_before["tls"],
         sampler.preauth,
         sampler.per_source,
@@ -394,7 +396,8 @@ async def test_thousands_of_idle_preauth_connections(
         at_deadline = sorted(t for t in flood.lifetimes if t >= HANDSHAKE_TIMEOUT * 0.9)
         print(
             f"\nflood: {total} connections from {len(FLOOD_SOURCES)} sources opened in "
-            f"{flood.opened:.2f} s; refused at once {flood.refused} (median "
+            f"{flood.opened:.2f} s; refused at once {flood.refused} by the caps and "
+            f"{flood.throttled} throttled (median "
             f"{at_once[len(at_once) // 2] * 1000:.0f} ms, max {at_once[-1] * 1000:.0f} ms); "
             f"cut at the deadline {flood.timed_out} ({at_deadline[0]:.2f}-{at_deadline[-1]:.2f}"
             f" s); peak pre-auth {flood.preauth}/{cfg.max_preauth}, per source "
@@ -405,10 +408,11 @@ async def test_thousands_of_idle_preauth_connections(
         # The caps held; the excess was refused at once, the rest cut at the deadline.
         assert flood.preauth <= cfg.max_preauth
         assert flood.per_source <= cfg.max_preauth_per_source
-        assert flood.refused + flood.timed_out == total
+        assert flood.refused + flood.throttled + flood.timed_out == total
         slots = cfg.max_preauth * (1 + int(flood.opened / HANDSHAKE_TIMEOUT))
         assert flood.timed_out <= slots
-        assert len(at_once) == flood.refused and len(at_deadline) == flood.timed_out
+        assert len(at_once) == flood.refused + flood.throttled
+        assert len(at_deadline) == flood.timed_out
         assert at_once[-1] < 0.5
         assert at_deadline[-1] < HANDSHAKE_TIMEOUT + SLACK
     print(
@@ -419,7 +423,13 @@ async def test_thousands_of_idle_preauth_connections(
         f"{world.echo.rounds - rounds_before}, max latency {world.echo.max_latency * 1000:.0f}"
         f" ms, after {after_echo * 1000:.0f} ms"
     )
-    # One log line per refusal.
+    # The first flood's handshake timeouts spent its sources' allowance of failures
+    # (core.tunnel.throttle): the second flood from them is refused before any TLS.
+    blocked = relay_lines(caplog, "throttling", since=mark)
+    assert blocked and second.throttled > 0, (len(blocked), second.throttled)
+    assert first.throttled == 0  # its timeouts come after all of it was opened
+    # One log line per refusal by the caps; one per source when its throttling begins.
+    assert len(blocked) <= len(FLOOD_SOURCES) * 2
     refused = first.refused + second.refused
     timed_out = first.timed_out + second.timed_out
     assert len(relay_lines(caplog, "too many unauthenticated", since=mark)) == refused
