@@ -135,20 +135,30 @@ def render_process(doc: Mapping[str, Any], now: dt.datetime | None = None) -> li
     if "error" in doc:
         lines.append(f"  error: {format_value('error', doc['error'])}")
     snapshot = doc.get("snapshot")
-    items = snapshot.items() if isinstance(snapshot, Mapping) else ()
+    if isinstance(snapshot, Mapping):
+        lines += render_mapping(snapshot, "  ")
+    return lines
+
+
+def render_mapping(snapshot: Mapping[str, Any], indent: str) -> list[str]:
+    """``key: value`` lines, nested objects as indented sections, then the tables."""
+    lines: list[str] = []
     tables = []
-    for key, value in items:
+    for key, value in snapshot.items():
         if _is_table(value):
             tables.append((key, value))
+        elif isinstance(value, Mapping) and value:
+            lines.append(f"{indent}{_printable(key)}:")
+            lines += render_mapping(value, indent + "  ")
         elif isinstance(value, list):
             shown = ", ".join(format_value(key, v) for v in value) or "none"
-            lines.append(f"  {_printable(key)}: {shown}")
+            lines.append(f"{indent}{_printable(key)}: {shown}")
         else:
-            lines.append(f"  {_printable(key)}: {format_value(key, value)}")
+            lines.append(f"{indent}{_printable(key)}: {format_value(key, value)}")
     for key, value in tables:
         rows = value if isinstance(value, list) else [{"name": k, **v} for k, v in value.items()]
-        lines.append(f"  {_printable(key)} ({len(rows)})")
-        lines += render_table(rows)
+        lines.append(f"{indent}{_printable(key)} ({len(rows)})")
+        lines += render_table(rows, indent + "  ")
     return lines
 
 

@@ -254,6 +254,36 @@ def test_human_units_and_rendering() -> None:
     ]
 
 
+def test_nested_objects_render_as_sections_not_json() -> None:
+    """The demo's snapshot holds its endpoint's: a section with its own lines and tables."""
+    doc = {
+        "role": "demo",
+        "pid": 7,
+        "started_at": "2026-11-26T06:00:00.000Z",
+        "snapshot": {
+            "apiserver": "https://127.0.0.1:6443",
+            "endpoint": {
+                "url": "https://127.0.0.1:7000",
+                "session": {"state": "online", "rtt": 0.0021},
+                "streams": [{"id": 1, "bytes_up": 4096}],
+            },
+        },
+    }
+    now = dt.datetime(2026, 11, 26, 6, 0, 5, tzinfo=dt.UTC)
+    assert render_process(doc, now) == [
+        "demo  pid 7  up 5.0s",
+        "  apiserver: https://127.0.0.1:6443",
+        "  endpoint:",
+        "    url: https://127.0.0.1:7000",
+        "    session:",
+        "      state: online",
+        "      rtt: 2.1ms",
+        "    streams (1)",
+        "      ID  BYTES UP",
+        "      1   4.0 KiB",
+    ]
+
+
 _SERVER = """
 import asyncio, signal, sys
 from core.aio.status import StatusServer
