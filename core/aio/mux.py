@@ -615,7 +615,11 @@ class MuxConnection(asyncio.BufferedProtocol):
             self._transport.close()
 
     def _arm_timer(self) -> None:
-        deadline = self.session.next_deadline()
+        session = self.session
+        if not session.timers_changed:
+            return  # the armed timer (or none) still stands
+        session.timers_changed = False
+        deadline = session.next_deadline()
         if deadline is None:
             if self._timer is not None:
                 self._timer.cancel()

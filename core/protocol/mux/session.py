@@ -94,16 +94,15 @@ class _Stream:
         self.last_update_at = now
 
     def deadline(self, write_timeout: float) -> float | None:
-        times = [
-            t
-            for t in (
-                self.open_deadline,
-                self.close_deadline,
-                None if self.blocked_since is None else self.blocked_since + write_timeout,
-            )
-            if t is not None
-        ]
-        return min(times) if times else None
+        at = self.open_deadline
+        close = self.close_deadline
+        if close is not None and (at is None or close < at):
+            at = close
+        if self.blocked_since is not None:
+            blocked = self.blocked_since + write_timeout
+            if at is None or blocked < at:
+                at = blocked
+        return at
 
 
 class MuxSession:
@@ -133,6 +132,9 @@ class MuxSession:
         self._ping_id = 0
         self._ping_sent_at: float | None = None
         self._next_ping_at: float | None = now if self.config.keepalive_interval else None
+        #: Set whenever ``next_deadline()`` may have changed; a driver that re-reads it
+        #: clears the flag, and may skip the read while it stays clear.
+        self.timers_changed = True
         self._rtt: float | None = None
         self._rtt_smoothed: float | None = None
         self._pings_sent = 0
@@ -235,6 +237,7 @@ class MuxSession:
             self._ping_sent_at = None
             interval = self.config.keepalive_interval
             self._next_ping_at = None if interval is None else now + interval
+            self.timers_changed = True
             self._events.append(ev.PongReceived(rtt))
 
     def _handle_go_away(self, frame: Frame) -> None:
@@ -483,6 +486,7 @@ class MuxSession:
             return False
         self._ping_id = (self._ping_id + 1) & MAX_UINT32
         self._ping_sent_at = now
+        self.timers_changed = True
         self._pings_sent += 1
         self._queue_control(encode_header(FrameType.PING, Flag.SYN, 0, self._ping_id))
         return True
@@ -526,6 +530,7 @@ class MuxSession:
         return None
 
     def handle_timer(self, now: float) -> None:
+        self.timers_changed = True  # whatever fired, the next deadline is read anew
         if self._terminated is not None:
             return
         cfg = self.config
@@ -762,6 +767,7 @@ class MuxSession:
         self._control_size += len(frame)
 
     def _retime(self, stream: _Stream) -> None:
+        self.timers_changed = True
         deadline = stream.deadline(self.config.write_timeout)
         if deadline is None:
             self._timed.discard(stream.stream_id)
@@ -803,6 +809,7 @@ class MuxSession:
 
     def _terminate(self, error: errors.MuxError | errors.ProtocolError) -> None:
         self._terminated = error
+        self.timers_changed = True
         for stream in list(self._streams.values()):
             self._remove(stream, _S.RESET)
         self._backlog.clear()
