@@ -13,8 +13,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.demo.transport import ByteLink, close_writer
-from core.errors import RemoteProtocolError
+from core.demo.transport import ByteLink, close_writer, pump_spdy
 from core.protocol.spdy import (
     SpdyConnection,
     SpdyEvent,
@@ -53,13 +52,7 @@ class PortForwardSession:
 
     async def run(self) -> None:
         try:
-            while data := await self.link.read():
-                self.conn.receive_data(data)
-                self.flush()
-                for event in self.conn.events_received():
-                    await self._handle(event)
-        except RemoteProtocolError:
-            pass
+            await pump_spdy(self.link, self.conn, self._handle)
         finally:
             tasks = [f.task for f in self.forwards.values() if f.task is not None]
             for task in tasks:

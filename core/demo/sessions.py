@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from core.demo.exec import ExecIO, ExecRequest
-from core.demo.transport import ByteLink, WebSocketLink
+from core.demo.transport import ByteLink, WebSocketLink, pump_spdy
 from core.errors import RemoteProtocolError
 from core.protocol.k8s_channels import (
     STREAM_TYPE_BY_NAME,
@@ -130,13 +130,7 @@ class _SpdyExec:
 
     async def read_loop(self) -> None:
         try:
-            while data := await self.link.read():
-                self.conn.receive_data(data)
-                self.flush()
-                for event in self.conn.events_received():
-                    await self._handle(event)
-        except RemoteProtocolError:
-            pass
+            await pump_spdy(self.link, self.conn, self._handle)
         finally:
             if Channel.STDIN in self.stream_of:
                 with contextlib.suppress(asyncio.QueueFull):

@@ -13,10 +13,14 @@ import base64
 import contextlib
 import hashlib
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
+
+from core.errors import RemoteProtocolError
+from core.protocol.spdy import SpdyConnection, SpdyEvent
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 READ_SIZE = 256 * 1024
@@ -158,3 +162,15 @@ class WebSocketByteLink:
 
     async def close(self) -> None:
         await self._ws.close()
+
+
+async def pump_spdy(
+    link: ByteLink, conn: SpdyConnection, handle: Callable[[SpdyEvent], Awaitable[None]]
+) -> None:
+    """Feed ``link`` to ``conn`` until EOF or a protocol error, flushing and handling events."""
+    with contextlib.suppress(RemoteProtocolError):
+        while data := await link.read():
+            conn.receive_data(data)
+            link.write(conn.data_to_send())
+            for event in conn.events_received():
+                await handle(event)

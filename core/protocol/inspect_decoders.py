@@ -88,6 +88,36 @@ class PassiveDecoder(Protocol):
     def finish(self) -> None: ...
 
 
+class _BothSides:
+    """A passive decoder of both directions that stops at the first protocol error."""
+
+    def __init__(self, detail: SessionDetail, protocol: str) -> None:
+        self.detail = detail
+        self._protocol = protocol
+        self._stopped = False
+
+    def client_data(self, data: bytes) -> None:
+        self._feed(0, data)
+
+    def server_data(self, data: bytes) -> None:
+        self._feed(1, data)
+
+    def finish(self) -> None:
+        self._stopped = True
+
+    def _feed(self, side: int, data: bytes) -> None:
+        if self._stopped:
+            return
+        try:
+            self._receive(side, data)
+        except RemoteProtocolError as exc:
+            self.detail.error = f"{self._protocol}: {exc}"
+            self._stopped = True
+
+    def _receive(self, side: int, data: bytes) -> None:
+        raise NotImplementedError
+
+
 def _status(detail: SessionDetail, raw: bytes) -> None:
     if not raw.strip():
         detail.exit_code = 0
@@ -111,36 +141,20 @@ class _SpdyStream:
     buffer: bytearray = field(default_factory=bytearray)
 
 
-class SpdyInspector:
+class SpdyInspector(_BothSides):
     """Both directions of one SPDY/3.1 connection, each through its own ``FrameDecoder``."""
 
     def __init__(self, detail: SessionDetail) -> None:
-        self.detail = detail
+        super().__init__(detail, "SPDY")
         self._decoders = (spdy.FrameDecoder(), spdy.FrameDecoder())
         self._streams: dict[int, _SpdyStream] = {}
         self._by_request: dict[str, PortConnection] = {}
-        self._stopped = False
 
-    def client_data(self, data: bytes) -> None:
-        self._feed(0, data)
-
-    def server_data(self, data: bytes) -> None:
-        self._feed(1, data)
-
-    def finish(self) -> None:
-        self._stopped = True
-
-    def _feed(self, side: int, data: bytes) -> None:
-        if self._stopped:
-            return
+    def _receive(self, side: int, data: bytes) -> None:
         decoder = self._decoders[side]
-        try:
-            decoder.receive_data(data)
-            while (frame := decoder.next_frame()) is not None:
-                self._frame(side, frame)
-        except RemoteProtocolError as exc:
-            self.detail.error = f"SPDY: {exc}"
-            self._stopped = True
+        decoder.receive_data(data)
+        while (frame := decoder.next_frame()) is not None:
+            self._frame(side, frame)
 
     def _frame(self, side: int, frame: spdy.Frame) -> None:
         if isinstance(frame, spdy.SynStream) and side == 0:
@@ -347,34 +361,18 @@ class _WsDirection:
             self.inspector.message_end(self)
 
 
-class WebSocketInspector:
+class WebSocketInspector(_BothSides):
     """Both directions of a WebSocket session after its 101: v5 channels, or a SPDY tunnel."""
 
     def __init__(self, detail: SessionDetail, subprotocol: str | None) -> None:
-        self.detail = detail
+        super().__init__(detail, "WebSocket")
         self._tunnel: SpdyInspector | None = None
         if subprotocol == PORTFORWARD_WEBSOCKET_PROTOCOL:
             self._tunnel = SpdyInspector(detail)
         self._sides = (_WsDirection(self, 0), _WsDirection(self, 1))
-        self._stopped = False
 
-    def client_data(self, data: bytes) -> None:
-        self._feed(0, data)
-
-    def server_data(self, data: bytes) -> None:
-        self._feed(1, data)
-
-    def finish(self) -> None:
-        self._stopped = True
-
-    def _feed(self, side: int, data: bytes) -> None:
-        if self._stopped:
-            return
-        try:
-            self._sides[side].reader.receive_data(data)
-        except RemoteProtocolError as exc:
-            self.detail.error = f"WebSocket: {exc}"
-            self._stopped = True
+    def _receive(self, side: int, data: bytes) -> None:
+        self._sides[side].reader.receive_data(data)
 
     def wants_bytes(self, direction: _WsDirection) -> bool:
         if self._tunnel is not None:

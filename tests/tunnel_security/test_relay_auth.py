@@ -14,6 +14,7 @@ import os
 import ssl
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -72,10 +73,29 @@ async def _tls_attempt(
         writer.transport.abort()
 
 
-async def _refused_handshake(
-    world: World, caplog: pytest.LogCaptureFixture, cert: Path, key: Path
-) -> tuple[float, str]:
+@pytest.mark.parametrize(
+    ("what", "foreign_ca", "age"),
+    [
+        pytest.param("foreign-CA", True, dt.timedelta(0), id="foreign-ca"),
+        # 90-day leaf: expired 110 days ago
+        pytest.param("expired", False, dt.timedelta(days=200), id="expired"),
+    ],
+)
+async def test_client_certificate_refused(
+    world: World,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    what: str,
+    foreign_ca: bool,
+    age: dt.timedelta,
+) -> None:
     relay = world.relay
+    ca = (
+        create_ca(utcnow(), common_name="Wicket relay CA")  # same name, other key
+        if foreign_ca
+        else relay.state.ca()
+    )
+    cert, key = _identity_files(tmp_path / what, ca, Identity(Role.AGENT, CLUSTER), utcnow() - age)
     before = relay.refused["tls"]
     start = time.monotonic()
     context = tls.client_context(relay.state.ca().cert, cert_file=cert, key_file=key)
@@ -89,31 +109,8 @@ async def _refused_handshake(
     assert relay.refused["tls"] == before + 1
     peers = {(p.role, p.name) for p in relay.snapshot().peers}
     assert peers == {("agent", CLUSTER), ("client", "alice")}, peers
-    return took, line
-
-
-async def test_foreign_ca_client_certificate_refused(
-    world: World, caplog: pytest.LogCaptureFixture, tmp_path: Path
-) -> None:
-    foreign = create_ca(utcnow(), common_name="Wicket relay CA")  # same name, other key
-    cert, key = _identity_files(
-        tmp_path / "foreign", foreign, Identity(Role.AGENT, CLUSTER), utcnow()
-    )
-    took, line = await _refused_handshake(world, caplog, cert, key)
     assert took < PROMPT
-    print(f"\nforeign-CA client cert refused in {took * 1000:.0f} ms: {line}")
-    await world.check()
-
-
-async def test_expired_client_certificate_refused(
-    world: World, caplog: pytest.LogCaptureFixture, tmp_path: Path
-) -> None:
-    long_ago = utcnow() - dt.timedelta(days=200)  # 90-day leaf: expired 110 days ago
-    ca = world.relay.state.ca()
-    cert, key = _identity_files(tmp_path / "expired", ca, Identity(Role.AGENT, CLUSTER), long_ago)
-    took, line = await _refused_handshake(world, caplog, cert, key)
-    assert took < PROMPT
-    print(f"\nexpired client cert refused in {took * 1000:.0f} ms: {line}")
+    print(f"\n{what} client cert refused in {took * 1000:.0f} ms: {line}")
     await world.check()
 
 
@@ -173,9 +170,16 @@ async def test_verified_connection_with_the_wrong_server_name_refused(
     await world.check()
 
 
-async def _enroll_refused(
-    world: World, caplog: pytest.LogCaptureFixture, **changes: object
-) -> float:
+@pytest.mark.parametrize(
+    ("what", "changes"),
+    [
+        pytest.param("reused join token", {}, id="reused-join-token"),
+        pytest.param("wrong secret", {"secret": os.urandom(32)}, id="wrong-secret-valid-id"),
+    ],
+)
+async def test_join_token_refused(
+    world: World, caplog: pytest.LogCaptureFixture, what: str, changes: dict[str, object]
+) -> None:
     relay = world.relay
     before = relay.refused["invalid_token"]
     token = (
@@ -191,25 +195,12 @@ async def _enroll_refused(
     lines = relay_lines(caplog, "enrollment from", "refused: invalid token")
     assert lines
     assert not (world.root / "thief" / "agent.pem").exists()
-    return took
-
-
-async def test_reused_join_token_refused(world: World, caplog: pytest.LogCaptureFixture) -> None:
-    took = await _enroll_refused(world, caplog)
     assert took < PROMPT
-    print(f"\nreused join token refused in {took * 1000:.0f} ms")
-    await world.check()
-
-
-async def test_wrong_secret_with_a_valid_token_id_refused(
-    world: World, caplog: pytest.LogCaptureFixture
-) -> None:
-    took = await _enroll_refused(world, caplog, secret=os.urandom(32))
-    assert took < PROMPT
-    # A wrong guess does not burn the token: the real one still enrolls (once).
-    [record] = [r for r in world.relay.state.tokens().records() if r.name == "staging"]
-    assert record.used_at is None
-    print(f"\nwrong secret refused in {took * 1000:.0f} ms")
+    if changes:
+        # A wrong guess does not burn the token: the real one still enrolls (once).
+        [record] = [r for r in relay.state.tokens().records() if r.name == "staging"]
+        assert record.used_at is None
+    print(f"\n{what} refused in {took * 1000:.0f} ms")
     await world.check()
 
 
@@ -237,50 +228,56 @@ async def _hello_as(
         conn.abort()
 
 
-@pytest.mark.parametrize(
-    ("holder", "role", "name"),
-    [
-        pytest.param(Role.AGENT, Role.CLIENT, "edge", id="agent-cert-as-client"),
-        pytest.param(Role.CLIENT, Role.AGENT, "bob", id="client-cert-as-agent"),
-        pytest.param(Role.AGENT, Role.AGENT, CLUSTER, id="agent-cert-other-cluster"),
-        pytest.param(Role.CLIENT, Role.CLIENT, "alice", id="client-cert-other-name"),
-        pytest.param(None, Role.AGENT, CLUSTER, id="no-cert"),
-    ],
-)
-async def test_hello_not_matching_the_certificate_unauthenticated(
-    world: World, caplog: pytest.LogCaptureFixture, holder: Role | None, role: Role, name: str
-) -> None:
+class _Hello(NamedTuple):
+    """A hello the relay refuses: the certificate held, what it says, and the refusal."""
+
+    id: str
+    holder: Role | None
+    role: Role
+    name: str
+    logged: str
+    version: int = PROTOCOL_VERSION
+    code: str = "unauthenticated"
+
+
+HELLO_REFUSALS = [
+    _Hello("agent-cert-as-client", Role.AGENT, Role.CLIENT, "edge", "hello as client edge"),
+    _Hello("client-cert-as-agent", Role.CLIENT, Role.AGENT, "bob", "hello as agent bob"),
+    _Hello(
+        "agent-cert-other-cluster", Role.AGENT, Role.AGENT, CLUSTER, f"hello as agent {CLUSTER}"
+    ),
+    _Hello("client-cert-other-name", Role.CLIENT, Role.CLIENT, "alice", "hello as client alice"),
+    _Hello("no-cert", None, Role.AGENT, CLUSTER, "hello without a certificate"),
+    _Hello(
+        "unknown-protocol-version",
+        Role.AGENT,
+        Role.AGENT,
+        "edge",
+        "protocol version 99",
+        version=99,
+        code="unsupported_version",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", HELLO_REFUSALS, ids=[c.id for c in HELLO_REFUSALS])
+async def test_hello_refused(world: World, caplog: pytest.LogCaptureFixture, case: _Hello) -> None:
     creds = None
-    if holder is not None:
-        creds = await world.enroll(holder, "edge" if holder == Role.AGENT else "bob")
+    if case.holder is not None:
+        creds = await world.enroll(case.holder, "edge" if case.holder == Role.AGENT else "bob")
     relay = world.relay
-    before = relay.refused["unauthenticated"]
-    reply, took, ended = await _hello_as(creds, world, role, name)
-    assert reply["type"] == "error" and reply["code"] == "unauthenticated", reply
-    assert relay.refused["unauthenticated"] == before + 1
-    assert relay_lines(caplog, "refused", f"hello as {role.value} {name}") or relay_lines(
-        caplog, "refused", "hello without a certificate"
-    ), [r.getMessage() for r in caplog.records if r.name == "wicket.relay"]
+    before = relay.refused[case.code]
+    reply, took, ended = await _hello_as(creds, world, case.role, case.name, case.version)
+    assert reply["type"] == "error" and reply["code"] == case.code, reply
+    assert relay.refused[case.code] == before + 1
+    assert relay_lines(caplog, "refused", case.logged), [
+        r.getMessage() for r in caplog.records if r.name == "wicket.relay"
+    ]
     assert took < PROMPT and ended < PROMPT
     print(
-        f"\nhello {role.value}/{name} with {holder} cert refused in {took * 1000:.0f} ms, "
+        f"\n{case.id} refused in {took * 1000:.0f} ms, "
         f"session ended by the relay after {ended * 1000:.0f} ms"
     )
-    await world.check()
-
-
-async def test_hello_with_an_unknown_protocol_version_refused(
-    world: World, caplog: pytest.LogCaptureFixture
-) -> None:
-    creds = await world.enroll(Role.AGENT, "edge")
-    relay = world.relay
-    before = relay.refused["unsupported_version"]
-    reply, took, ended = await _hello_as(creds, world, Role.AGENT, "edge", version=99)
-    assert reply["type"] == "error" and reply["code"] == "unsupported_version", reply
-    assert relay.refused["unsupported_version"] == before + 1
-    assert relay_lines(caplog, "refused", "protocol version 99")
-    assert took < PROMPT and ended < PROMPT
-    print(f"\nhello version 99 refused in {took * 1000:.0f} ms")
     await world.check()
 
 
