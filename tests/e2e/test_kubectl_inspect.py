@@ -15,40 +15,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import json
-import os
 import re
 import shlex
-import signal
 import ssl
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from core.aio.agent import Agent
 from core.aio.endpoint import InspectedStream, InspectSettings, LocalEndpoint
 from core.aio.status import read_all_status
 from core.demo.embedded import CONTEXT, TLS_SERVER_NAME, DemoStack
 from core.service import StreamView, WicketService
-from tests.demo.kubectl import (
-    KUBECTL,
-    PROTOCOLS,
-    REPO,
-    Kubectl,
-    forwarded_ports,
-    http_get,
-    run_process,
-    sink,
-)
-from tests.e2e.test_kubectl_tunnel import _sha, _workdir
+from tests.demo import scenarios
+from tests.demo.kubectl import Kubectl, Result
+from tests.demo.scenarios import MiB
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-MiB = 1024 * 1024
 EXPECTED = {
     # protocol: (exec upgrade, exec subprotocol, port-forward upgrade, its subprotocol)
     "websocket": ("websocket", "v5.channel.k8s.io", "websocket", "SPDY/3.1+portforward.k8s.io"),
@@ -123,49 +109,14 @@ async def test_exec_matrix(
     protocol: str,
 ) -> None:
     """stdout + stderr, exit code 3, stdin until EOF, -it with a live resize; records."""
-    kubectl, stack = inspect_kubectl, inspect_stack
-    data = os.urandom(300_000)
-    marker = f"inspect-resize-ready-{protocol}"
-    (_workdir(stack) / marker).unlink(missing_ok=True)
-    remote = (
-        f"stty size; touch {marker}; i=0; "
-        'while [ "$(stty size)" = "30 100" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; '
-        "stty size; exit 4"
-    )
-    waiter = (
-        f"i=0; while [ ! -e {shlex.quote(str(_workdir(stack) / marker))} ] && [ $i -lt 300 ]; "
-        "do sleep 0.05; i=$((i+1)); done; stty cols 123 rows 45 </dev/tty"
-    )
-    tty_command = (
-        f"stty cols 100 rows 30; ({waiter}) & "
-        f"{KUBECTL} exec -it web -- sh -c {shlex.quote(remote)}; code=$?; wait; exit $code"
-    )
-    tag = f"{protocol}-{os.urandom(4).hex()}"  # this run's records, not an earlier one's
-    both_cmd = ("sh", "-c", f"echo to-out; echo to-err >&2; : {tag}")
-    failing_cmd = ("sh", "-c", f"echo before-exit; exit 3; : {tag}")
-    stdin_cmd = ("sh", "-c", f"sha256sum; : {tag}")
-    both, failing, stdin, tty = await asyncio.gather(
-        kubectl.run("exec", "web", "--", *both_cmd),
-        kubectl.run("exec", "web", "--", *failing_cmd),
-        kubectl.run("exec", "-i", "web", "--", *stdin_cmd, stdin=data),
-        kubectl.run_in_script(tty_command),
-    )
-    assert both.returncode == 0, both.err
-    assert both.out == "to-out\n"
-    assert "to-err" in both.err
-    assert failing.returncode == 3, failing.err
-    assert failing.out == "before-exit\n"
-    assert stdin.returncode == 0, stdin.err
-    assert stdin.out.split()[0] == hashlib.sha256(data).hexdigest()
-    assert tty.returncode == 4, (tty.out, tty.err)
-    assert re.search(r"30 100\r?\n.*45 123", tty.out, re.DOTALL), tty.out
+    ran = await scenarios.exec_matrix(inspect_kubectl, scenarios.workdir(inspect_stack), protocol)
 
     # The records: one accepted upgrade each, with what was decoded.
     expect = {
-        both_cmd: ("0", {"stdout", "stderr"}),
-        failing_cmd: ("3", {"stdout"}),
-        stdin_cmd: ("0", {"stdin", "stdout"}),
-        ("sh", "-c", remote): ("4", {"stdin", "stdout", "resize"}),
+        ran.both: ("0", {"stdout", "stderr"}),
+        ran.failing: ("3", {"stdout"}),
+        ran.stdin: ("0", {"stdin", "stdout"}),
+        ran.tty: ("4", {"stdin", "stdout", "resize"}),
     }
     for command, (code, seen) in expect.items():
         (view,) = session_of(inspect_service, "/exec", command)
@@ -177,8 +128,8 @@ async def test_exec_matrix(
         assert view.state == "closed" and view.closed_at is not None, view
         if protocol == "websocket":
             assert view.detail_value("close_code") == "1000", view.detail
-    (stdin_view,) = session_of(inspect_service, "/exec", stdin_cmd)
-    assert stdin_view.bytes_up > len(data)
+    (stdin_view,) = session_of(inspect_service, "/exec", ran.stdin)
+    assert stdin_view.bytes_up > len(ran.data)
     gets = [
         v for v in inspected(inspect_service) if v.path == "/api/v1/namespaces/default/pods/web"
     ]
@@ -190,12 +141,7 @@ async def test_attach(
     inspect_kubectl: Kubectl, inspect_service: WicketService, protocol: str
 ) -> None:
     before = {v.key for v in session_of(inspect_service, "/attach")}
-    async with inspect_kubectl.background("attach", "-i", "chat") as bg:
-        assert bg.proc.stdin is not None
-        bg.proc.stdin.write(b"hello through the inspector\n")
-        await bg.proc.stdin.drain()
-        await bg.read_until(b"you said: hello through the inspector")
-        await bg.read_until(b"still here", timeout=10)
+    async with scenarios.attached(inspect_kubectl, "hello through the inspector"):
         (view,) = [v for v in session_of(inspect_service, "/attach") if v.key not in before]
         assert_upgraded(view, protocol)
         assert view.kubectl_command == "kubectl attach"
@@ -215,18 +161,11 @@ async def test_cp_one_mib_in_and_out(
     protocol: str,
     tmp_path: Path,
 ) -> None:
-    kubectl = inspect_kubectl
-    source = tmp_path / "in.bin"
-    source.write_bytes(os.urandom(MiB))
     name = f"inspect-copied-{protocol}.bin"
     before = {v.key for v in session_of(inspect_service, "/exec")}
-    put = await kubectl.run("cp", str(source), f"web:{name}", timeout=60)
-    assert put.returncode == 0, put.err
-    assert _sha(_workdir(inspect_stack) / name) == _sha(source)
-    back = tmp_path / "out.bin"
-    get = await kubectl.run("cp", f"web:{name}", str(back), timeout=60)
-    assert get.returncode == 0, get.err
-    assert _sha(back) == _sha(source)
+    await scenarios.copy_in_and_out(
+        inspect_kubectl, scenarios.workdir(inspect_stack), tmp_path, name
+    )
     execs = [v for v in session_of(inspect_service, "/exec") if v.key not in before]
     assert all(v.kubectl_command == "kubectl cp" for v in execs), execs
     commands = sorted(v.detail_value("command") or "" for v in execs)
@@ -250,25 +189,7 @@ async def test_port_forward_two_connections_and_64_mib(
     inspect_kubectl: Kubectl, inspect_service: WicketService, protocol: str
 ) -> None:
     before = {v.key for v in session_of(inspect_service, "/portforward")}
-    async with inspect_kubectl.background(
-        "port-forward", "--address", "127.0.0.1", "pod/web", ":80", ":9"
-    ) as bg:
-        http_port, sink_port = await forwarded_ports(bg, 2)
-        first = await http_get(http_port, "/one")
-        second = await http_get(http_port, "/two")
-        assert b"You asked for /one" in first
-        assert b"You asked for /two" in second
-        chunk = os.urandom(MiB)
-        digest = hashlib.sha256()
-        for _ in range(64):
-            digest.update(chunk)
-        started = time.monotonic()
-        reply = await sink(sink_port, chunk, 64)
-        elapsed = time.monotonic() - started
-        assert reply.decode().split() == [digest.hexdigest(), str(64 * MiB)]
-        assert bg.proc.returncode is None, bg.output
-        print(f"inspect: 64 MiB through port-forward in {elapsed:.1f} s ({64 / elapsed:.1f} MiB/s)")
-
+    async with scenarios.port_forwarded(inspect_kubectl) as reply:
         (view,) = [v for v in session_of(inspect_service, "/portforward") if v.key not in before]
         assert_upgraded(view, protocol, portforward=True)
         assert view.kubectl_command == "kubectl port-forward"
@@ -289,21 +210,8 @@ async def test_port_forward_two_connections_and_64_mib(
 async def test_logs_follow_and_get_watch(
     inspect_stack: DemoStack, inspect_service: WicketService, tmp_path: Path
 ) -> None:
-    kubectl = Kubectl(tmp_path / "home", inspect_stack.kubeconfig_path)
     before = {v.key for v in inspected(inspect_service)}
-    async with (
-        kubectl.background("logs", "-f", "ticker") as logs,
-        kubectl.background("get", "pods", "-w") as watch,
-    ):
-        first = await logs.read_until(b"tick ")
-        start = max(int(n) for n in re.findall(rb"tick (\d+)", first))
-        await logs.read_until(f"tick {start + 2}\n".encode())
-        await watch.read_until(b"ticker")
-        seen = watch.output.count(b"ticker")
-        async with asyncio.timeout(10):
-            while watch.output.count(b"ticker") <= seen:
-                await watch.read_for(0.5)
-        assert re.search(rb"ticker\s+[01]/1\s+Running", bytes(watch.output))
+    async with scenarios.following(Kubectl(tmp_path / "home", inspect_stack.kubeconfig_path)):
 
         def new(kind: str) -> Callable[[StreamView], bool]:
             return lambda v: v.key not in before and v.detail_value("kind") == kind
@@ -325,18 +233,7 @@ async def test_logs_follow_and_get_watch(
 @pytest.mark.slow
 async def test_exec_idle_longer_than_61_seconds(inspect_stack: DemoStack, tmp_path: Path) -> None:
     """Nothing but kubectl's keepalives for 63 s: no inspect timeout touches the session."""
-    command = ("exec", "-i", "web", "--", "sh", "-c", 'read x; sleep 63; echo "still $x"')
-    results = await asyncio.gather(
-        *(
-            Kubectl(tmp_path / protocol, inspect_stack.kubeconfig_path, protocol).run(
-                *command, stdin=b"here\n", timeout=100
-            )
-            for protocol in PROTOCOLS
-        )
-    )
-    for protocol, result in zip(PROTOCOLS, results, strict=True):
-        assert result.returncode == 0, (protocol, result.err)
-        assert result.out == "still here\n", (protocol, result.out)
+    await scenarios.exec_idle_longer_than_61_seconds(inspect_stack.kubeconfig_path, tmp_path)
 
 
 # -- the agent goes away ------------------------------------------------------------------
@@ -345,30 +242,7 @@ async def test_exec_idle_longer_than_61_seconds(inspect_stack: DemoStack, tmp_pa
 async def test_agent_stopped_answers_a_status(tmp_path: Path) -> None:
     """In inspect mode Wicket speaks HTTP to kubectl: an unreachable cluster is a 503
     ``Status`` naming the reason, at once, for a plain GET and for exec (both protocols)."""
-    async with DemoStack(tmp_path / "state", port=0, mode="inspect") as stack:
-        assert stack.agent is not None and stack.relay is not None
-        assert stack.endpoint is not None and stack.apiserver is not None
-        assert stack.client is not None
-        kubectls = {p: Kubectl(tmp_path / p, stack.kubeconfig_path, p) for p in PROTOCOLS}
-        ok = await kubectls["websocket"].run("get", "pods")
-        assert ok.returncode == 0, ok.err
-
-        await stack.agent.stop()
-        async with asyncio.timeout(10):
-            while any(c["online"] for c in stack.relay.snapshot().clusters):
-                await asyncio.sleep(0.05)
-        await _fails_fast(stack, kubectls, "agent_offline")
-        refusal = stack.endpoint.snapshot().last_refusal
-        assert refusal is not None and refusal.startswith("agent_offline"), refusal
-
-        stack.agent = Agent(stack.state_dir / "agent", "127.0.0.1", stack.apiserver.port)
-        await stack.agent.start()
-        await stack.agent.wait_online(10)
-        back = await kubectls["spdy"].run("exec", "web", "--", "echo", "back")
-        assert back.out == "back\n", back.err
-
-        await stack.client.stop()
-        await _fails_fast(stack, kubectls, "no session to the relay")
+    await scenarios.agent_goes_away(tmp_path, "inspect", _fails_fast)
 
 
 async def _fails_fast(stack: DemoStack, kubectls: dict[str, Kubectl], reason: str) -> None:
@@ -376,17 +250,12 @@ async def _fails_fast(stack: DemoStack, kubectls: dict[str, Kubectl], reason: st
     Status names the reason (client-go shows its own text for a 503, the record keeps it)."""
     assert stack.endpoint is not None
     before = {s.id for s in stack.endpoint.snapshot().streams}
-    started = time.monotonic()
-    outcomes = await asyncio.gather(
-        kubectls["websocket"].run("get", "pods", timeout=30),
-        *(k.run("exec", "web", "--", "true", timeout=30) for k in kubectls.values()),
-    )
-    elapsed = time.monotonic() - started
-    for result in outcomes:
-        assert result.returncode == 1, result.out
+
+    def check(result: Result) -> None:
         assert "Error from server (ServiceUnavailable)" in result.err, result.err
         assert "Unable to connect" not in result.err, result.err
-    assert elapsed < 5, f"kubectl took {elapsed:.1f} s to fail"
+
+    await scenarios.all_fail_fast(kubectls, check)
     answered = [
         s
         for s in stack.endpoint.snapshot().streams
@@ -400,36 +269,12 @@ async def _fails_fast(stack: DemoStack, kubectls: dict[str, Kubectl], reason: st
 
 
 async def test_wicket_demo_inspect_command(tmp_path: Path) -> None:
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path / "home"),
-        "XDG_RUNTIME_DIR": str(runtime),
-        "LANG": "C.UTF-8",
-    }
-    log = tmp_path / "demo.log"
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "core.cli", "demo", "--mode", "inspect"),
-            *("--state-dir", str(tmp_path / "state")),
-            cwd=REPO,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-        )
+    demo = scenarios.WicketProcess(tmp_path, "demo.log")
     try:
-        assert proc.stdout is not None
-        out = b""
-        async with asyncio.timeout(30):
-            while b"Ctrl-C" not in out:
-                line = await proc.stdout.readline()
-                assert line, f"wicket demo ended early: {log.read_text()}"
-                out += line
+        kubeconfig = await demo.start_demo("--mode", "inspect")
+        out = demo.stdout
         assert b"local inspect endpoint" in out and b"wicket status" in out, out
-        kubeconfig = tmp_path / "state" / "kubeconfig"
+        assert kubeconfig == tmp_path / "state" / "kubeconfig"
         text = kubeconfig.read_text()
         assert "mode: inspect" in text and TLS_SERVER_NAME not in text, text
         ca = (tmp_path / "state" / "inspect" / "ca.pem").read_text().strip()
@@ -441,7 +286,7 @@ async def test_wicket_demo_inspect_command(tmp_path: Path) -> None:
         assert current.out.strip() == CONTEXT
         assert ca  # the CA kubectl trusted is Wicket's own (name-constrained to loopback)
 
-        (doc,) = [d for d in await read_all_status(runtime / "wicket") if d["role"] == "demo"]
+        (doc,) = [d for d in await read_all_status(demo.runtime) if d["role"] == "demo"]
         endpoint = doc["snapshot"]["endpoint"]
         assert endpoint["mode"] == "inspect"
         (exec_,) = [s for s in endpoint["streams"] if s["path"].endswith("/exec")]
@@ -450,24 +295,19 @@ async def test_wicket_demo_inspect_command(tmp_path: Path) -> None:
         assert exec_["kubectl_command"] == "kubectl exec"
         assert ["exit_code", "3"] in exec_["detail"]
 
-        status = await run_process(
-            [sys.executable, "-m", "core.cli", "status"], {**env, "PYTHONPATH": str(REPO)}, None, 30
-        )
+        status = await demo.status()
         assert status.returncode == 0, status.err
-        # the demo's endpoint is nested in its snapshot: `wicket status` shows it as JSON
-        for text in (
-            '"path":"/api/v1/namespaces/default/pods/web/exec","status":101',
-            '"upgrade":"accepted","protocol":"SPDY/3.1"',
-            '["exit_code","3"]',
-        ):
-            assert text in status.out, status.out
-
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0, log.read_text()
+        # the demo's endpoint is nested in its snapshot: `wicket status` shows it as an
+        # indented section whose requests are a table, one row each
+        assert re.search(r"^  endpoint:$", status.out, re.M), status.out
+        exec_row = r"^\s+\d+\s.*POST\s+/api/v1/namespaces/default/pods/web/exec\s+101\s.*$"
+        row = re.search(exec_row, status.out, re.M)
+        assert row, status.out
+        for text in ("accepted", "SPDY/3.1", '["exit_code","3"]'):
+            assert text in row.group(0), row.group(0)
+        assert await demo.terminate() == 0, demo.log.read_text()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await demo.kill()
 
 
 # -- `wicket connect --mode inspect` -------------------------------------------------------
@@ -484,39 +324,27 @@ async def test_wicket_connect_inspect_command(stack: DemoStack, tmp_path: Path) 
     (secrets_dir / "client-token").write_text(client_token)
     (secrets_dir / "upstream-token").write_text(stack.apiserver.bearer_token + "\n")
     (secrets_dir / "cluster-ca.pem").write_bytes(stack.apiserver.ca_pem)
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path / "home"),
-        "XDG_RUNTIME_DIR": str(runtime),
-        "LANG": "C.UTF-8",
-    }
     state = tmp_path / "client"
-    argv = [
-        sys.executable,
-        *("-m", "core.cli", "connect", "--mode", "inspect", "--cluster", "demo"),
+    args = [
+        *("connect", "--mode", "inspect", "--cluster", "demo"),
         *("--token-file", str(secrets_dir / "client-token")),
         *("--state-dir", str(state)),
         *("--cluster-ca", str(secrets_dir / "cluster-ca.pem")),
         *("--server-name", TLS_SERVER_NAME),
         *("--upstream-token-file", str(secrets_dir / "upstream-token")),
     ]
-    log = tmp_path / "connect.log"
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=err
-        )
+    connect = scenarios.WicketProcess(tmp_path, "connect.log")
     try:
+        proc = await connect.start(*args)
         assert proc.stdout is not None
         async with asyncio.timeout(20):
             line = await proc.stdout.readline()
         match = re.match(rb"local endpoint for demo: (https://127\.0\.0\.1:\d+)", line)
-        assert match, (line, log.read_text())
+        assert match, (line, connect.log.read_text())
         async with asyncio.timeout(15):  # the session to the relay comes up after the line
             while not [
                 d
-                for d in await read_all_status(runtime / "wicket")
+                for d in await read_all_status(connect.runtime)
                 if d["role"] == "connect" and d["snapshot"]["session"] == "online"
             ]:
                 await asyncio.sleep(0.1)
@@ -544,12 +372,10 @@ async def test_wicket_connect_inspect_command(stack: DemoStack, tmp_path: Path) 
         result = await kubectl.run("exec", "web", "--", "echo", "via-connect")
         assert result.returncode == 0 and result.out == "via-connect\n", result.err
         for secret in (client_token, stack.apiserver.bearer_token, token_file.read_text().strip()):
-            assert secret not in " ".join(argv)
+            assert secret not in " ".join(args)
 
         # `wicket status` lists the requests as a table, one row each
-        status = await run_process(
-            [sys.executable, "-m", "core.cli", "status"], {**env, "PYTHONPATH": str(REPO)}, None, 30
-        )
+        status = await connect.status()
         assert status.returncode == 0, status.err
         header = next(line for line in status.out.splitlines() if "METHOD" in line)
         for column in ("PATH", "STATUS", "KUBECTL COMMAND", "UPGRADE", "PROTOCOL", "DETAIL"):
@@ -566,12 +392,9 @@ async def test_wicket_connect_inspect_command(stack: DemoStack, tmp_path: Path) 
             '["exit_code","0"]',
         ):
             assert text in row[0], row[0]
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0, log.read_text()
+        assert await connect.terminate() == 0, connect.log.read_text()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await connect.kill()
 
 
 # -- TLS failures towards the apiserver, over a tunnel stream ------------------------------

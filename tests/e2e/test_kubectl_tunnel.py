@@ -9,39 +9,19 @@ suite (``conftest.stack``); independent kubectl runs inside a test go concurrent
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
-import shlex
-import signal
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from core.aio.agent import Agent
 from core.aio.status import read_all_status
 from core.demo.embedded import CONTEXT, DemoStack
 from core.errors import KubeconfigError
-from tests.demo.kubectl import (
-    KUBECTL,
-    PROTOCOLS,
-    REPO,
-    Kubectl,
-    forwarded_ports,
-    http_get,
-    sink,
-)
+from tests.demo import scenarios
+from tests.demo.kubectl import Kubectl, Result
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-MiB = 1024 * 1024
-
-
-def _workdir(stack: DemoStack, pod: str = "web") -> Path:
-    assert stack.apiserver is not None
-    return stack.apiserver.cluster.workdir("default", pod)
 
 
 # -- exec and attach --------------------------------------------------------------------
@@ -49,46 +29,12 @@ def _workdir(stack: DemoStack, pod: str = "web") -> Path:
 
 async def test_exec_matrix(kubectl: Kubectl, stack: DemoStack, protocol: str) -> None:
     """stdout + stderr, exit code 3, stdin until EOF, and -it with a live resize."""
-    data = os.urandom(300_000)
-    marker = f"resize-ready-{protocol}"
-    (_workdir(stack) / marker).unlink(missing_ok=True)
-    remote = (
-        f"stty size; touch {marker}; i=0; "
-        'while [ "$(stty size)" = "30 100" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; '
-        "stty size; exit 4"
-    )
-    waiter = (
-        f"i=0; while [ ! -e {shlex.quote(str(_workdir(stack) / marker))} ] && [ $i -lt 300 ]; "
-        "do sleep 0.05; i=$((i+1)); done; stty cols 123 rows 45 </dev/tty"
-    )
-    tty_command = (
-        f"stty cols 100 rows 30; ({waiter}) & "
-        f"{KUBECTL} exec -it web -- sh -c {shlex.quote(remote)}; code=$?; wait; exit $code"
-    )
-    both, failing, stdin, tty = await asyncio.gather(
-        kubectl.run("exec", "web", "--", "sh", "-c", "echo to-out; echo to-err >&2"),
-        kubectl.run("exec", "web", "--", "sh", "-c", "echo before-exit; exit 3"),
-        kubectl.run("exec", "-i", "web", "--", "sha256sum", stdin=data),
-        kubectl.run_in_script(tty_command),
-    )
-    assert both.returncode == 0, both.err
-    assert both.out == "to-out\n"
-    assert "to-err" in both.err
-    assert failing.returncode == 3, failing.err
-    assert failing.out == "before-exit\n"
-    assert stdin.returncode == 0, stdin.err
-    assert stdin.out.split()[0] == hashlib.sha256(data).hexdigest()
-    assert tty.returncode == 4, (tty.out, tty.err)
-    assert re.search(r"30 100\r?\n.*45 123", tty.out, re.DOTALL), tty.out
+    await scenarios.exec_matrix(kubectl, scenarios.workdir(stack), protocol)
 
 
 async def test_attach(kubectl: Kubectl) -> None:
-    async with kubectl.background("attach", "-i", "chat") as bg:
-        assert bg.proc.stdin is not None
-        bg.proc.stdin.write(b"hello through the tunnel\n")
-        await bg.proc.stdin.drain()
-        await bg.read_until(b"you said: hello through the tunnel")
-        await bg.read_until(b"still here", timeout=10)
+    async with scenarios.attached(kubectl, "hello through the tunnel"):
+        pass
 
 
 # -- cp ---------------------------------------------------------------------------------
@@ -97,65 +43,25 @@ async def test_attach(kubectl: Kubectl) -> None:
 async def test_cp_one_mib_in_and_out(
     kubectl: Kubectl, stack: DemoStack, protocol: str, tmp_path: Path
 ) -> None:
-    source = tmp_path / "in.bin"
-    source.write_bytes(os.urandom(MiB))
-    name = f"copied-{protocol}.bin"
-    put = await kubectl.run("cp", str(source), f"web:{name}", timeout=60)
-    assert put.returncode == 0, put.err
-    assert _sha(_workdir(stack) / name) == _sha(source)
-    back = tmp_path / "out.bin"
-    get = await kubectl.run("cp", f"web:{name}", str(back), timeout=60)
-    assert get.returncode == 0, get.err
-    assert _sha(back) == _sha(source)
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    await scenarios.copy_in_and_out(
+        kubectl, scenarios.workdir(stack), tmp_path, f"copied-{protocol}.bin"
+    )
 
 
 # -- port-forward -----------------------------------------------------------------------
 
 
 async def test_port_forward_two_connections_and_64_mib(kubectl: Kubectl) -> None:
-    async with kubectl.background(
-        "port-forward", "--address", "127.0.0.1", "pod/web", ":80", ":9"
-    ) as bg:
-        http_port, sink_port = await forwarded_ports(bg, 2)
-        first = await http_get(http_port, "/one")
-        second = await http_get(http_port, "/two")
-        assert b"200 OK" in first
-        assert b"You asked for /one" in first
-        assert b"You asked for /two" in second
-        chunk = os.urandom(MiB)
-        digest = hashlib.sha256()
-        for _ in range(64):
-            digest.update(chunk)
-        started = time.monotonic()
-        reply = await sink(sink_port, chunk, 64)
-        elapsed = time.monotonic() - started
-        assert reply.decode().split() == [digest.hexdigest(), str(64 * MiB)]
-        assert bg.proc.returncode is None, bg.output
-        print(f"64 MiB through port-forward in {elapsed:.1f} s ({64 / elapsed:.1f} MiB/s)")
+    async with scenarios.port_forwarded(kubectl):
+        pass
 
 
 # -- logs -f and get -w (plain HTTP streaming: the same with either protocol) ----------------
 
 
 async def test_logs_follow_and_get_watch(stack: DemoStack, tmp_path: Path) -> None:
-    kubectl = Kubectl(tmp_path / "home", stack.kubeconfig_path)
-    async with (
-        kubectl.background("logs", "-f", "ticker") as logs,
-        kubectl.background("get", "pods", "-w") as watch,
-    ):
-        first = await logs.read_until(b"tick ")
-        start = max(int(n) for n in re.findall(rb"tick (\d+)", first))
-        await logs.read_until(f"tick {start + 2}\n".encode())
-        await watch.read_until(b"ticker")
-        seen = watch.output.count(b"ticker")
-        async with asyncio.timeout(10):
-            while watch.output.count(b"ticker") <= seen:
-                await watch.read_for(0.5)
-        assert re.search(rb"ticker\s+[01]/1\s+Running", bytes(watch.output))
+    async with scenarios.following(Kubectl(tmp_path / "home", stack.kubeconfig_path)):
+        pass
 
 
 # -- --kubeconfig naming an existing file --------------------------------------------------
@@ -202,18 +108,7 @@ async def test_exec_idle_longer_than_61_seconds(stack: DemoStack, tmp_path: Path
     Nothing crosses the tunnel for 63 s but kubectl's own keepalives: the tunnel has
     no idle timeout, so both sessions end normally with the command's output.
     """
-    command = ("exec", "-i", "web", "--", "sh", "-c", 'read x; sleep 63; echo "still $x"')
-    results = await asyncio.gather(
-        *(
-            Kubectl(tmp_path / protocol, stack.kubeconfig_path, protocol).run(
-                *command, stdin=b"here\n", timeout=100
-            )
-            for protocol in PROTOCOLS
-        )
-    )
-    for protocol, result in zip(PROTOCOLS, results, strict=True):
-        assert result.returncode == 0, (protocol, result.err)
-        assert result.out == "still here\n", (protocol, result.out)
+    await scenarios.exec_idle_longer_than_61_seconds(stack.kubeconfig_path, tmp_path)
 
 
 # -- the agent goes away ------------------------------------------------------------------
@@ -231,111 +126,20 @@ async def test_agent_stopped_fails_fast(tmp_path: Path) -> None:
     "EOF". An HTTP 502/503 ``Status`` answer naming the reason comes with inspect mode
     (a later issue), where Wicket terminates kubectl's TLS.
     """
-    async with DemoStack(tmp_path / "state", port=0) as stack:
-        assert stack.agent is not None and stack.relay is not None
-        assert stack.endpoint is not None and stack.apiserver is not None
-        assert stack.client is not None
-        kubectls = {p: Kubectl(tmp_path / p, stack.kubeconfig_path, p) for p in PROTOCOLS}
-        ok = await kubectls["websocket"].run("get", "pods")
-        assert ok.returncode == 0, ok.err
-
-        await stack.agent.stop()
-        async with asyncio.timeout(10):
-            while any(c["online"] for c in stack.relay.snapshot().clusters):
-                await asyncio.sleep(0.05)
-        await _fails_fast(kubectls)
-        refusal = stack.endpoint.snapshot().last_refusal
-        assert refusal is not None and refusal.startswith("agent_offline"), refusal
-
-        # A new agent from the same identity (no token) brings the cluster back.
-        stack.agent = Agent(stack.state_dir / "agent", "127.0.0.1", stack.apiserver.port)
-        await stack.agent.start()
-        await stack.agent.wait_online(10)
-        back = await kubectls["spdy"].run("exec", "web", "--", "echo", "back")
-        assert back.out == "back\n", back.err
-
-        # No session to the relay at all: the same fast, clear failure.
-        await stack.client.stop()
-        await _fails_fast(kubectls)
+    await scenarios.agent_goes_away(tmp_path, "passthrough", _fails_fast)
 
 
-async def _fails_fast(kubectls: dict[str, Kubectl]) -> None:
-    started = time.monotonic()
-    outcomes = await asyncio.gather(
-        kubectls["websocket"].run("get", "pods", timeout=30),
-        *(k.run("exec", "web", "--", "true", timeout=30) for k in kubectls.values()),
-    )
-    elapsed = time.monotonic() - started
-    for result in outcomes:
-        assert result.returncode == 1, result.out
+async def _fails_fast(stack: DemoStack, kubectls: dict[str, Kubectl], reason: str) -> None:
+    def check(result: Result) -> None:
         assert "Unable to connect to the server: remote error: tls: internal error" in (
             result.err
         ), result.err
         assert not result.err.rstrip().endswith("EOF"), result.err
-    assert elapsed < 5, f"kubectl took {elapsed:.1f} s to fail"
+
+    await scenarios.all_fail_fast(kubectls, check)
 
 
 # -- `wicket demo` ------------------------------------------------------------------------
-
-
-class _DemoProcess:
-    """``wicket demo`` as a subprocess; its log goes to a file so no pipe can fill up."""
-
-    def __init__(self, tmp_path: Path, run: int) -> None:
-        self.tmp_path = tmp_path
-        self.log = tmp_path / f"demo-{run}.log"
-        runtime = tmp_path / "runtime"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        self.runtime = runtime / "wicket"
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(tmp_path / "home"),
-            "XDG_RUNTIME_DIR": str(runtime),
-            "LANG": "C.UTF-8",
-        }
-        self.proc: asyncio.subprocess.Process | None = None
-        self.stdout = b""
-
-    async def start(self) -> Path:
-        with self.log.open("wb") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "core.cli",
-                "demo",
-                "--state-dir",
-                str(self.tmp_path / "state"),
-                cwd=REPO,
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-            )
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(30):
-            while b"Ctrl-C" not in self.stdout:
-                line = await self.proc.stdout.readline()
-                assert line, f"wicket demo ended early: {self.log.read_text()}"
-                self.stdout += line
-        match = re.search(rb"^\s*export KUBECONFIG=(.+)$", self.stdout, re.MULTILINE)
-        assert match, self.stdout
-        (path,) = shlex.split(match[1].decode())
-        return Path(path)
-
-    async def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), 20)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise AssertionError(f"wicket demo ignored SIGTERM: {self.log.read_text()}") from None
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
 
 
 def _descendants(pid: int) -> set[int]:
@@ -369,9 +173,9 @@ def _alive(pid: int) -> bool:
 
 async def test_wicket_demo_command(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    first = _DemoProcess(tmp_path, 1)
+    first = scenarios.WicketProcess(tmp_path, "demo-1.log")
     try:
-        kubeconfig = await first.start()
+        kubeconfig = await first.start_demo()
         assert kubeconfig == state / "kubeconfig"
         assert "commands run here as" in first.stdout.decode(), first.stdout
         kubectl = Kubectl(tmp_path / "kubectl-home", kubeconfig)
@@ -406,9 +210,9 @@ async def test_wicket_demo_command(tmp_path: Path) -> None:
     finally:
         await first.kill()
 
-    second = _DemoProcess(tmp_path, 2)
+    second = scenarios.WicketProcess(tmp_path, "demo-2.log")
     try:
-        assert await second.start() == kubeconfig
+        assert await second.start_demo() == kubeconfig
         log = second.log.read_text()
         assert "enrolling" not in log, log
         assert (state / "agent" / "agent.pem").read_bytes() == identity
