@@ -2,10 +2,11 @@
 
 Reads each process's status socket (``core.aio.status``) and prints one block per
 process. The snapshot is rendered generically, so a process can add lists without a CLI
-change: a list of objects (or an object of objects) becomes a table, other values
-``key: value`` lines. Column names choose the unit: ``*_ms`` and ``*_s``/``*_seconds``,
-``age``, ``uptime``, ``rtt``… are durations; ``*rate*`` and ``*_bps`` bytes per second;
-``*bytes*`` byte counts.
+change: a list of objects (or an object of objects) becomes a table, a nested object an
+indented section, other values ``key: value`` lines. Column names choose the unit:
+``*_ms`` and ``*_s``/``*_seconds``, ``age``, ``uptime``, ``rtt``… are durations; ``*_at``
+(epoch seconds) a local time; ``*rate*`` and ``*_bps`` bytes per second; ``*bytes*``
+byte counts.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def _printable(text: str) -> str:
 
 def _kind(key: str) -> str:
     name = key.lower()
+    if name.endswith("_at"):
+        return "time"
     if name.endswith("_ms"):
         return "ms"
     if "rate" in name or name.endswith(("_bps", "_per_s")):
@@ -77,6 +80,8 @@ def format_value(key: str, value: object) -> str:
         return "yes" if value else "no"
     if isinstance(value, int | float):
         kind = _kind(key)
+        if kind == "time":
+            return dt.datetime.fromtimestamp(value).strftime("%H:%M:%S")
         if kind == "ms":
             return human_duration(value / 1000)
         if kind == "seconds":

@@ -265,11 +265,12 @@ def test_nested_objects_render_as_sections_not_json() -> None:
             "endpoint": {
                 "url": "https://127.0.0.1:7000",
                 "session": {"state": "online", "rtt": 0.0021},
-                "streams": [{"id": 1, "bytes_up": 4096}],
+                "streams": [{"id": 1, "bytes_up": 4096, "opened_at": 1795680000.25}],
             },
         },
     }
     now = dt.datetime(2026, 11, 26, 6, 0, 5, tzinfo=dt.UTC)
+    opened = dt.datetime.fromtimestamp(1795680000.25).strftime("%H:%M:%S")  # local time
     assert render_process(doc, now) == [
         "demo  pid 7  up 5.0s",
         "  apiserver: https://127.0.0.1:6443",
@@ -279,8 +280,8 @@ def test_nested_objects_render_as_sections_not_json() -> None:
         "      state: online",
         "      rtt: 2.1ms",
         "    streams (1)",
-        "      ID  BYTES UP",
-        "      1   4.0 KiB",
+        "      ID  BYTES UP  OPENED AT",
+        f"      1   4.0 KiB   {opened}",
     ]
 
 
