@@ -67,6 +67,7 @@ def main() -> int:
     ap.add_argument("--relay-port", type=int, required=True, help="relay TLS port")
     ap.add_argument("--dir", type=Path, required=True, help="scratch dir (state, token, logs)")
     ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--loop", default="auto", help="wicket --loop for relay and agent")
     a = ap.parse_args()
 
     base = a.dir.resolve() / "wicket"
@@ -75,7 +76,7 @@ def main() -> int:
     for d in (relay_dir, agent_dir, runtime):
         d.mkdir(parents=True, mode=0o700)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))  # status sockets stay in here
-    wicket = [*wicket_argv(), "--log-level", a.log_level]
+    wicket = [*wicket_argv(), "--log-level", a.log_level, "--loop", a.loop]
 
     relay_addr = f"{HOST}:{a.relay_port}"
     # (``relay`` itself wants --state-dir too, before its token sub-command)
