@@ -117,6 +117,7 @@ class Relay:
         self._ca: CertificateAuthority | None = None
         self._context: ssl.SSLContext | None = None
         self._listener: Listener | None = None
+        self._raw: set[socket.socket] = set()  # accepted, no transport yet
         self._public: dict[str, asyncio.Server] = {}
         self._agents: dict[str, _Peer] = {}
         self._clients: set[_Peer] = set()
@@ -152,6 +153,9 @@ class Relay:
     async def stop(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        for sock in self._raw:
+            sock.close()
+        self._raw.clear()
         servers = list(self._public.values())
         for server in servers:
             server.close()
@@ -249,6 +253,7 @@ class Relay:
             return
         self._preauth += 1
         self._preauth_by_source[source] += 1
+        self._raw.add(sock)  # ours to close until a transport takes it (stop() closes them)
         self._spawn(self._handshake(sock, source, _fmt(peer)))  # the ClientHello waits in it
 
     async def _handshake(self, sock: socket.socket, source: str, address: str) -> None:
@@ -257,10 +262,18 @@ class Relay:
         loop = asyncio.get_running_loop()
         conn = MuxConnection(False, cfg.mux)
         authenticated = False
+
+        def adopt() -> MuxConnection:
+            # Called as the loop makes the transport: from now on the transport owns the
+            # socket and closes it, later if need be; closing it here too could close a
+            # descriptor number already reused by another connection.
+            self._raw.discard(sock)
+            return conn
+
         try:
             try:
                 tls_transport, _ = await loop.connect_accepted_socket(
-                    lambda: conn,
+                    adopt,
                     sock,
                     ssl=self._context,
                     ssl_handshake_timeout=cfg.handshake_timeout,
@@ -272,7 +285,6 @@ class Relay:
                 # a cycle that kept this connection's TLS and mux buffers (~0.5 MiB) alive
                 # until the cyclic GC ran, so pre-auth floods grew RSS far past the cap.
                 exc.__traceback__ = None
-                sock.close()  # (a no-op if the transport took it and closed it)
                 return
             self._conns.add(conn)
             identity = tls.peer_identity(tls_transport.get_extra_info("ssl_object"))
@@ -295,6 +307,9 @@ class Relay:
             # and ``abort()`` below would drop it. Let it leave first (bounded).
             await _flush(conn)
         finally:
+            if sock in self._raw:
+                self._raw.discard(sock)
+                sock.close()
             if not authenticated:
                 self._release(source)
             self._conns.discard(conn)
