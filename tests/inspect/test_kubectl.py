@@ -15,7 +15,7 @@ import pytest
 from core.aio.inspect import InspectEndpoint, tcp_connector, upstream_context
 from core.demo import DemoApiServer
 from core.protocol.http_proxy import Exchange, UpgradeState
-from tests.demo.kubectl import KUBECTL, PROTOCOLS, Kubectl
+from tests.demo.kubectl import KUBECTL, PROTOCOLS, Kubectl, http_get
 
 if not KUBECTL.exists():  # pragma: no cover
     pytest.skip("the real kubectl is not installed", allow_module_level=True)
@@ -111,17 +111,6 @@ async def test_get_and_exec(
     assert not [e for e in endpoint.exchanges() if e.upgrade_state is UpgradeState.REFUSED]
 
 
-async def _http_get(port: int, path: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), 15)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
 async def test_port_forward(
     inspected: tuple[DemoApiServer, InspectEndpoint], tmp_path: Path, protocol: str
 ) -> None:
@@ -133,8 +122,8 @@ async def test_port_forward(
         match = re.search(rb"Forwarding from 127\.0\.0\.1:(\d+) -> 80", bg.output)
         assert match is not None
         port = int(match[1])
-        assert b"You asked for /one" in await _http_get(port, "/one")
-        assert b"You asked for /two" in await _http_get(port, "/two")
+        assert b"You asked for /one" in await http_get(port, "/one")
+        assert b"You asked for /two" in await http_get(port, "/two")
         await asyncio.sleep(0.3)
         (session,) = upgraded(endpoint, "/portforward")
         assert session.detail.kind == "portforward"

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -27,16 +25,6 @@ from tests.tunnel.harness import (
 
 #: keepalive interval + timeout (core.aio.peer.TUNNEL_MUX, core.aio.relay.RELAY_MUX) + slack
 KEEPALIVE_BOUND = 12.0
-
-
-@pytest.fixture
-async def tunnel(tmp_path: Path) -> AsyncIterator[Tunnel]:
-    t = Tunnel(tmp_path)
-    try:
-        await t.start_all()
-        yield t
-    finally:
-        t.close()
 
 
 async def _start_transfers(

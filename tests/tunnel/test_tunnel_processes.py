@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,16 +26,6 @@ from tests.tunnel.harness import (
 )
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-async def tunnel(tmp_path: Path) -> AsyncIterator[Tunnel]:
-    t = Tunnel(tmp_path)
-    try:
-        await t.start_all()
-        yield t
-    finally:
-        t.close()
 
 
 def _open_streams(doc: dict[str, Any]) -> list[dict[str, Any]]:
