@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
 import ssl
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from core.aio.relay import Relay, RelayConfig
 from core.demo.embedded import CONTEXT as DEMO_CONTEXT
 from core.demo.embedded import DemoStack
 from core.errors import ConfigError, TunnelError
+from core.format import utcnow
 from core.kube import (
     ClusterSpec,
     KubeconfigPaths,
@@ -42,12 +42,12 @@ from core.kube import (
     remove_cluster_contexts,
     use_context,
 )
+from core.paths import data_dir
 from core.pki import files
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
 from core.secrets import Fallback, SecretStore, open_secret_store, upstream_token_key
 from core.service import ServiceSnapshot, WicketService
-from core.tunnel.relay_state import utcnow
 from gui.core_thread import CoreThread
 
 log = logging.getLogger("wicket.gui")
@@ -60,8 +60,7 @@ PROBE_TIMEOUT = 10.0
 
 
 def default_state_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "wicket" / "app"
+    return data_dir("app")
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+from core.format import human_bytes
 
-
-def human_bytes(n: float) -> str:
-    value = float(n)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+__all__ = ["human_bytes", "human_duration", "human_rate", "human_rtt"]
 
 
 def human_rate(bytes_per_second: float) -> str:

@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from core.errors import KubeconfigError
+from core.format import host_port
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,7 @@ def _target(server: str) -> tuple[str, str]:
         raise KubeconfigError(f"server {server!r} is not an https URL")
     host = url.hostname
     port = url.port or 443
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port}", host
+    return host_port(host, port), host
 
 
 def read_source_kubeconfig(path: Path) -> tuple[list[SourceContext], str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from core.tunnel.relay_state import CLUSTERS_FILE, RelayState
+from core.registry.state import CLUSTERS_FILE, RelayState
 
 
 def test_register_conflict_unregister(tmp_path: Path) -> None:

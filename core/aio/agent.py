@@ -27,6 +27,7 @@ from core.aio.tunnel import (
     spliced,
 )
 from core.errors import ConfigError
+from core.format import host_port
 from core.pki.identity import Role
 from core.pki.tokens import Token
 from core.protocol.mux import MuxConfig
@@ -80,7 +81,7 @@ class Agent(RelayPeer):
 
     @property
     def target(self) -> str:
-        return f"{self.target_host}:{self.target_port}"
+        return host_port(self.target_host, self.target_port)
 
     async def stop(self) -> None:
         for task in list(self._dials):

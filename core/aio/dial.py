@@ -9,7 +9,6 @@ stores its certificate; every later connection is mutual TLS.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +171,3 @@ async def hello(conn: MuxConnection, identity: Identity) -> ControlChannel:
     )
     expect(await channel.recv(REPLY_TIMEOUT), "hello_ok")
     return channel
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

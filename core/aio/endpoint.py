@@ -28,6 +28,7 @@ from core.aio.mux import MuxConnection
 from core.aio.peer import RelayPeer
 from core.aio.tunnel import StreamBook, StreamInfo, TunnelDialer
 from core.errors import ConfigError, UpstreamUnavailable
+from core.format import host_port
 from core.pki.identity import Role
 from core.protocol.http_proxy import Exchange
 from core.protocol.inspect_decoders import SessionDetail
@@ -173,12 +174,11 @@ class LocalEndpoint:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
+        return f"https://{self.address}"
 
     @property
     def ca_pem(self) -> bytes:

@@ -30,6 +30,7 @@ from typing import cast
 
 from core.aio.mux import MuxConnection
 from core.errors import MuxError, RemoteProtocolError, UpstreamUnavailable, WicketError
+from core.format import host_port
 from core.pki.ca import load_or_create_ca
 from core.pki.certs import load_or_create_server_cert
 from core.protocol.http_proxy import Exchange, HttpProxy, ProxyPolicy, ProxyState
@@ -196,8 +197,7 @@ class InspectEndpoint:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
+        return f"https://{host_port(self.host, self.port)}"
 
     async def start(self) -> None:
         now = dt.datetime.now(dt.UTC)

@@ -25,6 +25,7 @@ from typing import Any
 from core.aio.channel import ControlChannel
 from core.aio.listener import Listener, bind
 from core.aio.mux import MuxConnection, MuxStream
+from core.aio.throttle import FailureThrottle
 from core.aio.tunnel import (
     PreambleReader,
     StreamBook,
@@ -35,6 +36,7 @@ from core.aio.tunnel import (
     spliced,
 )
 from core.errors import AuthError, MuxError, PKIError, WicketError
+from core.format import host_port, utcnow
 from core.pki import tls
 from core.pki.ca import CertificateAuthority
 from core.pki.certs import load_or_create_server_cert, sign_csr
@@ -44,8 +46,7 @@ from core.pki.tokens import TokenKind
 from core.protocol.control import PROTOCOL_VERSION, Message, Sender, redacted
 from core.protocol.mux import MuxConfig
 from core.protocol.preamble import EndpointKind, Status, StreamRequest
-from core.tunnel.relay_state import RelayState, utcnow
-from core.tunnel.throttle import FailureThrottle
+from core.registry.state import RelayState
 
 log = logging.getLogger("wicket.relay")
 
@@ -71,7 +72,7 @@ class RelayConfig:
     auth_timeout: float = 5.0
     max_preauth: int = 256
     max_preauth_per_source: int = 64
-    #: Failed authentications per source (core.tunnel.throttle): a burst, then a rate.
+    #: Failed authentications per source (core.aio.throttle): a burst, then a rate.
     auth_failure_burst: int = 32
     auth_failure_rate: float = 0.5
     mux: MuxConfig = field(default=RELAY_MUX)
@@ -134,7 +135,7 @@ class Relay:
     def address(self) -> str:
         assert self._listener is not None
         host, port = self._listener.sockets[0].getsockname()[:2]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return host_port(host, port)
 
     async def start(self) -> None:
         cfg = self.config
@@ -196,7 +197,7 @@ class Relay:
         record = self.state.clusters().get(cluster)
         if record is None or record.public_port is None or self.config.public_host is None:
             return None
-        return f"{self.config.public_host}:{record.public_port}"
+        return host_port(self.config.public_host, record.public_port)
 
     def snapshot(self) -> RelaySnapshot:
         clusters: list[dict[str, object]] = [
@@ -548,8 +549,7 @@ async def _flush(conn: MuxConnection) -> None:
 
 def _fmt(peer: object) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return host_port(peer[0], peer[1])
     return "?"
 
 

@@ -20,21 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.aio.status import read_all_status_sync
+from core.format import human_bytes
 
 _DURATION_NAMES = ("age", "uptime", "duration", "rtt", "idle", "elapsed", "latency")
 _UNIT_SUFFIX = re.compile(r"_(ms|s|secs|seconds|bps)$")
-_BYTE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human_bytes(n: float) -> str:
-    """``512 B``, ``1.5 KiB``, ``12.3 MiB``…"""
-    if abs(n) < 1024:
-        return f"{n:.0f} B"
-    for unit in _BYTE_UNITS:
-        n /= 1024
-        if abs(n) < 1024 or unit == _BYTE_UNITS[-1]:
-            break
-    return f"{n:.1f} {unit}"
 
 
 def human_duration(seconds: float) -> str:

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from core.aio.eventloop import LoopKind, loop_factory, resolve
 from core.errors import ConfigError, TokenError
+from core.format import utcnow
+from core.paths import data_dir
 from core.pki.tokens import Token, TokenKind, parse, split_relay_address
-from core.tunnel.relay_state import RelayState, utcnow
+from core.registry.state import RelayState
 
 if TYPE_CHECKING:
     from core.aio.endpoint import InspectSettings
@@ -359,7 +361,4 @@ def _run_connect(args: argparse.Namespace) -> int:
 
 
 def _default_client_dir() -> Path:
-    import os
-
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "wicket" / "client"
+    return data_dir("client")

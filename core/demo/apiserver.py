@@ -41,6 +41,7 @@ from core.demo.transport import (
     close_writer,
     websocket_accept,
 )
+from core.format import host_port
 from core.protocol.k8s_channels import (
     EXEC_SPDY_PROTOCOLS,
     PORTFORWARD_SPDY_PROTOCOL,
@@ -339,8 +340,7 @@ class DemoApiServer:
     @property
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://{host_port(self.host, self.port)}"
 
     @property
     def ca_pem(self) -> bytes:
@@ -500,7 +500,10 @@ class DemoApiServer:
                         "kind": "APIVersions",
                         "versions": ["v1"],
                         "serverAddressByClientCIDRs": [
-                            {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self.port}"}
+                            {
+                                "clientCIDR": "0.0.0.0/0",
+                                "serverAddress": host_port(self.host, self.port),
+                            }
                         ],
                     }
                 )

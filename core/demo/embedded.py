@@ -46,6 +46,7 @@ from core.kube import lock
 from core.kube.document import Document, new_document
 from core.kube.model import BODY_KEY, OWNER_EXTENSION, Kind, owner_of
 from core.kube.writer import write_file
+from core.paths import data_dir
 from core.pki import files
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
@@ -64,8 +65,7 @@ STACK_FILE = "stack.json"
 
 def default_state_dir() -> Path:
     """``$XDG_DATA_HOME/wicket/demo`` (default ``~/.local/share/wicket/demo``)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "wicket" / "demo"
+    return data_dir("demo")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from core import fsutil
 from core.errors import PKIError
 
 SERVER_NAMES = ("localhost", "kubernetes.default.svc", "wicket-demo.local")
@@ -61,14 +61,6 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def _issue(
@@ -142,13 +134,13 @@ def ensure_pki(state_dir: Path) -> DemoPKI:
             _name(CLIENT_USER, "system:masters"), client_key, ca_name, ca_key, ca=False
         )
         pem = serialization.Encoding.PEM
-        _write_private(pki.ca_key, _key_pem(ca_key))
-        _write_private(pki.server_key, _key_pem(server_key))
-        _write_private(pki.client_key, _key_pem(client_key))
-        _write_private(pki.token_file, secrets.token_urlsafe(32).encode() + b"\n")
-        pki.server_cert.write_bytes(server_cert.public_bytes(pem))
-        pki.client_cert.write_bytes(client_cert.public_bytes(pem))
-        pki.ca_cert.write_bytes(ca_cert.public_bytes(pem))
+        fsutil.replace_atomic(pki.ca_key, _key_pem(ca_key))
+        fsutil.replace_atomic(pki.server_key, _key_pem(server_key))
+        fsutil.replace_atomic(pki.client_key, _key_pem(client_key))
+        fsutil.replace_atomic(pki.token_file, secrets.token_urlsafe(32).encode() + b"\n")
+        fsutil.replace_atomic(pki.server_cert, server_cert.public_bytes(pem), mode=0o644)
+        fsutil.replace_atomic(pki.client_cert, client_cert.public_bytes(pem), mode=0o644)
+        fsutil.replace_atomic(pki.ca_cert, ca_cert.public_bytes(pem), mode=0o644)
     except OSError as exc:
         raise PKIError(f"cannot create the demo PKI in {directory}: {exc}") from exc
     return pki

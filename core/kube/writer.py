@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import time
 
+from core import fsutil
 from core.errors import KubeconfigError
 
 BACKUP_MARK = ".wicket-backup-"
-TEMP_MARK = ".wicket-tmp-"
+TEMP_MARK = fsutil.TEMP_MARK
 
 
 def write_file(path: str, data: bytes, *, old: bytes | None, backups: int = 3) -> None:
@@ -26,12 +26,13 @@ def write_file(path: str, data: bytes, *, old: bytes | None, backups: int = 3) -
     directory, base = os.path.split(target)
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        _remove_temps(directory, base)
+        fsutil.remove_stale_temps(target, siblings=(BACKUP_MARK,))
         if old is not None and backups > 0:
-            _replace(os.path.join(directory, base + BACKUP_MARK + _stamp()), old)
+            fsutil.replace_atomic(
+                os.path.join(directory, base + BACKUP_MARK + _stamp()), old, sync_dir=False
+            )
             _prune(directory, base, backups)
-        _replace(target, data)
-        _fsync_dir(directory)
+        fsutil.replace_atomic(target, data)
     except OSError as exc:
         raise KubeconfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
@@ -48,44 +49,7 @@ def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
-def _replace(target: str, data: bytes) -> None:
-    directory, base = os.path.split(target)
-    temp = os.path.join(directory, f".{base}{TEMP_MARK}{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # the umask may have taken bits away
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
-def _remove_temps(directory: str, base: str) -> None:
-    """Temp files a killed writer left behind (safe: we hold the lock)."""
-    ours = (f".{base}{TEMP_MARK}", f".{base}{BACKUP_MARK}")
-    for name in os.listdir(directory):
-        if name.startswith(ours) and TEMP_MARK in name:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))
-
-
 def _prune(directory: str, base: str, keep: int) -> None:
     for old in backup_files(os.path.join(directory, base))[:-keep]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(old)
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

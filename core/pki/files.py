@@ -8,47 +8,29 @@ either. ``OSError`` becomes ``PKIError`` naming the path.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from pathlib import Path
 
+from core import fsutil
 from core.errors import PKIError
 
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
 MAX_FILE_SIZE = 1024 * 1024
 
 
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) with mode 0700, or tighten an existing one to 0700."""
     try:
-        path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-        if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) != PRIVATE_DIR_MODE:
-            path.chmod(PRIVATE_DIR_MODE)
+        return fsutil.ensure_private_dir(path)
     except OSError as exc:
         raise PKIError(f"{path}: cannot create private directory: {exc.strerror}") from exc
-    return path
 
 
 def write_private(path: Path, data: bytes) -> None:
     """Atomically replace ``path`` with ``data``, mode 0600, in a private directory."""
     ensure_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(tmp, flags, PRIVATE_FILE_MODE)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        _fsync_dir(path.parent)
+        fsutil.replace_atomic(path, data)
     except OSError as exc:
         raise PKIError(f"{path}: cannot write: {exc.strerror}") from exc
 
@@ -68,14 +50,3 @@ def read_file(path: Path, *, private: bool = False, max_size: int = MAX_FILE_SIZ
         raise PKIError(f"{path}: missing") from exc
     except OSError as exc:
         raise PKIError(f"{path}: cannot read: {exc.strerror}") from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; not every platform can open a directory."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,13 +20,10 @@ overwritten, so nothing is lost to a mistyped passphrase or a bad sector.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
-import os
 import secrets
 import struct
-import tempfile
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -36,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from core import fsutil
 from core.errors import SecretFileCorrupt, SecretPassphraseError, SecretStoreError
 
 MAGIC = b"WKTSEC1\n"
@@ -192,22 +190,7 @@ def _read(path: Path) -> bytes | None:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Old file or new file after any crash; the new one is 0600 from its first byte."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fsutil.ensure_private_dir(path.parent)
+        fsutil.replace_atomic(path, data)
     except OSError as exc:
         raise SecretStoreError(f"{path}: cannot write: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise SecretStoreError(f"{path}: cannot write: {exc.strerror}") from None
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

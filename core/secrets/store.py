@@ -13,13 +13,13 @@ ones are for the CLI, which has no loop.
 from __future__ import annotations
 
 import enum
-import os
 from pathlib import Path
 
 import keyring
 from keyring.backend import KeyringBackend
 
 from core.errors import SecretBackendUnavailable
+from core.paths import data_dir
 from core.secrets.deadline import DeadlineRunner
 from core.secrets.encrypted_file import EncryptedFileVault, ScryptCost
 from core.secrets.probe import probe_backend
@@ -50,8 +50,7 @@ def upstream_token_key(cluster: str) -> str:
 
 def default_secrets_file() -> Path:
     """``$XDG_DATA_HOME/wicket/secrets.enc`` (default ``~/.local/share``)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "wicket" / "secrets.enc"
+    return data_dir("secrets.enc")
 
 
 class SecretStore:

@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 import pytest
 
 from core.aio.status import StatusServer, ensure_runtime_dir, read_all_status, to_jsonable
-from core.cli.status import human_bytes, human_duration, render_process
+from core.cli.status import human_duration, render_process
 from core.errors import ConfigError
+from core.format import host_port, human_bytes
 from core.pki.tokens import Token, TokenKind, encode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -361,3 +362,11 @@ async def test_cli_reads_processes_and_cleans_up_after_a_killed_one(
         finally:
             for proc in (agent, relay):
                 proc.kill()
+
+
+def test_host_port_brackets_ipv6_literals() -> None:
+    assert host_port("127.0.0.1", 6443) == "127.0.0.1:6443"
+    assert host_port("::1", 6443) == "[::1]:6443"
+    assert host_port("[::1]", "0") == "[::1]:0"
+    assert host_port("fe80::1%eth0", 443) == "[fe80::1%eth0]:443"
+    assert host_port("relay.example", 443) == "relay.example:443"

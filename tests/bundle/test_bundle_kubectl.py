@@ -35,7 +35,7 @@ import pytest
 
 from core.demo import DemoApiServer
 from core.kube.bundle import StateVolume
-from core.tunnel.relay_state import RelayState
+from core.registry.state import RelayState
 from tests.demo.kubectl import KUBECTL, Kubectl, Result, run_process
 
 if not KUBECTL.exists():  # pragma: no cover

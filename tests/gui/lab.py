@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.aio.relay import RelayConfig
+from core.format import utcnow
 from core.pki.tokens import parse
+from core.registry.state import RelayState
 from core.service import WicketService
-from core.tunnel.relay_state import RelayState, utcnow
 from gui.core_thread import CoreThread
 
 

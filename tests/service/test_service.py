@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from core.aio.relay import RelayConfig
+from core.format import utcnow
 from core.pki.tokens import parse
+from core.registry.state import RelayState
 from core.service import ServiceEvent, WicketService
-from core.tunnel.relay_state import RelayState, utcnow
 
 MiB = 1 << 20
 

@@ -26,10 +26,10 @@ from core.aio.agent import AGENT_MUX, Agent
 from core.aio.dial import Credentials, enroll
 from core.aio.endpoint import LocalEndpoint, RelayClient
 from core.aio.relay import Relay, RelayConfig
+from core.format import utcnow
 from core.pki.identity import Role
 from core.pki.tokens import Token, TokenKind, parse
 from core.protocol.mux import MuxConfig
-from core.tunnel.relay_state import utcnow
 from tests.support.leaks import no_leaks
 
 CLUSTER = "prod"

@@ -23,6 +23,7 @@ from core.aio.channel import ControlChannel
 from core.aio.dial import Credentials, connect_mux, enroll, hello
 from core.aio.relay import Relay, RelayConfig
 from core.errors import AuthError, PKIError
+from core.format import utcnow
 from core.pki import tls
 from core.pki.ca import CertificateAuthority, create_ca
 from core.pki.certs import make_csr, sign_csr, write_identity_files
@@ -31,7 +32,6 @@ from core.pki.keys import generate_key
 from core.pki.tokens import TokenKind
 from core.protocol.control import PROTOCOL_VERSION, Sender
 from core.protocol.preamble import EndpointKind, Status, StatusDecoder, StreamRequest
-from core.tunnel.relay_state import utcnow
 
 from .conftest import (
     CLUSTER,

@@ -424,7 +424,7 @@ async def test_thousands_of_idle_preauth_connections(
         f" ms, after {after_echo * 1000:.0f} ms"
     )
     # The first flood's handshake timeouts spent its sources' allowance of failures
-    # (core.tunnel.throttle): the second flood from them is refused before any TLS.
+    # (core.aio.throttle): the second flood from them is refused before any TLS.
     blocked = relay_lines(caplog, "throttling", since=mark)
     assert blocked and second.throttled > 0, (len(blocked), second.throttled)
     assert first.throttled == 0  # its timeouts come after all of it was opened

@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.aio.dial import enroll
+from core.aio.throttle import FailureThrottle
 from core.errors import AuthError, ConfigError, TunnelError
 from core.pki.identity import Role
 from core.pki.tokens import TokenKind
-from core.tunnel.throttle import FailureThrottle
 
 from .conftest import PROMPT, QUIET_MUX, World, relay_lines, replace_token
 

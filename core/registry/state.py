@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
+from core.format import utcnow
 from core.pki import files
 from core.pki.ca import CertificateAuthority, load_or_create_ca
 from core.pki.identity import is_valid_name
@@ -35,10 +36,6 @@ RELAY_FILE = "relay.json"
 class ClusterRecord:
     name: str
     public_port: int | None
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class RelayState:

@@ -1,0 +1,1 @@
+"""The relay's registry: its state directory, the tokens and identities it issued, its clusters."""

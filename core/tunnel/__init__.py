@@ -1,1 +1,0 @@
-"""Tunnel state that needs no event loop: the relay's cluster registry and token issuance."""
