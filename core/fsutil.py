@@ -34,9 +34,9 @@ def ensure_private_dir(path: Path | str) -> Path:
 
 
 def temp_name(target: Path | str) -> str:
-    """A fresh temp file name beside ``target``: ``.<name>.wicket-tmp-<random>``."""
+    """A fresh temp file name beside ``target``: ``.<name>.wicket-tmp-<random>.tmp``."""
     directory, base = os.path.split(os.fspath(target))
-    return os.path.join(directory, f".{base}{TEMP_MARK}{secrets.token_hex(4)}")
+    return os.path.join(directory, f".{base}{TEMP_MARK}{secrets.token_hex(4)}.tmp")
 
 
 def replace_atomic(
