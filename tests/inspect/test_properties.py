@@ -100,7 +100,7 @@ def test_websocket_v5_any_fragmentation_and_chunking(
 
 
 def spdy_session(code: int, out: bytes) -> tuple[bytes, bytes]:
-    c, s = spdy.FrameEncoder(), spdy.FrameEncoder()
+    c, s = spdy.SpdyFrameEncoder(), spdy.SpdyFrameEncoder()
     up = b"".join(
         c.encode(spdy.SynStream(sid, {"streamtype": [kind]}))
         for sid, kind in ((1, "error"), (3, "stdin"), (5, "stdout"))
@@ -136,7 +136,7 @@ def test_spdy_exec_any_chunking(code: int, out: bytes, cuts: list[int]) -> None:
     cuts=st.lists(st.integers(0, 20_000)),
 )
 def test_port_forward_inside_websocket(sizes: list[int], cuts: list[int]) -> None:
-    c, s = spdy.FrameEncoder(), spdy.FrameEncoder()
+    c, s = spdy.SpdyFrameEncoder(), spdy.SpdyFrameEncoder()
     up = down = b""
     for i, size in enumerate(sizes):
         rid = str(i)

@@ -2,7 +2,7 @@
 
 Bytes in (``receive_data``), events out (``events_received``), bytes out
 (``data_to_send``); every call that depends on time takes ``now`` (seconds, monotonic),
-and ``next_deadline()`` tells the adapter when to call ``handle_timer``. The wire
+and ``get_timer()`` tells the adapter when to call ``handle_timer``. The wire
 contract is docs/mux.md.
 """
 
@@ -18,9 +18,9 @@ from core.protocol.mux.frames import (
     MAX_UINT32,
     Flag,
     Frame,
-    FrameDecoder,
     FrameType,
     GoAwayCode,
+    MuxFrameDecoder,
     encode_header,
 )
 from core.protocol.mux.stats import SessionSnapshot, StreamSnapshot, StreamState
@@ -111,7 +111,7 @@ class MuxSession:
     def __init__(self, is_client: bool, now: float, config: MuxConfig | None = None) -> None:
         self.config = config or MuxConfig()
         self.is_client = is_client
-        self._decoder = FrameDecoder(self.config.max_window)
+        self._decoder = MuxFrameDecoder(self.config.max_window)
         self._streams: dict[int, _Stream] = {}
         self._backlog: deque[int] = deque()
         self._ready: deque[int] = deque()
@@ -132,7 +132,7 @@ class MuxSession:
         self._ping_id = 0
         self._ping_sent_at: float | None = None
         self._next_ping_at: float | None = now if self.config.keepalive_interval else None
-        #: Set whenever ``next_deadline()`` may have changed; a driver that re-reads it
+        #: Set whenever ``get_timer()`` may have changed; a driver that re-reads it
         #: clears the flag, and may skip the read while it stays clear.
         self.timers_changed = True
         self._rtt: float | None = None
@@ -280,7 +280,7 @@ class MuxSession:
                 if refused
                 else errors.StreamReset(f"stream {sid} reset by peer")
             )
-            self._events.append(ev.StreamReset(sid, error, final))
+            self._events.append(ev.StreamWasReset(sid, error, final))
             return
         if flags & _ACK and not stream.acked:
             stream.acked = True
@@ -364,7 +364,7 @@ class MuxSession:
         self._events.append(ev.StreamEnded(stream.stream_id))
         if nxt == _S.CLOSED:
             final = self._remove(stream, _S.CLOSED)
-            self._events.append(ev.StreamClosed(stream.stream_id, final))
+            self._events.append(ev.StreamFinished(stream.stream_id, final))
 
     # -- application actions -----------------------------------------------------------
 
@@ -499,7 +499,7 @@ class MuxSession:
 
     # -- time --------------------------------------------------------------------------
 
-    def next_deadline(self) -> float | None:
+    def get_timer(self) -> float | None:
         """When ``handle_timer`` must be called next (None: nothing is timed)."""
         if self._terminated is not None:
             return None
@@ -730,7 +730,7 @@ class MuxSession:
         stream.state = nxt
         if nxt == _S.CLOSED:
             final = self._remove(stream, _S.CLOSED)
-            self._events.append(ev.StreamClosed(stream.stream_id, final))
+            self._events.append(ev.StreamFinished(stream.stream_id, final))
 
     def _replenish(self, stream: _Stream, now: float) -> None:
         """Send a window update once half the window is free again.
@@ -786,7 +786,7 @@ class MuxSession:
     def _reset_with(self, stream: _Stream, error: errors.StreamError) -> None:
         self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream.stream_id, 0))
         final = self._remove(stream, _S.RESET)
-        self._events.append(ev.StreamReset(stream.stream_id, error, final))
+        self._events.append(ev.StreamWasReset(stream.stream_id, error, final))
 
     def _remove(self, stream: _Stream, state: StreamState) -> StreamSnapshot:
         stream.state = state
