@@ -32,6 +32,7 @@ peer sent something invalid.
     │   │   ├── WriteTimeout (TimeoutError)   the stream was reset because of it
     │   │   └── CloseTimeout (TimeoutError)
     │   └── LimitExceeded                     streams, pending opens, buffered bytes
+    │       └── StreamIdsExhausted            every local stream id (2**32) was used
     ├── TunnelError
     │   ├── AuthError                         credentials or certificates refused
     │   ├── UpstreamUnavailable               no agent, target down
@@ -158,6 +159,13 @@ class CloseTimeout(StreamError, TimeoutError):
 
 class LimitExceeded(MuxError):
     """A configured limit (streams, pending opens, buffered bytes) was reached."""
+
+
+class StreamIdsExhausted(LimitExceeded):
+    """This side used every stream id yamux's 32 bits allow: only a new session helps.
+
+    Not ``SessionGoneAway``: the peer did not go away, and other streams go on.
+    """
 
 
 # -- tunnel --------------------------------------------------------------------------

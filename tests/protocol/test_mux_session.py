@@ -7,7 +7,13 @@ import pytest
 from core import errors
 from core.protocol.mux import INITIAL_WINDOW, MuxConfig, MuxSession, StreamState
 from core.protocol.mux import events as ev
-from core.protocol.mux.frames import Flag, FrameType, MuxFrameDecoder, encode_header
+from core.protocol.mux.frames import (
+    MAX_UINT32,
+    Flag,
+    FrameType,
+    MuxFrameDecoder,
+    encode_header,
+)
 from tests.protocol.mux_harness import Pair
 
 MiB = 1 << 20
@@ -389,6 +395,24 @@ def test_stream_limit_and_pending_open_limit() -> None:
     c2.open_stream(0.0)
     with pytest.raises(errors.LimitExceeded, match="stream limit"):
         c2.open_stream(0.0)
+
+
+def test_running_out_of_stream_ids_is_a_limit_not_a_go_away() -> None:
+    p = Pair()
+    p.client._next_id = MAX_UINT32  # the last odd id (2**32 opens are too slow to make)
+    last = p.client.open_stream(p.now, b"x")
+    assert last == MAX_UINT32
+    with pytest.raises(errors.StreamIdsExhausted, match="exhausted") as caught:
+        p.client.open_stream(p.now)
+    assert isinstance(caught.value, errors.LimitExceeded)
+    assert not isinstance(caught.value, errors.SessionClosed)
+    assert not p.client.going_away
+    p.pump()
+    assert p.server.accept_stream(p.now) == last  # the session and its streams go on
+    p.pump()
+    p.client.send_data(last, b"y", p.now)
+    p.pump()
+    assert p.received[False][last] == b"xy"
 
 
 def test_round_robin_is_fair_between_streams() -> None:

@@ -382,7 +382,7 @@ class MuxSession:
             raise errors.LimitExceeded("session buffer budget spent")
         sid = self._next_id
         if sid > MAX_UINT32:
-            raise errors.SessionGoneAway("stream ids exhausted")
+            raise errors.StreamIdsExhausted(f"stream ids exhausted (next would be {sid})")
         self._next_id += 2
         stream = _Stream(sid, outbound=True, now=now)
         stream.open_deadline = now + cfg.open_timeout
