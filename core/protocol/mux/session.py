@@ -24,19 +24,11 @@ from core.protocol.mux.frames import (
     encode_header,
 )
 from core.protocol.mux.stats import SessionSnapshot, StreamSnapshot, StreamState
+from core.protocol.mux.transitions import next_state
 
 _S = StreamState
 #: Plain ints: an IntFlag operand turns every ``&`` into an enum construction.
 _SYN, _ACK, _FIN, _RST = (int(f) for f in (Flag.SYN, Flag.ACK, Flag.FIN, Flag.RST))
-
-#: (state, action) → next state. A pair that is missing is a protocol error.
-_TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
-    (_S.OPEN, "send_fin"): _S.LOCAL_CLOSED,
-    (_S.OPEN, "recv_fin"): _S.REMOTE_CLOSED,
-    (_S.LOCAL_CLOSED, "recv_fin"): _S.CLOSED,
-    (_S.REMOTE_CLOSED, "send_fin"): _S.CLOSED,
-    **{(s, "rst"): _S.RESET for s in (_S.OPEN, _S.LOCAL_CLOSED, _S.REMOTE_CLOSED)},
-}
 
 
 class _Stream:
@@ -274,7 +266,7 @@ class MuxSession:
         stream.last_activity = now
         if flags & _RST:
             refused = not stream.acked
-            final = self._remove(stream, _S.RESET)
+            final = self._abort(stream, remote=True)
             error: errors.StreamError = (
                 errors.StreamRefused(f"stream {sid} refused by peer")
                 if refused
@@ -328,7 +320,9 @@ class MuxSession:
                 stream, errors.StreamReset(f"peer sent {n} bytes beyond the window on {sid}")
             )
             return False
-        if stream.state in (_S.REMOTE_CLOSED, _S.CLOSED):
+        try:
+            next_state(stream.state, "recv_data", remote=True, stream_id=sid)
+        except errors.RemoteProtocolError:
             self._reset_with(stream, errors.StreamReset(f"peer sent data after FIN on {sid}"))
             return False
         stream.recv_window -= n
@@ -354,16 +348,16 @@ class MuxSession:
             self._mark_ready(stream)
 
     def _receive_fin(self, stream: _Stream) -> None:
-        nxt = _TRANSITIONS.get((stream.state, "recv_fin"))
-        if nxt is None:
-            self._reset_with(
-                stream, errors.StreamReset(f"unexpected FIN on stream {stream.stream_id}")
-            )
+        sid = stream.stream_id
+        try:
+            nxt = next_state(stream.state, "recv_fin", remote=True, stream_id=sid)
+        except errors.RemoteProtocolError:
+            self._reset_with(stream, errors.StreamReset(f"unexpected FIN on stream {sid}"))
             return
         stream.state = nxt
-        self._events.append(ev.StreamEnded(stream.stream_id))
+        self._events.append(ev.StreamEnded(sid))
         if nxt == _S.CLOSED:
-            final = self._remove(stream, _S.CLOSED)
+            final = self._remove(stream)
             self._events.append(ev.StreamFinished(stream.stream_id, final))
 
     # -- application actions -----------------------------------------------------------
@@ -466,7 +460,7 @@ class MuxSession:
         stream = self._streams.get(stream_id)
         if stream is not None:
             self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream_id, 0))
-            self._remove(stream, _S.RESET)
+            self._abort(stream, remote=False)
 
     def consumed(self, stream_id: int, n: int, now: float) -> None:
         """The application took ``n`` received bytes: window credit may go back."""
@@ -722,14 +716,10 @@ class MuxSession:
         self._advance_fin(stream)
 
     def _advance_fin(self, stream: _Stream) -> None:
-        nxt = _TRANSITIONS.get((stream.state, "send_fin"))
-        if nxt is None:
-            raise errors.LocalProtocolError(
-                f"FIN in state {stream.state.value} on stream {stream.stream_id}"
-            )
+        nxt = next_state(stream.state, "send_fin", remote=False, stream_id=stream.stream_id)
         stream.state = nxt
         if nxt == _S.CLOSED:
-            final = self._remove(stream, _S.CLOSED)
+            final = self._remove(stream)
             self._events.append(ev.StreamFinished(stream.stream_id, final))
 
     def _replenish(self, stream: _Stream, now: float) -> None:
@@ -785,14 +775,18 @@ class MuxSession:
 
     def _reset_with(self, stream: _Stream, error: errors.StreamError) -> None:
         self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream.stream_id, 0))
-        final = self._remove(stream, _S.RESET)
+        final = self._abort(stream, remote=False)
         self._events.append(ev.StreamWasReset(stream.stream_id, error, final))
 
-    def _remove(self, stream: _Stream, state: StreamState) -> StreamSnapshot:
-        stream.state = state
+    def _abort(self, stream: _Stream, *, remote: bool) -> StreamSnapshot:
+        """Reset ``stream`` (``remote``: by the peer's RST) and take it out of the session."""
+        stream.state = next_state(stream.state, "rst", remote=remote, stream_id=stream.stream_id)
+        return self._remove(stream)
+
+    def _remove(self, stream: _Stream) -> StreamSnapshot:
+        """Free a stream that reached ``CLOSED`` or ``RESET``; its final counters."""
         sid = stream.stream_id
-        if self._streams.pop(sid, None) is None:
-            return self._stream_snapshot(stream)
+        del self._streams[sid]  # the table let a live stream only get here
         self._reserved -= stream.recv_size
         if not stream.acked:
             self._pending_opens -= 1
@@ -811,7 +805,7 @@ class MuxSession:
         self._terminated = error
         self.timers_changed = True
         for stream in list(self._streams.values()):
-            self._remove(stream, _S.RESET)
+            self._abort(stream, remote=False)
         self._backlog.clear()
         self._ready.clear()
         self._events.append(ev.SessionTerminated(error))
