@@ -320,12 +320,11 @@ class SpdyFrameEncoder:
                     + self._headers.compress(frame.headers)
                 )
                 return _control(ControlType.SYN_STREAM, flags, payload)
-            case SynReply(stream_id, headers, fin):
+            case SynReply(stream_id, headers, fin) | HeadersFrame(stream_id, headers, fin):
+                reply = isinstance(frame, SynReply)
+                ctype = ControlType.SYN_REPLY if reply else ControlType.HEADERS
                 payload = _U32.pack(_u31(stream_id, "stream id")) + self._headers.compress(headers)
-                return _control(ControlType.SYN_REPLY, FLAG_FIN if fin else 0, payload)
-            case HeadersFrame(stream_id, headers, fin):
-                payload = _U32.pack(_u31(stream_id, "stream id")) + self._headers.compress(headers)
-                return _control(ControlType.HEADERS, FLAG_FIN if fin else 0, payload)
+                return _control(ctype, FLAG_FIN if fin else 0, payload)
             case RstStream(stream_id, status):
                 payload = _TWO_U32.pack(_u31(stream_id, "stream id"), status)
                 return _control(ControlType.RST_STREAM, 0, payload)
