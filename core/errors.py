@@ -22,7 +22,7 @@ peer sent something invalid.
     │   └── RemoteProtocolError               the peer broke the protocol
     ├── MuxError
     │   ├── SessionClosed (ConnectionError)   the session is gone (reason attached)
-    │   │   ├── SessionGoneAway               the peer sent GoAway: no new streams
+    │   │   ├── SessionGoneAway               GoAway sent or received: no new streams
     │   │   └── KeepaliveTimeout (TimeoutError)
     │   ├── StreamError
     │   │   ├── StreamReset (ConnectionResetError)
@@ -32,7 +32,7 @@ peer sent something invalid.
     │   │   ├── WriteTimeout (TimeoutError)   the stream was reset because of it
     │   │   └── CloseTimeout (TimeoutError)
     │   └── LimitExceeded                     streams, pending opens, buffered bytes
-    │       └── StreamIdsExhausted            every local stream id (2**32) was used
+    │       └── StreamIdsExhausted            this side's 32-bit stream ids are used up
     ├── TunnelError
     │   ├── AuthError                         credentials or certificates refused
     │   ├── UpstreamUnavailable               no agent, target down
@@ -122,7 +122,7 @@ class SessionClosed(MuxError, ConnectionError):
 
 
 class SessionGoneAway(SessionClosed):
-    """The peer sent GoAway: it accepts no new streams."""
+    """GoAway was sent or received: no new streams (a GoAway with an error ends it all)."""
 
 
 class KeepaliveTimeout(SessionClosed, TimeoutError):
