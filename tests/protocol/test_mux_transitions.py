@@ -56,7 +56,7 @@ def _reset_by_peer(p: Pair, sid: int) -> None:
 def _reset_by_timeout(p: Pair, sid: int) -> None:
     """Our RST after a timeout: a write without window, or a peer lingering after our FIN."""
     cfg = p.client.config
-    if p.client.outbox_size(sid) == 0 and _state_of(p, sid) is _S.LOCAL_CLOSED:
+    if _state_of(p, sid) is _S.LOCAL_CLOSED:
         p.client.close_stream(sid, p.now)
         p.advance(cfg.close_timeout + 1)
         return
