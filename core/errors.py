@@ -22,7 +22,7 @@ peer sent something invalid.
     │   └── RemoteProtocolError               the peer broke the protocol
     ├── MuxError
     │   ├── SessionClosed (ConnectionError)   the session is gone (reason attached)
-    │   │   ├── SessionGoneAway               the peer sent GoAway: no new streams
+    │   │   ├── SessionGoneAway               GoAway sent or received: no new streams
     │   │   └── KeepaliveTimeout (TimeoutError)
     │   ├── StreamError
     │   │   ├── StreamReset (ConnectionResetError)
@@ -32,6 +32,7 @@ peer sent something invalid.
     │   │   ├── WriteTimeout (TimeoutError)   the stream was reset because of it
     │   │   └── CloseTimeout (TimeoutError)
     │   └── LimitExceeded                     streams, pending opens, buffered bytes
+    │       └── StreamIdsExhausted            this side's 32-bit stream ids are used up
     ├── TunnelError
     │   ├── AuthError                         credentials or certificates refused
     │   ├── UpstreamUnavailable               no agent, target down
@@ -121,7 +122,7 @@ class SessionClosed(MuxError, ConnectionError):
 
 
 class SessionGoneAway(SessionClosed):
-    """The peer sent GoAway: it accepts no new streams."""
+    """GoAway was sent or received: no new streams (a GoAway with an error ends it all)."""
 
 
 class KeepaliveTimeout(SessionClosed, TimeoutError):
@@ -158,6 +159,13 @@ class CloseTimeout(StreamError, TimeoutError):
 
 class LimitExceeded(MuxError):
     """A configured limit (streams, pending opens, buffered bytes) was reached."""
+
+
+class StreamIdsExhausted(LimitExceeded):
+    """This side used every stream id yamux's 32 bits allow: only a new session helps.
+
+    Not ``SessionGoneAway``: the peer did not go away, and other streams go on.
+    """
 
 
 # -- tunnel --------------------------------------------------------------------------

@@ -557,9 +557,9 @@ class MuxConnection(asyncio.BufferedProtocol):
                 stream._protocol.resume_writing()
         elif isinstance(event, ev.StreamIncoming):
             self._incoming(event.stream_id)
-        elif isinstance(event, ev.StreamClosed):
+        elif isinstance(event, ev.StreamFinished):
             self._gone(event.stream_id, None, event.final)
-        elif isinstance(event, ev.StreamReset):
+        elif isinstance(event, ev.StreamWasReset):
             self._gone(event.stream_id, event.error, event.final)
         elif isinstance(event, ev.PongReceived):
             waiters, self._ping_waiters = self._ping_waiters, []
@@ -619,7 +619,7 @@ class MuxConnection(asyncio.BufferedProtocol):
         if not session.timers_changed:
             return  # the armed timer (or none) still stands
         session.timers_changed = False
-        deadline = session.next_deadline()
+        deadline = session.get_timer()
         if deadline is None:
             if self._timer is not None:
                 self._timer.cancel()

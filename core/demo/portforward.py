@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 from core.demo.transport import ByteLink, close_writer, pump_spdy
 from core.protocol.spdy import (
+    RstStreamReceived,
     SpdyConnection,
     SpdyEvent,
     StreamDataReceived,
     StreamEnded,
     StreamOpened,
-    StreamReset,
 )
 
 READ_SIZE = 64 * 1024
@@ -64,7 +64,7 @@ class PortForwardSession:
         if isinstance(event, StreamOpened):
             self._opened(event)
             return
-        if not isinstance(event, StreamDataReceived | StreamEnded | StreamReset):
+        if not isinstance(event, StreamDataReceived | StreamEnded | RstStreamReceived):
             return
         fwd = self.by_stream.get(event.stream_id)
         if fwd is None or event.stream_id != fwd.data_id:

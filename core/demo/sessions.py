@@ -24,11 +24,11 @@ from core.protocol.k8s_channels import (
     parse_resize,
 )
 from core.protocol.spdy import (
+    RstStreamReceived,
     SpdyConnection,
     StreamDataReceived,
     StreamEnded,
     StreamOpened,
-    StreamReset,
 )
 
 Runner = Callable[[ExecIO], Awaitable[bytes]]
@@ -159,7 +159,7 @@ class _SpdyExec:
                     for size in self.resize.receive_data(event.data):
                         self.io.resize.put_nowait(size)
         elif (
-            isinstance(event, StreamEnded | StreamReset)
+            isinstance(event, StreamEnded | RstStreamReceived)
             and self.channel_of.get(event.stream_id) == Channel.STDIN
         ):
             await self.io.stdin.put(None)

@@ -293,7 +293,7 @@ class HttpProxy:
         if self.state is ProxyState.CLOSED:
             return
         if self.state is ProxyState.UPGRADED:
-            self._raw_from_client(data, now)
+            self._raw(data, now, from_client=True)
             return
         if self._current is not None and self._client.their_state is not h11.SEND_BODY:
             self._held += len(data)
@@ -304,7 +304,7 @@ class HttpProxy:
         if self.state is ProxyState.CLOSED:
             return
         if self.state is ProxyState.UPGRADED:
-            self._raw_from_upstream(data, now)
+            self._raw(data, now, from_client=False)
             return
         self._upstream.receive_data(data)
         self._pump_upstream(now)
@@ -552,39 +552,36 @@ class HttpProxy:
         self.state = ProxyState.UPGRADED
         self._held = 0
         if late:
-            self._raw_from_upstream(late, now)
+            self._raw(late, now, from_client=False)
         if early:
-            self._raw_from_client(early, now)
+            self._raw(early, now, from_client=True)
         if upstream_closed:
-            self._raw_from_upstream(b"", now)
+            self._raw(b"", now, from_client=False)
         if client_closed:
-            self._raw_from_client(b"", now)
+            self._raw(b"", now, from_client=True)
 
     # -- upgraded ------------------------------------------------------------------
 
-    def _raw_from_client(self, data: bytes, now: float) -> None:
+    def _raw(self, data: bytes, now: float, *, from_client: bool) -> None:
+        """Upgraded bytes from one side: counted, queued for the other side, and only
+        then copied to the passive decoder; ``b""`` is that side's EOF."""
         exchange = self._current
         assert exchange is not None
         if not data:
-            self.upstream_eof_to_send = True
+            if from_client:
+                self.upstream_eof_to_send = True
+            else:
+                self.client_eof_to_send = True
             self._maybe_done(now)
             return
-        exchange.bytes_up += len(data)
-        self._to_upstream += data
+        if from_client:
+            exchange.bytes_up += len(data)
+            self._to_upstream += data
+        else:
+            exchange.bytes_down += len(data)
+            self._to_client += data
         if self._decoder is not None:
-            self._decoder.client_data(data)
-
-    def _raw_from_upstream(self, data: bytes, now: float) -> None:
-        exchange = self._current
-        assert exchange is not None
-        if not data:
-            self.client_eof_to_send = True
-            self._maybe_done(now)
-            return
-        exchange.bytes_down += len(data)
-        self._to_client += data
-        if self._decoder is not None:
-            self._decoder.server_data(data)
+            (self._decoder.client_data if from_client else self._decoder.server_data)(data)
 
     def _maybe_done(self, now: float) -> None:
         if self.client_eof_to_send and self.upstream_eof_to_send:

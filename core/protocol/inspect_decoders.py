@@ -142,11 +142,11 @@ class _SpdyStream:
 
 
 class SpdyInspector(_BothSides):
-    """Both directions of one SPDY/3.1 connection, each through its own ``FrameDecoder``."""
+    """Both directions of one SPDY/3.1 connection, each through its own ``SpdyFrameDecoder``."""
 
     def __init__(self, detail: SessionDetail) -> None:
         super().__init__(detail, "SPDY")
-        self._decoders = (spdy.FrameDecoder(), spdy.FrameDecoder())
+        self._decoders = (spdy.SpdyFrameDecoder(), spdy.SpdyFrameDecoder())
         self._streams: dict[int, _SpdyStream] = {}
         self._by_request: dict[str, PortConnection] = {}
 

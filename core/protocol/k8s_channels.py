@@ -133,10 +133,7 @@ def status_exit_code(exit_code: int) -> bytes:
 
 def exit_code_from_status(raw: bytes) -> int | None:
     """0 for Success, the code for NonZeroExitCode, None for other failures."""
-    try:
-        status = json.loads(raw)
-    except ValueError as exc:
-        raise RemoteProtocolError(f"error channel is not JSON: {exc}") from exc
+    status = _json(raw, "error channel")
     if not isinstance(status, dict):
         raise RemoteProtocolError("error channel is not a Status object")
     if status.get("status") == "Success":
@@ -162,11 +159,15 @@ class TerminalSize:
 
 def parse_resize(raw: bytes) -> TerminalSize:
     """One resize JSON object: ``{"Width":W,"Height":H}``."""
+    return _size(_json(raw, "resize message"))
+
+
+def _json(raw: bytes, what: str) -> object:
+    """A JSON value from the peer; bytes that are not JSON are its protocol error."""
     try:
-        obj = json.loads(raw)
+        return json.loads(raw)
     except ValueError as exc:
-        raise RemoteProtocolError(f"resize message is not JSON: {exc}") from exc
-    return _size(obj)
+        raise RemoteProtocolError(f"{what} is not JSON: {exc}") from exc
 
 
 def _size(obj: object) -> TerminalSize:

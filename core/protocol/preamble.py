@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
 
 from core.errors import LocalProtocolError, RemoteProtocolError
 from core.pki.identity import NAME_MAX, is_valid_name
@@ -27,6 +28,7 @@ MAX_FIELD = 255
 MAX_REQUEST_SIZE = _REQUEST_HEADER + NAME_MAX + MAX_FIELD
 _PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e]*")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_T = TypeVar("_T")
 
 
 class EndpointKind(enum.IntEnum):
@@ -96,18 +98,42 @@ class StreamStatus:
         return bytes([self.status, len(message)]) + message
 
 
-class RequestDecoder:
-    """Decode one ``StreamRequest``; then hand the stream to the splice."""
+class _OneShotDecoder(Generic[_T]):
+    """Buffers until one value is complete, then hands it back with the bytes after it.
+
+    The bytes after it are the start of the user's stream; a second value is never
+    decoded (the stream belongs to the splice from then on).
+    """
+
+    _what: ClassVar[str]
 
     def __init__(self) -> None:
         self._buffer = b""
         self._done = False
 
-    def receive_data(self, data: bytes) -> tuple[StreamRequest, bytes] | None:
-        """``(request, remaining bytes)`` once complete, else ``None`` (need more)."""
+    def receive_data(self, data: bytes) -> tuple[_T, bytes] | None:
+        """``(value, remaining bytes)`` once complete, else ``None`` (need more)."""
         if self._done:
-            raise LocalProtocolError("the preamble is already decoded")
+            raise LocalProtocolError(f"the {self._what} is already decoded")
         buf = self._buffer = self._buffer + data
+        parsed = self._parse(buf)
+        if parsed is None:
+            return None
+        value, end = parsed
+        self._done, self._buffer = True, b""
+        return value, buf[end:]
+
+    def _parse(self, buf: bytes) -> tuple[_T, int] | None:
+        """The value and where it ends, ``None`` to wait; every byte checked on arrival."""
+        raise NotImplementedError
+
+
+class RequestDecoder(_OneShotDecoder[StreamRequest]):
+    """Decode one ``StreamRequest``; then hand the stream to the splice."""
+
+    _what = "preamble"
+
+    def _parse(self, buf: bytes) -> tuple[StreamRequest, int] | None:
         _check_magic(buf)
         if len(buf) < _REQUEST_HEADER:
             return None
@@ -129,23 +155,15 @@ class RequestDecoder:
             raise _bad("invalid cluster name")
         if not _PRINTABLE_ASCII.fullmatch(client):
             raise _bad("client address is not printable ASCII")
-        self._done, self._buffer = True, b""
-        request = StreamRequest(cluster.decode(), EndpointKind(kind), client.decode())
-        return request, buf[end:]
+        return StreamRequest(cluster.decode(), EndpointKind(kind), client.decode()), end
 
 
-class StatusDecoder:
+class StatusDecoder(_OneShotDecoder[StreamStatus]):
     """Decode the acceptor's ``StreamStatus``."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._done = False
+    _what = "status"
 
-    def receive_data(self, data: bytes) -> tuple[StreamStatus, bytes] | None:
-        """``(status, remaining bytes)`` once complete, else ``None`` (need more)."""
-        if self._done:
-            raise LocalProtocolError("the status is already decoded")
-        buf = self._buffer = self._buffer + data
+    def _parse(self, buf: bytes) -> tuple[StreamStatus, int] | None:
         if not buf:
             return None
         if buf[0] not in _STATUSES:
@@ -164,8 +182,7 @@ class StatusDecoder:
             raise _bad("status message is not UTF-8") from exc
         if _CONTROL_CHARS.search(message):
             raise _bad("status message contains control characters")
-        self._done, self._buffer = True, b""
-        return StreamStatus(status, message), buf[end:]
+        return StreamStatus(status, message), end
 
 
 def _check_magic(buf: bytes) -> None:

@@ -5,9 +5,9 @@ Three layers, each usable on its own:
 * frames (``DataFrame``, ``SynStream`` ...) and the header-block codec: one zlib stream
   per direction per connection, primed with the SPDY/3 dictionary, SYNC_FLUSH after
   every block;
-* ``FrameDecoder`` / ``FrameEncoder``: bytes in, frames out (and back). A passive
-  inspector runs one ``FrameDecoder`` per direction of a connection and sees every frame,
-  in either direction, without taking part;
+* ``SpdyFrameDecoder`` / ``SpdyFrameEncoder``: bytes in, frames out (and back). A
+  passive inspector runs one ``SpdyFrameDecoder`` per direction of a connection and
+  sees every frame, in either direction, without taking part;
 * ``SpdyConnection``: one endpoint's state (stream ids, replies, PING echo) on top of the
   codec: ``receive_data()``, ``events_received()``, ``data_to_send()``.
 
@@ -33,8 +33,6 @@ __all__ = [
     "ControlType",
     "DataFrame",
     "Frame",
-    "FrameDecoder",
-    "FrameEncoder",
     "GoAway",
     "GoAwayReceived",
     "HeaderCompressor",
@@ -46,14 +44,16 @@ __all__ = [
     "PingReceived",
     "RstStatus",
     "RstStream",
+    "RstStreamReceived",
     "Settings",
     "SpdyConnection",
     "SpdyEvent",
+    "SpdyFrameDecoder",
+    "SpdyFrameEncoder",
     "StreamDataReceived",
     "StreamEnded",
     "StreamOpened",
     "StreamReplied",
-    "StreamReset",
     "SynReply",
     "SynStream",
     "UnknownControlFrame",
@@ -292,7 +292,7 @@ def _control(ctype: int, flags: int, payload: bytes) -> bytes:
     return struct.pack(">HHI", 0x8000 | VERSION, ctype, (flags << 24) | len(payload)) + payload
 
 
-class FrameEncoder:
+class SpdyFrameEncoder:
     """Serialises frames of one direction (owns that direction's header compressor)."""
 
     def __init__(self) -> None:
@@ -320,12 +320,11 @@ class FrameEncoder:
                     + self._headers.compress(frame.headers)
                 )
                 return _control(ControlType.SYN_STREAM, flags, payload)
-            case SynReply(stream_id, headers, fin):
+            case SynReply(stream_id, headers, fin) | HeadersFrame(stream_id, headers, fin):
+                reply = isinstance(frame, SynReply)
+                ctype = ControlType.SYN_REPLY if reply else ControlType.HEADERS
                 payload = _U32.pack(_u31(stream_id, "stream id")) + self._headers.compress(headers)
-                return _control(ControlType.SYN_REPLY, FLAG_FIN if fin else 0, payload)
-            case HeadersFrame(stream_id, headers, fin):
-                payload = _U32.pack(_u31(stream_id, "stream id")) + self._headers.compress(headers)
-                return _control(ControlType.HEADERS, FLAG_FIN if fin else 0, payload)
+                return _control(ctype, FLAG_FIN if fin else 0, payload)
             case RstStream(stream_id, status):
                 payload = _TWO_U32.pack(_u31(stream_id, "stream id"), status)
                 return _control(ControlType.RST_STREAM, 0, payload)
@@ -348,12 +347,17 @@ class FrameEncoder:
         raise LocalProtocolError(f"not a SPDY frame: {frame!r}")  # pragma: no cover
 
 
-class FrameDecoder:
+class SpdyFrameDecoder:
     """Turns one direction's byte stream into frames, fed in chunks of any size.
 
     Header blocks are decompressed in arrival order through this direction's zlib
     context, so every frame carrying one must pass through the same decoder.
     After a ``RemoteProtocolError`` the decoder is unusable (the stream is lost).
+
+    API: ``receive_data()`` buffers, ``next_frame()`` pulls one frame at a time and
+    *raises* on the first invalid one, so a reader handles every frame before it.
+    (``MuxFrameDecoder`` is the yamux one: ``feed()`` returns a list and keeps the
+    error, because the session answers errors with a GoAway, not an exception.)
     """
 
     def __init__(self, max_data_length: int = MAX_LENGTH) -> None:
@@ -498,7 +502,9 @@ class StreamEnded:
 
 
 @dataclass(frozen=True)
-class StreamReset:
+class RstStreamReceived:
+    """The peer reset the stream (RST_STREAM); ``status`` is an ``RstStatus`` value."""
+
     stream_id: int
     status: int
 
@@ -526,7 +532,7 @@ SpdyEvent = (
     | StreamReplied
     | StreamDataReceived
     | StreamEnded
-    | StreamReset
+    | RstStreamReceived
     | PingReceived
     | PingAcked
     | GoAwayReceived
@@ -549,8 +555,8 @@ class SpdyConnection:
     """
 
     client_side: bool = False
-    _decoder: FrameDecoder = field(default_factory=FrameDecoder)
-    _encoder: FrameEncoder = field(default_factory=FrameEncoder)
+    _decoder: SpdyFrameDecoder = field(default_factory=SpdyFrameDecoder)
+    _encoder: SpdyFrameEncoder = field(default_factory=SpdyFrameEncoder)
     _out: bytearray = field(default_factory=bytearray)
     _events: list[SpdyEvent] = field(default_factory=list)
     _streams: dict[int, _Stream] = field(default_factory=dict)
@@ -687,7 +693,7 @@ class SpdyConnection:
                     self._remote_end(stream_id, stream)
             case RstStream(stream_id, status):
                 if self._streams.pop(stream_id, None) is not None:
-                    self._events.append(StreamReset(stream_id, status))
+                    self._events.append(RstStreamReceived(stream_id, status))
             case Ping(ping_id):
                 if (ping_id % 2 == 1) != self.client_side:
                     self._send(frame)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -11,7 +12,12 @@ from hypothesis import strategies as st
 
 from core.protocol import spdy
 from core.protocol.http_proxy import HttpProxy, ProxyPolicy, ProxyState, UpgradeState
-from core.protocol.inspect_decoders import SessionDetail, SpdyInspector, WebSocketInspector
+from core.protocol.inspect_decoders import (
+    PassiveDecoder,
+    SessionDetail,
+    SpdyInspector,
+    WebSocketInspector,
+)
 from core.protocol.k8s_channels import status_exit_code, status_success
 from tests.inspect.backend import Desync, parse_request
 
@@ -100,7 +106,7 @@ def test_websocket_v5_any_fragmentation_and_chunking(
 
 
 def spdy_session(code: int, out: bytes) -> tuple[bytes, bytes]:
-    c, s = spdy.FrameEncoder(), spdy.FrameEncoder()
+    c, s = spdy.SpdyFrameEncoder(), spdy.SpdyFrameEncoder()
     up = b"".join(
         c.encode(spdy.SynStream(sid, {"streamtype": [kind]}))
         for sid, kind in ((1, "error"), (3, "stdin"), (5, "stdout"))
@@ -136,7 +142,7 @@ def test_spdy_exec_any_chunking(code: int, out: bytes, cuts: list[int]) -> None:
     cuts=st.lists(st.integers(0, 20_000)),
 )
 def test_port_forward_inside_websocket(sizes: list[int], cuts: list[int]) -> None:
-    c, s = spdy.FrameEncoder(), spdy.FrameEncoder()
+    c, s = spdy.SpdyFrameEncoder(), spdy.SpdyFrameEncoder()
     up = down = b""
     for i, size in enumerate(sizes):
         rid = str(i)
@@ -163,20 +169,49 @@ def test_port_forward_inside_websocket(sizes: list[int], cuts: list[int]) -> Non
     ]
 
 
+def _fed_garbage(
+    kind: str, side: bool, data: bytes, step: int
+) -> tuple[SessionDetail, PassiveDecoder]:
+    """``data`` to one side and reversed to the server, in pieces of ``step`` bytes."""
+    detail = SessionDetail()
+    inspector: PassiveDecoder = (
+        SpdyInspector(detail)
+        if kind == "spdy"
+        else WebSocketInspector(detail, "SPDY/3.1+portforward.k8s.io" if kind == "pf" else None)
+    )
+    feed = inspector.client_data if side else inspector.server_data
+    for start in range(0, len(data), step):
+        feed(data[start : start + step])
+    reversed_data = data[::-1]
+    for start in range(0, len(reversed_data), step):
+        inspector.server_data(reversed_data[start : start + step])
+    return detail, inspector
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     data=st.binary(max_size=2000), side=st.booleans(), kind=st.sampled_from(["ws", "pf", "spdy"])
 )
 def test_decoders_survive_garbage(data: bytes, side: bool, kind: str) -> None:
-    detail = SessionDetail()
-    inspector = (
-        SpdyInspector(detail)
-        if kind == "spdy"
-        else WebSocketInspector(detail, "SPDY/3.1+portforward.k8s.io" if kind == "pf" else None)
-    )
-    (inspector.client_data if side else inspector.server_data)(data)
-    inspector.server_data(data[::-1])
-    inspector.finish()  # never raises: at most detail.error is set
+    """Garbage never raises, reads the same however it is cut, and leaves a sane detail."""
+    detail, inspector = _fed_garbage(kind, side, data, max(len(data), 1))
+    byte_by_byte, _ = _fed_garbage(kind, side, data, 1)
+    assert byte_by_byte == detail
+    assert detail.error is None or (isinstance(detail.error, str) and detail.error)
+    assert all(isinstance(name, str) for name in detail.channels)
+    assert detail.exit_code is None or isinstance(detail.exit_code, int)
+    from_client = len(data) if side else 0
+    from_server = len(data) * (1 if side else 2)
+    assert all(c.bytes_up >= 0 and c.bytes_down >= 0 for c in detail.connections)
+    assert sum(c.bytes_up for c in detail.connections) <= from_client
+    assert sum(c.bytes_down for c in detail.connections) <= from_server
+    assert all(count > 0 for count in detail.events.values())
+    assert detail.lines == 0  # no line counter among these decoders
+    before = copy.deepcopy(detail)
+    inspector.finish()
+    inspector.client_data(data)
+    inspector.server_data(data)
+    assert detail == before  # after finish(), nothing more is decoded
 
 
 def run_proxy(client: list[bytes], upstream: list[bytes]) -> tuple[HttpProxy, bytes, bytes]:

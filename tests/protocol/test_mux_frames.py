@@ -14,8 +14,8 @@ from core.protocol.mux.frames import (
     HEADER_SIZE,
     Flag,
     Frame,
-    FrameDecoder,
     FrameType,
+    MuxFrameDecoder,
     encode_frame,
     encode_header,
 )
@@ -43,7 +43,7 @@ def frames(draw: st.DrawFn) -> Frame:
 @given(st.lists(frames(), max_size=20))
 def test_round_trip(items: list[Frame]) -> None:
     wire = b"".join(encode_frame(f) for f in items)
-    assert FrameDecoder(MAX).feed(wire) == items
+    assert MuxFrameDecoder(MAX).feed(wire) == items
 
 
 @given(st.lists(frames(), max_size=12), st.binary(max_size=40), st.data())
@@ -51,10 +51,10 @@ def test_split_feeding_equals_one_chunk(
     items: list[Frame], tail: bytes, data: st.DataObject
 ) -> None:
     wire = b"".join(encode_frame(f) for f in items) + tail
-    whole = FrameDecoder(MAX)
+    whole = MuxFrameDecoder(MAX)
     expected = whole.feed(wire)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=10)))
-    split = FrameDecoder(MAX)
+    split = MuxFrameDecoder(MAX)
     got: list[Frame] = []
     prev = 0
     for cut in [*cuts, len(wire)]:
@@ -72,7 +72,7 @@ def test_byte_at_a_time() -> None:
         Frame(FrameType.GO_AWAY, Flag.NONE, 0, 0),
     ]
     wire = b"".join(encode_frame(f) for f in items)
-    dec = FrameDecoder(MAX)
+    dec = MuxFrameDecoder(MAX)
     got: list[Frame] = []
     for i in range(len(wire)):
         got += dec.feed(wire[i : i + 1])
@@ -96,7 +96,7 @@ BAD = [
 
 @pytest.mark.parametrize(("name", "wire", "message"), BAD, ids=[b[0] for b in BAD])
 def test_bad_headers(name: str, wire: bytes, message: str) -> None:
-    dec = FrameDecoder(MAX)
+    dec = MuxFrameDecoder(MAX)
     assert dec.feed(wire) == []
     assert isinstance(dec.error, RemoteProtocolError)
     assert message in str(dec.error)
@@ -106,7 +106,7 @@ def test_bad_headers(name: str, wire: bytes, message: str) -> None:
 def test_huge_length_is_refused_before_allocating() -> None:
     tracemalloc.start()
     try:
-        dec = FrameDecoder(16 << 20)
+        dec = MuxFrameDecoder(16 << 20)
         dec.feed(encode_header(0, 0, 1, 2**32 - 1) + b"x" * 10)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -128,7 +128,7 @@ def _sample_wire() -> list[bytes]:
 
 
 def _decode_only(wire: bytes) -> None:
-    dec = FrameDecoder(1 << 20)
+    dec = MuxFrameDecoder(1 << 20)
     for frame in dec.feed(wire):
         assert isinstance(frame, Frame)
     assert dec.error is None or isinstance(dec.error, RemoteProtocolError)
@@ -158,7 +158,7 @@ def test_mutation_sweep_bit_flips_and_truncations() -> None:
         mutated[bit // 8] ^= 1 << (bit % 8)
         _decode_only(bytes(mutated))
     for cut in range(len(stream)):
-        dec = FrameDecoder(1 << 20)
+        dec = MuxFrameDecoder(1 << 20)
         dec.feed(stream[:cut])
         assert dec.error is None  # a truncation is only "not yet"
 

@@ -7,14 +7,20 @@ import pytest
 from core import errors
 from core.protocol.mux import INITIAL_WINDOW, MuxConfig, MuxSession, StreamState
 from core.protocol.mux import events as ev
-from core.protocol.mux.frames import Flag, FrameDecoder, FrameType, encode_header
+from core.protocol.mux.frames import (
+    MAX_UINT32,
+    Flag,
+    FrameType,
+    MuxFrameDecoder,
+    encode_header,
+)
 from tests.protocol.mux_harness import Pair
 
 MiB = 1 << 20
 
 
 def decode(data: bytes) -> list[tuple[FrameType, Flag, int, int]]:
-    return [(f.type, f.flags, f.stream_id, f.length) for f in FrameDecoder(1 << 30).feed(data)]
+    return [(f.type, f.flags, f.stream_id, f.length) for f in MuxFrameDecoder(1 << 30).feed(data)]
 
 
 def test_open_with_data_is_one_frame_with_syn() -> None:
@@ -55,7 +61,7 @@ def test_half_close_reads_continue_until_peer_fin() -> None:
     assert p.received[True][sid] == b"out0out1out2out3out4"
     p.server.send_eof(sid)
     p.pump()
-    assert [type(e) for e in p.events[True]][-2:] == [ev.StreamEnded, ev.StreamClosed]
+    assert [type(e) for e in p.events[True]][-2:] == [ev.StreamEnded, ev.StreamFinished]
     assert p.client.stream_count == 0
     assert p.server.stream_count == 0
     with pytest.raises(errors.StreamClosed):
@@ -70,9 +76,9 @@ def test_reset_reaches_the_peer_and_frees_both_sides() -> None:
     p.pump()
     p.server.reset_stream(sid)
     p.pump()
-    resets = p.of_type(True, ev.StreamReset)
+    resets = p.of_type(True, ev.StreamWasReset)
     assert len(resets) == 1
-    assert isinstance(resets[0], ev.StreamReset)
+    assert isinstance(resets[0], ev.StreamWasReset)
     assert isinstance(resets[0].error, errors.StreamReset)
     assert resets[0].final.state == StreamState.RESET
     assert p.client.stream_count == p.server.stream_count == 0
@@ -83,7 +89,7 @@ def test_backlog_full_refuses_with_rst() -> None:
     p = Pair(cfg)
     ids = [p.client.open_stream(p.now, b"hi") for _ in range(3)]
     p.pump()
-    refused = p.of_type(True, ev.StreamReset)
+    refused = p.of_type(True, ev.StreamWasReset)
     assert [e.stream_id for e in refused] == [ids[2]]
     assert isinstance(refused[0].error, errors.StreamRefused)
     assert p.server.snapshot().streams_refused == 1
@@ -162,7 +168,7 @@ def test_session_buffer_budget_bounds_stalled_streams() -> None:
     big.auto_consume = False
     more = [big.client.open_stream(big.now, b"y" * 1000) for _ in range(10)]
     big.pump()
-    assert len(big.of_type(True, ev.StreamReset)) == 6
+    assert len(big.of_type(True, ev.StreamWasReset)) == 6
     assert big.server.session_buffer == 4 * 1000
     del more
 
@@ -178,7 +184,7 @@ def test_keepalive_measures_rtt_then_missed_keepalive_ends_session() -> None:
     p._collect(p.client)
     assert p.client.rtt == pytest.approx(0.25)
     assert p.of_type(True, ev.PongReceived) == [ev.PongReceived(0.25)]
-    assert p.client.next_deadline() == pytest.approx(5.25)
+    assert p.client.get_timer() == pytest.approx(5.25)
     p.advance(5.0)  # next ping goes out ... and the peer never answers
     p.client.data_to_send(p.now)
     p.advance(2.0)
@@ -238,7 +244,7 @@ def test_deferred_ack_reset_is_a_refusal_for_the_opener() -> None:
     p.server.accept_stream(p.now)
     p.server.reset_stream(sid)
     p.pump()
-    (reset,) = p.of_type(True, ev.StreamReset)
+    (reset,) = p.of_type(True, ev.StreamWasReset)
     assert isinstance(reset.error, errors.StreamRefused)
 
 
@@ -249,7 +255,7 @@ def test_deferred_ack_unanswered_stream_hits_the_open_timeout() -> None:
     p.server.accept_stream(p.now)  # accepted, but the application never answers
     p.advance(3.0)
     p.pump()
-    assert isinstance(p.of_type(True, ev.StreamReset)[0].error, errors.OpenTimeout)
+    assert isinstance(p.of_type(True, ev.StreamWasReset)[0].error, errors.OpenTimeout)
 
 
 def test_open_timeout_resets_an_unacked_stream() -> None:
@@ -258,7 +264,7 @@ def test_open_timeout_resets_an_unacked_stream() -> None:
     p.pump()  # the server never accepts it
     p.advance(3.0)
     p.pump()
-    resets = p.of_type(True, ev.StreamReset)
+    resets = p.of_type(True, ev.StreamWasReset)
     assert isinstance(resets[0].error, errors.OpenTimeout)
     assert p.server.stream_count == 0  # the RST reached the peer
     assert sid not in [s.stream_id for s in p.client.snapshot().streams]
@@ -272,12 +278,12 @@ def test_write_timeout_resets_the_stream_so_the_peer_never_waits() -> None:
     p.server.accept_stream(p.now)
     p.pump()
     p.advance(9.0)
-    assert p.of_type(True, ev.StreamReset) == []
+    assert p.of_type(True, ev.StreamWasReset) == []
     p.advance(1.0)
     p.pump()
-    resets = p.of_type(True, ev.StreamReset)
+    resets = p.of_type(True, ev.StreamWasReset)
     assert isinstance(resets[0].error, errors.WriteTimeout)
-    peer = p.of_type(False, ev.StreamReset)
+    peer = p.of_type(False, ev.StreamWasReset)
     assert [e.stream_id for e in peer] == [sid]
 
 
@@ -290,7 +296,7 @@ def test_close_timeout_resets_a_lingering_peer() -> None:
     p.pump()
     p.advance(4.0)
     p.pump()
-    assert isinstance(p.of_type(True, ev.StreamReset)[0].error, errors.CloseTimeout)
+    assert isinstance(p.of_type(True, ev.StreamWasReset)[0].error, errors.CloseTimeout)
     assert p.server.stream_count == 0
 
 
@@ -355,7 +361,7 @@ def test_data_beyond_the_window_resets_only_that_stream() -> None:
     over = INITIAL_WINDOW + 1
     server.receive_data(encode_header(0, 0, 1, over) + b"z" * over, 0.0)
     events = server.events_received()
-    resets = [e for e in events if isinstance(e, ev.StreamReset)]
+    resets = [e for e in events if isinstance(e, ev.StreamWasReset)]
     assert [r.stream_id for r in resets] == [1]
     assert "beyond the window" in str(resets[0].error)
     assert server.terminated is None
@@ -389,6 +395,24 @@ def test_stream_limit_and_pending_open_limit() -> None:
     c2.open_stream(0.0)
     with pytest.raises(errors.LimitExceeded, match="stream limit"):
         c2.open_stream(0.0)
+
+
+def test_running_out_of_stream_ids_is_a_limit_not_a_go_away() -> None:
+    p = Pair()
+    p.client._next_id = MAX_UINT32  # the last odd id (2**32 opens are too slow to make)
+    last = p.client.open_stream(p.now, b"x")
+    assert last == MAX_UINT32
+    with pytest.raises(errors.StreamIdsExhausted, match="exhausted") as caught:
+        p.client.open_stream(p.now)
+    assert isinstance(caught.value, errors.LimitExceeded)
+    assert not isinstance(caught.value, errors.SessionClosed)
+    assert not p.client.going_away
+    p.pump()
+    assert p.server.accept_stream(p.now) == last  # the session and its streams go on
+    p.pump()
+    p.client.send_data(last, b"y", p.now)
+    p.pump()
+    assert p.received[False][last] == b"xy"
 
 
 def test_round_robin_is_fair_between_streams() -> None:

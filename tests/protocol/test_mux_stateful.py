@@ -172,7 +172,7 @@ class MuxModel(RuleBasedStateMachine):
                 assert session.stream_count == 0
                 assert session.backlog == 0
             for end in pair.events[side]:
-                if not isinstance(end, ev.StreamClosed):
+                if not isinstance(end, ev.StreamFinished):
                     continue
                 sent = self.sent.get((not side, end.stream_id), bytearray())
                 if (side, end.stream_id) not in self.closed_reading:

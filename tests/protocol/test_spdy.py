@@ -16,8 +16,6 @@ from core.protocol import spdy
 from core.protocol.spdy import (
     DataFrame,
     Frame,
-    FrameDecoder,
-    FrameEncoder,
     GoAway,
     HeaderCompressor,
     HeaderDecompressor,
@@ -26,6 +24,8 @@ from core.protocol.spdy import (
     RstStream,
     Settings,
     SpdyConnection,
+    SpdyFrameDecoder,
+    SpdyFrameEncoder,
     SynReply,
     SynStream,
     UnknownControlFrame,
@@ -83,7 +83,7 @@ frames: st.SearchStrategy[Frame] = st.one_of(
 
 
 def _encode_all(items: list[Frame]) -> bytes:
-    encoder = FrameEncoder()
+    encoder = SpdyFrameEncoder()
     return b"".join(encoder.encode(f) for f in items)
 
 
@@ -93,7 +93,7 @@ def _encode_all(items: list[Frame]) -> bytes:
 @given(st.lists(frames, max_size=30))
 @settings(max_examples=200, deadline=None)
 def test_frames_round_trip_in_one_chunk(items: list[Frame]) -> None:
-    decoder = FrameDecoder()
+    decoder = SpdyFrameDecoder()
     decoder.receive_data(_encode_all(items))
     assert decoder.frames_received() == items
 
@@ -102,18 +102,18 @@ def test_frames_round_trip_in_one_chunk(items: list[Frame]) -> None:
 @settings(max_examples=100, deadline=None)
 def test_any_chunking_gives_the_same_frames(items: list[Frame], rnd: random.Random) -> None:
     wire = _encode_all(items)
-    whole = FrameDecoder()
+    whole = SpdyFrameDecoder()
     whole.receive_data(wire)
     expected = whole.frames_received()
 
-    one_by_one = FrameDecoder()
+    one_by_one = SpdyFrameDecoder()
     got: list[Frame] = []
     for i in range(len(wire)):
         one_by_one.receive_data(wire[i : i + 1])
         got += one_by_one.frames_received()
     assert got == expected
 
-    chunked = FrameDecoder()
+    chunked = SpdyFrameDecoder()
     got = []
     pos = 0
     while pos < len(wire):
@@ -176,7 +176,7 @@ def test_header_bomb_is_refused() -> None:
 
 
 def _decode_or_error(wire: bytes) -> None:
-    decoder = FrameDecoder()
+    decoder = SpdyFrameDecoder()
     try:
         decoder.receive_data(wire)
         for frame in decoder.frames_received():
@@ -232,7 +232,7 @@ def test_mutated_frame_sequences(items: list[Frame], data: st.DataObject) -> Non
 
 
 def test_decoder_stays_broken_after_an_error() -> None:
-    decoder = FrameDecoder()
+    decoder = SpdyFrameDecoder()
     decoder.receive_data(b"\x80\x02\x00\x01\x00\x00\x00\x00")  # version 2
     with pytest.raises(RemoteProtocolError, match="version"):
         decoder.next_frame()
@@ -251,21 +251,21 @@ def test_decoder_stays_broken_after_an_error() -> None:
     ],
 )
 def test_specific_malformed_frames(wire: bytes) -> None:
-    decoder = FrameDecoder()
+    decoder = SpdyFrameDecoder()
     decoder.receive_data(wire)
     with pytest.raises(RemoteProtocolError):
         decoder.frames_received()
 
 
 def test_data_frame_length_limit_is_checked_from_the_header() -> None:
-    decoder = FrameDecoder(max_data_length=10)
+    decoder = SpdyFrameDecoder(max_data_length=10)
     decoder.receive_data(b"\x00\x00\x00\x01\x00\x00\x00\x0b")
     with pytest.raises(RemoteProtocolError, match="too large"):
         decoder.next_frame()
 
 
 def test_encoder_refuses_out_of_range_values() -> None:
-    encoder = FrameEncoder()
+    encoder = SpdyFrameEncoder()
     with pytest.raises(LocalProtocolError):
         encoder.encode(DataFrame(2**31, b""))
     with pytest.raises(LocalProtocolError):
@@ -318,24 +318,24 @@ def test_bad_stream_ids_are_session_errors() -> None:
     wire = client.data_to_send()
     server.receive_data(wire)
     replay = SpdyConnection(client_side=False)
-    encoder = FrameEncoder()
+    encoder = SpdyFrameEncoder()
     replay.receive_data(encoder.encode(SynStream(3, {})))
     with pytest.raises(RemoteProtocolError):
         replay.receive_data(encoder.encode(SynStream(1, {})))  # not increasing
     even = SpdyConnection(client_side=False)
     with pytest.raises(RemoteProtocolError):
-        even.receive_data(FrameEncoder().encode(SynStream(2, {})))  # server parity
+        even.receive_data(SpdyFrameEncoder().encode(SynStream(2, {})))  # server parity
 
 
 def test_frames_for_unknown_streams_are_dropped_and_rst_reported() -> None:
     client, server = _pair()
-    encoder = FrameEncoder()
+    encoder = SpdyFrameEncoder()
     server.receive_data(encoder.encode(DataFrame(7, b"late")))
     assert server.events_received() == []
     sid = client.open_stream({})
     _move(client, server)
     client.reset_stream(sid)
-    assert _move(client, server) == [spdy.StreamReset(sid, spdy.RstStatus.CANCEL)]
+    assert _move(client, server) == [spdy.RstStreamReceived(sid, spdy.RstStatus.CANCEL)]
     with pytest.raises(LocalProtocolError):
         server.send_data(sid, b"x")
 

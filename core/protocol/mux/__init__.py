@@ -1,7 +1,7 @@
 """Sans-I/O yamux multiplexer: frames, the session state machine, its events and stats."""
 
 from core.protocol.mux.config import INITIAL_WINDOW, MuxConfig
-from core.protocol.mux.frames import Flag, Frame, FrameDecoder, FrameType, GoAwayCode
+from core.protocol.mux.frames import Flag, Frame, FrameType, GoAwayCode, MuxFrameDecoder
 from core.protocol.mux.session import MuxSession
 from core.protocol.mux.stats import SessionSnapshot, StreamSnapshot, StreamState
 
@@ -9,10 +9,10 @@ __all__ = [
     "INITIAL_WINDOW",
     "Flag",
     "Frame",
-    "FrameDecoder",
     "FrameType",
     "GoAwayCode",
     "MuxConfig",
+    "MuxFrameDecoder",
     "MuxSession",
     "SessionSnapshot",
     "StreamSnapshot",

@@ -1,4 +1,10 @@
-"""Events the session state machine reports to its adapter."""
+"""Events the session state machine reports to its adapter.
+
+No event shares a name with an exception in ``core.errors``: a reset stream is the
+``StreamWasReset`` event, whose ``error`` may be the ``StreamReset`` exception (or
+``StreamRefused``, ``OpenTimeout`` ...). The field lists look alike on purpose (one
+frozen dataclass per event, as h11 and h2 do); they share no logic to fold.
+"""
 
 from __future__ import annotations
 
@@ -36,16 +42,19 @@ class StreamEnded:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamClosed:
-    """Both directions finished cleanly; the stream is gone from the session."""
+class StreamFinished:
+    """Both directions finished cleanly (FIN each way); the stream is gone from the session."""
 
     stream_id: int
     final: StreamSnapshot
 
 
 @dataclass(frozen=True, slots=True)
-class StreamReset:
-    """The stream was aborted (by the peer, or by a local timeout); it is gone."""
+class StreamWasReset:
+    """The stream was aborted, by the peer's RST or by ours (a timeout, a bad frame).
+
+    It is gone; ``error`` says why (the exception a reader or writer of it gets).
+    """
 
     stream_id: int
     error: StreamError
@@ -81,8 +90,8 @@ Event = (
     | StreamAcked
     | DataReceived
     | StreamEnded
-    | StreamClosed
-    | StreamReset
+    | StreamFinished
+    | StreamWasReset
     | WriteReady
     | PongReceived
     | GoAwayReceived

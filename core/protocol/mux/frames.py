@@ -87,7 +87,7 @@ _TYPES = tuple(FrameType)
 _FLAGS = tuple(Flag(bits) for bits in range(ALL_FLAGS + 1))
 
 
-class FrameDecoder:
+class MuxFrameDecoder:
     """Turns a byte stream into frames, one header check at a time.
 
     ``max_payload`` bounds a Data frame's declared length; a longer one is a protocol
@@ -96,6 +96,10 @@ class FrameDecoder:
 
     Whole frames are parsed straight from the bytes fed (payloads are sliced out once);
     only a frame cut by the end of a chunk is kept, in ``_buf``, until it is complete.
+
+    API: ``feed()`` returns the frames at once and never raises: the session handles
+    them, then turns ``error`` into a GoAway. (``core.protocol.spdy.SpdyFrameDecoder``
+    is the SPDY one: ``receive_data()`` then ``next_frame()``, which raises.)
     """
 
     __slots__ = ("_buf", "error", "max_payload")

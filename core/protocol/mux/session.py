@@ -2,7 +2,7 @@
 
 Bytes in (``receive_data``), events out (``events_received``), bytes out
 (``data_to_send``); every call that depends on time takes ``now`` (seconds, monotonic),
-and ``next_deadline()`` tells the adapter when to call ``handle_timer``. The wire
+and ``get_timer()`` tells the adapter when to call ``handle_timer``. The wire
 contract is docs/mux.md.
 """
 
@@ -18,25 +18,17 @@ from core.protocol.mux.frames import (
     MAX_UINT32,
     Flag,
     Frame,
-    FrameDecoder,
     FrameType,
     GoAwayCode,
+    MuxFrameDecoder,
     encode_header,
 )
 from core.protocol.mux.stats import SessionSnapshot, StreamSnapshot, StreamState
+from core.protocol.mux.transitions import next_state
 
 _S = StreamState
 #: Plain ints: an IntFlag operand turns every ``&`` into an enum construction.
 _SYN, _ACK, _FIN, _RST = (int(f) for f in (Flag.SYN, Flag.ACK, Flag.FIN, Flag.RST))
-
-#: (state, action) → next state. A pair that is missing is a protocol error.
-_TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
-    (_S.OPEN, "send_fin"): _S.LOCAL_CLOSED,
-    (_S.OPEN, "recv_fin"): _S.REMOTE_CLOSED,
-    (_S.LOCAL_CLOSED, "recv_fin"): _S.CLOSED,
-    (_S.REMOTE_CLOSED, "send_fin"): _S.CLOSED,
-    **{(s, "rst"): _S.RESET for s in (_S.OPEN, _S.LOCAL_CLOSED, _S.REMOTE_CLOSED)},
-}
 
 
 class _Stream:
@@ -111,7 +103,7 @@ class MuxSession:
     def __init__(self, is_client: bool, now: float, config: MuxConfig | None = None) -> None:
         self.config = config or MuxConfig()
         self.is_client = is_client
-        self._decoder = FrameDecoder(self.config.max_window)
+        self._decoder = MuxFrameDecoder(self.config.max_window)
         self._streams: dict[int, _Stream] = {}
         self._backlog: deque[int] = deque()
         self._ready: deque[int] = deque()
@@ -132,7 +124,7 @@ class MuxSession:
         self._ping_id = 0
         self._ping_sent_at: float | None = None
         self._next_ping_at: float | None = now if self.config.keepalive_interval else None
-        #: Set whenever ``next_deadline()`` may have changed; a driver that re-reads it
+        #: Set whenever ``get_timer()`` may have changed; a driver that re-reads it
         #: clears the flag, and may skip the read while it stays clear.
         self.timers_changed = True
         self._rtt: float | None = None
@@ -274,13 +266,13 @@ class MuxSession:
         stream.last_activity = now
         if flags & _RST:
             refused = not stream.acked
-            final = self._remove(stream, _S.RESET)
+            final = self._abort(stream, remote=True)
             error: errors.StreamError = (
                 errors.StreamRefused(f"stream {sid} refused by peer")
                 if refused
                 else errors.StreamReset(f"stream {sid} reset by peer")
             )
-            self._events.append(ev.StreamReset(sid, error, final))
+            self._events.append(ev.StreamWasReset(sid, error, final))
             return
         if flags & _ACK and not stream.acked:
             stream.acked = True
@@ -328,7 +320,9 @@ class MuxSession:
                 stream, errors.StreamReset(f"peer sent {n} bytes beyond the window on {sid}")
             )
             return False
-        if stream.state in (_S.REMOTE_CLOSED, _S.CLOSED):
+        try:
+            next_state(stream.state, "recv_data", remote=True, stream_id=sid)
+        except errors.RemoteProtocolError:
             self._reset_with(stream, errors.StreamReset(f"peer sent data after FIN on {sid}"))
             return False
         stream.recv_window -= n
@@ -354,17 +348,17 @@ class MuxSession:
             self._mark_ready(stream)
 
     def _receive_fin(self, stream: _Stream) -> None:
-        nxt = _TRANSITIONS.get((stream.state, "recv_fin"))
-        if nxt is None:
-            self._reset_with(
-                stream, errors.StreamReset(f"unexpected FIN on stream {stream.stream_id}")
-            )
+        sid = stream.stream_id
+        try:
+            nxt = next_state(stream.state, "recv_fin", remote=True, stream_id=sid)
+        except errors.RemoteProtocolError:
+            self._reset_with(stream, errors.StreamReset(f"unexpected FIN on stream {sid}"))
             return
         stream.state = nxt
-        self._events.append(ev.StreamEnded(stream.stream_id))
+        self._events.append(ev.StreamEnded(sid))
         if nxt == _S.CLOSED:
-            final = self._remove(stream, _S.CLOSED)
-            self._events.append(ev.StreamClosed(stream.stream_id, final))
+            final = self._remove(stream)
+            self._events.append(ev.StreamFinished(stream.stream_id, final))
 
     # -- application actions -----------------------------------------------------------
 
@@ -382,7 +376,7 @@ class MuxSession:
             raise errors.LimitExceeded("session buffer budget spent")
         sid = self._next_id
         if sid > MAX_UINT32:
-            raise errors.SessionGoneAway("stream ids exhausted")
+            raise errors.StreamIdsExhausted(f"stream ids exhausted (next would be {sid})")
         self._next_id += 2
         stream = _Stream(sid, outbound=True, now=now)
         stream.open_deadline = now + cfg.open_timeout
@@ -466,7 +460,7 @@ class MuxSession:
         stream = self._streams.get(stream_id)
         if stream is not None:
             self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream_id, 0))
-            self._remove(stream, _S.RESET)
+            self._abort(stream, remote=False)
 
     def consumed(self, stream_id: int, n: int, now: float) -> None:
         """The application took ``n`` received bytes: window credit may go back."""
@@ -499,7 +493,7 @@ class MuxSession:
 
     # -- time --------------------------------------------------------------------------
 
-    def next_deadline(self) -> float | None:
+    def get_timer(self) -> float | None:
         """When ``handle_timer`` must be called next (None: nothing is timed)."""
         if self._terminated is not None:
             return None
@@ -722,15 +716,11 @@ class MuxSession:
         self._advance_fin(stream)
 
     def _advance_fin(self, stream: _Stream) -> None:
-        nxt = _TRANSITIONS.get((stream.state, "send_fin"))
-        if nxt is None:
-            raise errors.LocalProtocolError(
-                f"FIN in state {stream.state.value} on stream {stream.stream_id}"
-            )
+        nxt = next_state(stream.state, "send_fin", remote=False, stream_id=stream.stream_id)
         stream.state = nxt
         if nxt == _S.CLOSED:
-            final = self._remove(stream, _S.CLOSED)
-            self._events.append(ev.StreamClosed(stream.stream_id, final))
+            final = self._remove(stream)
+            self._events.append(ev.StreamFinished(stream.stream_id, final))
 
     def _replenish(self, stream: _Stream, now: float) -> None:
         """Send a window update once half the window is free again.
@@ -785,14 +775,18 @@ class MuxSession:
 
     def _reset_with(self, stream: _Stream, error: errors.StreamError) -> None:
         self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream.stream_id, 0))
-        final = self._remove(stream, _S.RESET)
-        self._events.append(ev.StreamReset(stream.stream_id, error, final))
+        final = self._abort(stream, remote=False)
+        self._events.append(ev.StreamWasReset(stream.stream_id, error, final))
 
-    def _remove(self, stream: _Stream, state: StreamState) -> StreamSnapshot:
-        stream.state = state
+    def _abort(self, stream: _Stream, *, remote: bool) -> StreamSnapshot:
+        """Reset ``stream`` (``remote``: by the peer's RST) and take it out of the session."""
+        stream.state = next_state(stream.state, "rst", remote=remote, stream_id=stream.stream_id)
+        return self._remove(stream)
+
+    def _remove(self, stream: _Stream) -> StreamSnapshot:
+        """Free a stream that reached ``CLOSED`` or ``RESET``; its final counters."""
         sid = stream.stream_id
-        if self._streams.pop(sid, None) is None:
-            return self._stream_snapshot(stream)
+        del self._streams[sid]  # the table let a live stream only get here
         self._reserved -= stream.recv_size
         if not stream.acked:
             self._pending_opens -= 1
@@ -811,7 +805,7 @@ class MuxSession:
         self._terminated = error
         self.timers_changed = True
         for stream in list(self._streams.values()):
-            self._remove(stream, _S.RESET)
+            self._abort(stream, remote=False)
         self._backlog.clear()
         self._ready.clear()
         self._events.append(ev.SessionTerminated(error))
