@@ -562,12 +562,15 @@ class MuxConnection(asyncio.BufferedProtocol):
         elif isinstance(event, ev.StreamWasReset):
             self._gone(event.stream_id, event.error, event.final)
         elif isinstance(event, ev.PongReceived):
-            waiters, self._ping_waiters = self._ping_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(event.rtt)
+            self._pong_received(event.rtt)
         elif isinstance(event, ev.SessionTerminated):
             self._terminated(event.error)
+
+    def _pong_received(self, rtt: float) -> None:
+        waiters, self._ping_waiters = self._ping_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(rtt)
 
     def _incoming(self, sid: int) -> None:
         stream = MuxStream(self, sid, outbound=False)

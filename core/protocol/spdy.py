@@ -667,30 +667,15 @@ class SpdyConnection:
     def _handle(self, frame: Frame) -> None:
         match frame:
             case SynStream(stream_id, headers, fin):
-                if not self._is_remote_id(stream_id) or stream_id <= self._last_remote_id:
-                    raise RemoteProtocolError(f"SPDY SYN_STREAM with bad stream id {stream_id}")
-                self._last_remote_id = stream_id
-                self._streams[stream_id] = _Stream()
-                self._events.append(StreamOpened(stream_id, headers, fin))
-                if fin:
-                    self._remote_end(stream_id, self._streams[stream_id])
+                self._syn_stream(stream_id, headers, fin)
             case SynReply(stream_id, headers, fin):
                 stream = self._streams.get(stream_id)
                 if stream is not None:
                     self._events.append(StreamReplied(stream_id, headers))
                     if fin:
                         self._remote_end(stream_id, stream)
-            case (
-                DataFrame(stream_id=stream_id, fin=fin)
-                | HeadersFrame(stream_id=stream_id, fin=fin) as f
-            ):
-                stream = self._streams.get(stream_id)
-                if stream is None or not stream.remote_open:
-                    return
-                if isinstance(f, DataFrame) and f.data:
-                    self._events.append(StreamDataReceived(stream_id, f.data))
-                if fin:
-                    self._remote_end(stream_id, stream)
+            case DataFrame() | HeadersFrame():
+                self._stream_frame(frame)
             case RstStream(stream_id, status):
                 if self._streams.pop(stream_id, None) is not None:
                     self._events.append(RstStreamReceived(stream_id, status))
@@ -704,6 +689,24 @@ class SpdyConnection:
                 self._events.append(GoAwayReceived(last, status))
             case _:
                 pass  # SETTINGS, WINDOW_UPDATE and unknown types: no flow control here
+
+    def _syn_stream(self, stream_id: int, headers: Headers, fin: bool) -> None:
+        if not self._is_remote_id(stream_id) or stream_id <= self._last_remote_id:
+            raise RemoteProtocolError(f"SPDY SYN_STREAM with bad stream id {stream_id}")
+        self._last_remote_id = stream_id
+        self._streams[stream_id] = _Stream()
+        self._events.append(StreamOpened(stream_id, headers, fin))
+        if fin:
+            self._remote_end(stream_id, self._streams[stream_id])
+
+    def _stream_frame(self, frame: DataFrame | HeadersFrame) -> None:
+        stream = self._streams.get(frame.stream_id)
+        if stream is None or not stream.remote_open:
+            return
+        if isinstance(frame, DataFrame) and frame.data:
+            self._events.append(StreamDataReceived(frame.stream_id, frame.data))
+        if frame.fin:
+            self._remote_end(frame.stream_id, stream)
 
 
 def _lists(headers: Mapping[str, Sequence[str]]) -> Iterable[tuple[str, list[str]]]:
