@@ -8,6 +8,7 @@ kubeconfig edits, key generation and keyring calls in worker threads
 State directory (``$XDG_DATA_HOME/wicket/app``)::
 
     clusters.json   the clusters the wizard added (name, relay, local port, mode)
+    inspect/        Wicket's CA and the endpoint tokens of inspect-mode clusters
     relay/          the embedded relay (CA, tokens, clusters), when one was used
     client/         this app's identity at the embedded relay
     clients/<n>/    its identities at remote relays
@@ -26,11 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.aio.dial import load_credentials
-from core.aio.endpoint import RelayClient
-from core.aio.relay import Relay, RelayConfig
-from core.demo.embedded import CONTEXT as DEMO_CONTEXT
-from core.demo.embedded import DemoStack
+from core.cli.tunnel import endpoint_token
 from core.errors import ConfigError, TunnelError
 from core.format import utcnow
 from core.kube import (
@@ -47,7 +44,18 @@ from core.pki import files
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
 from core.secrets import Fallback, SecretStore, open_secret_store, upstream_token_key
-from core.service import ServiceSnapshot, WicketService
+from core.service import (
+    DEMO_CONTEXT,
+    DemoStack,
+    EndpointMode,
+    InspectSettings,
+    Relay,
+    RelayClient,
+    RelayConfig,
+    ServiceSnapshot,
+    WicketService,
+    load_credentials,
+)
 from gui.core_thread import CoreThread
 
 log = logging.getLogger("wicket.gui")
@@ -70,7 +78,9 @@ class ClusterConfig:
     name: str
     relay: str  # "embedded", or the remote relay's address
     port: int
-    mode: str = "passthrough"
+    mode: EndpointMode = "passthrough"
+    cluster_ca: str = ""  # inspect mode: the PEM and name that verify the apiserver
+    server_name: str = ""
 
 
 @dataclass
@@ -211,7 +221,28 @@ class Backend:
         if self.service.component(f"endpoint:{name}") is not None:
             return
         client = await self.client_for(cfg.relay)
-        await self.core.call(self.service.start_endpoint(client, name, port=cfg.port))
+        inspect = await self._inspect_settings(cfg) if cfg.mode == "inspect" else None
+        await self.core.call(
+            self.service.start_endpoint(client, name, port=cfg.port, mode=cfg.mode, inspect=inspect)
+        )
+
+    async def _inspect_settings(self, cfg: ClusterConfig) -> InspectSettings:
+        """What a saved inspect cluster needs: its apiserver's CA and name, the token
+        kubectl presents (kept next to Wicket's CA, as ``wicket connect`` keeps it) and
+        the upstream token from the secret store, if the wizard stored one."""
+        if not (cfg.cluster_ca and cfg.server_name):
+            raise ConfigError(f"{cfg.name}: inspect mode needs the cluster's CA and server name")
+        inspect_dir = self.state_dir / "inspect"
+        token_file = inspect_dir / f"endpoint-token-{cfg.name}"
+        token = await asyncio.to_thread(endpoint_token, token_file)
+        upstream = await (await self.secret_store()).get(upstream_token_key(cfg.name))
+        return InspectSettings(
+            state_dir=inspect_dir,
+            endpoint_token=token,
+            cluster_ca_pem=cfg.cluster_ca.encode(),
+            server_name=cfg.server_name,
+            upstream_authorization=f"Bearer {upstream}" if upstream else None,
+        )
 
     async def disconnect(self, name: str) -> None:
         if name == DEMO:

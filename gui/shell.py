@@ -14,7 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from core.demo.embedded import DemoStack
+from core.service import DemoStack
 from gui.aio import spawn
 from gui.backend import DEMO, Backend
 from gui.errors import ErrorReporter, describe_error
