@@ -23,9 +23,10 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.cli.tunnel import endpoint_token
 from core.errors import ConfigError, TunnelError
@@ -56,6 +57,7 @@ from core.service import (
     WicketService,
     load_credentials,
 )
+from gui.aio import spawn
 from gui.core_thread import CoreThread
 
 log = logging.getLogger("wicket.gui")
@@ -160,6 +162,7 @@ class Backend:
         self.settings = AppSettings()
         self.secret_fallback = secret_fallback
         self._store: SecretStore | None = None
+        self._to_end: set[asyncio.Task[None]] = set()
 
     @property
     def service(self) -> WicketService:
@@ -192,7 +195,14 @@ class Backend:
                 failures.append(f"{cluster.name}: {exc}")
         return failures
 
+    def run_to_end(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run clean-up nobody waits for (a cancelled wizard's undo) as a task kept here:
+        the loop holds tasks only weakly, and ``shutdown`` waits for it before the core
+        it undoes things in stops."""
+        spawn(work, self._to_end)
+
     async def shutdown(self) -> None:
+        await asyncio.gather(*self._to_end, return_exceptions=True)
         await self.core.stop_async()
 
     async def save_settings(self) -> None:

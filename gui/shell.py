@@ -15,7 +15,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from core.service import DemoStack
-from gui.aio import spawn
+from gui.aio import cancel_all, spawn
 from gui.backend import DEMO, Backend
 from gui.errors import ErrorReporter, describe_error
 from gui.main_window import MainWindow
@@ -68,9 +68,7 @@ class WicketApp(QObject):
         self._quit.set()
 
     async def shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         for wizard in list(self.wizards):
             await wizard.abandon()
         self.window.stop()

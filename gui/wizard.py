@@ -46,7 +46,7 @@ from core.kube.bundle import agent_args, build_agent_bundle
 from core.kube.model import check_cluster_name, context_names
 from core.pki.tokens import TokenKind, parse
 from core.secrets import upstream_token_key
-from gui.aio import async_slot, spawn
+from gui.aio import async_slot, cancel_all, spawn
 from gui.backend import EMBEDDED, Backend, ClusterConfig, ProbeAuth
 from gui.errors import describe_error
 from gui.sources import SourceContext, read_source_kubeconfig
@@ -635,13 +635,11 @@ class AddClusterWizard(QWizard):
         super().accept()
 
     def _cancelled(self) -> None:
-        spawn(self.abandon(), set())
+        self.backend.run_to_end(self.abandon())
 
     async def abandon(self) -> None:
         """Undo every step taken (newest first) unless the wizard finished."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         self.agent_page.cleanupPage()
         while self._undo:
             what, undo = self._undo.pop()

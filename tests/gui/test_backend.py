@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 from pathlib import Path
 
@@ -36,3 +38,18 @@ async def test_a_saved_cluster_comes_back_in_its_mode(
             assert (tmp_path / "app" / "inspect" / "endpoint-token-lab").stat().st_mode & 0o077 == 0
     finally:
         await backend.shutdown()
+
+
+async def test_shutdown_waits_for_clean_up_run_to_end(tmp_path: Path, home: Path) -> None:
+    backend = Backend(tmp_path / "app", KubeconfigPaths.resolve(env=os.environ, home=str(home)))
+    await backend.start()
+    done: list[str] = []
+
+    async def undo() -> None:
+        await asyncio.sleep(0.2)
+        done.append("undone")
+
+    backend.run_to_end(undo())
+    gc.collect()  # the backend, not the loop's weak reference, keeps the task alive
+    await backend.shutdown()
+    assert done == ["undone"]
