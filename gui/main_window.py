@@ -38,9 +38,11 @@ from gui.lag import LagMonitor
 from gui.models import (
     CLUSTER_ROLE,
     KEY_ROLE,
+    STREAM_COLUMNS,
     ClustersModel,
     StreamsFilter,
     StreamsModel,
+    column,
     stream_rows,
 )
 from gui.panels import DebugPanel, LogView, StreamDetail, TryItPanel
@@ -135,7 +137,7 @@ class MainWindow(QMainWindow):
         self.table.setModel(self.proxy)
         self.table.setAccessibleName("Streams")
         self.table.setSortingEnabled(True)
-        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.table.sortByColumn(column("ID"), Qt.SortOrder.DescendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setAlternatingRowColors(True)
@@ -145,8 +147,8 @@ class MainWindow(QMainWindow):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for column, width in enumerate((44, 70, 160, 120, 110, 110, 75, 75, 85, 60)):
-            self.table.setColumnWidth(column, width)
+        for position, spec in enumerate(STREAM_COLUMNS):
+            self.table.setColumnWidth(position, spec.width)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._refresh_detail())
 
         streams_tab = QWidget()

@@ -19,10 +19,10 @@ from gui.aio import wait_until
 from gui.backend import Backend
 from gui.core_thread import CoreThread
 from gui.main_window import MainWindow
-from gui.models import KEY_ROLE
+from gui.models import KEY_ROLE, column
 from tests.gui.kubectl import kubectl
 
-REQUEST, UPGRADE = 4, 5
+REQUEST, UPGRADE = column("Request"), column("Upgrade")
 
 
 class _Running:
