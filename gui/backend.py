@@ -254,6 +254,13 @@ class Backend:
             upstream_authorization=f"Bearer {upstream}" if upstream else None,
         )
 
+    async def toggle(self, name: str) -> None:
+        """Connect the cluster if it has no local endpoint, else disconnect it."""
+        if self.is_connected(name):
+            await self.disconnect(name)
+        else:
+            await self.connect(name)
+
     async def disconnect(self, name: str) -> None:
         if name == DEMO:
             await self.stop_demo()

@@ -314,10 +314,7 @@ class MainWindow(QMainWindow):
             return
         self.connect_button.setEnabled(False)
         try:
-            if self.backend.is_connected(name):
-                await self.backend.disconnect(name)
-            else:
-                await self.backend.connect(name)
+            await self.backend.toggle(name)
         finally:
             self._refresh_connect_button()
 

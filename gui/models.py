@@ -204,6 +204,18 @@ def _id_sort(row: StreamRow) -> int:
     return int(row.short_id) if row.short_id.isdigit() else 0
 
 
+def _counter(
+    title: str, width: int, value: Callable[[StreamRow], float], text: Callable[[float], str]
+) -> Column:
+    """A right-aligned counter, sorted by ``value`` and shown as ``text(value)``."""
+    return Column(title, width, lambda r: text(value(r)), value, numeric=True, counter=True)
+
+
+def _rate(row: StreamRow) -> float:
+    """Both directions' rate while open; -1 (shown empty, sorted last) once closed."""
+    return row.view.rate_up + row.view.rate_down if row.open else -1.0
+
+
 STREAM_COLUMNS: tuple[Column, ...] = (
     Column("ID", 44, lambda r: r.short_id, _id_sort, numeric=True),
     Column("Cluster", 70, lambda r: r.view.cluster),
@@ -211,38 +223,10 @@ STREAM_COLUMNS: tuple[Column, ...] = (
     Column("Client", 120, lambda r: r.view.client or ""),
     Column("Request", 110, lambda r: r.request or "—", inspect=True),
     Column("Upgrade", 110, lambda r: r.upgrade or "—", inspect=True),
-    Column(
-        "Up",
-        75,
-        lambda r: human_bytes(r.view.bytes_up),
-        lambda r: r.view.bytes_up,
-        numeric=True,
-        counter=True,
-    ),
-    Column(
-        "Down",
-        75,
-        lambda r: human_bytes(r.view.bytes_down),
-        lambda r: r.view.bytes_down,
-        numeric=True,
-        counter=True,
-    ),
-    Column(
-        "Rate",
-        85,
-        lambda r: human_rate(r.view.rate_up + r.view.rate_down) if r.open else "",
-        lambda r: r.view.rate_up + r.view.rate_down if r.open else -1.0,
-        numeric=True,
-        counter=True,
-    ),
-    Column(
-        "Age",
-        60,
-        lambda r: human_duration(r.age),
-        lambda r: r.age,
-        numeric=True,
-        counter=True,
-    ),
+    _counter("Up", 75, lambda r: r.view.bytes_up, human_bytes),
+    _counter("Down", 75, lambda r: r.view.bytes_down, human_bytes),
+    _counter("Rate", 85, _rate, lambda bps: human_rate(bps) if bps >= 0 else ""),
+    _counter("Age", 60, lambda r: r.age, human_duration),
     Column("State", 80, lambda r: r.state_text),
 )
 

@@ -20,6 +20,7 @@ from gui.backend import DEMO, Backend
 from gui.errors import ErrorReporter, describe_error
 from gui.main_window import MainWindow
 from gui.tray import TrayController
+from gui.widgets import show_kept
 
 log = logging.getLogger("wicket.gui")
 
@@ -86,14 +87,7 @@ class WicketApp(QObject):
         from gui.wizard import AddClusterWizard
 
         wizard = AddClusterWizard(self.backend, self.window)
-        wizard.finished.connect(lambda _r, w=wizard: self._wizard_closed(w))
-        self.wizards.append(wizard)
-        wizard.show()
-
-    def _wizard_closed(self, wizard: Any) -> None:
-        if wizard in self.wizards:
-            self.wizards.remove(wizard)
-        self.tray.refresh_contexts()
+        show_kept(wizard, self.wizards, lambda _w: self.tray.refresh_contexts())
 
     async def _restore(self) -> None:
         try:

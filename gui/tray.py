@@ -124,10 +124,7 @@ class TrayController(QObject):
 
     @async_slot(str)
     async def _toggle_cluster(self, name: str) -> None:
-        if self.backend.is_connected(name):
-            await self.backend.disconnect(name)
-        else:
-            await self.backend.connect(name)
+        await self.backend.toggle(name)
 
     # -- the menu ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography import x509
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtGui import QFontDatabase, QGuiApplication, QStandardItemModel
+from PySide6.QtGui import QGuiApplication, QStandardItemModel
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -50,6 +49,7 @@ from gui.aio import async_slot, cancel_all, spawn
 from gui.backend import EMBEDDED, Backend, ClusterConfig, ProbeAuth
 from gui.errors import describe_error
 from gui.sources import SourceContext, read_source_kubeconfig
+from gui.widgets import mono_text
 
 log = logging.getLogger("wicket.gui")
 AGENT_POLL_MS = 250
@@ -57,13 +57,6 @@ _TARGET = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 ERROR_STYLE = "color: #c0392b"
 OK_STYLE = "color: #2e9d5b"
-
-
-def _mono_text(read_only: bool = False) -> QPlainTextEdit:
-    edit = QPlainTextEdit()
-    edit.setReadOnly(read_only)
-    edit.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-    return edit
 
 
 def _message() -> QLabel:
@@ -197,7 +190,7 @@ class ApiserverPage(_Page):
         self.target.setPlaceholderText(
             "host:port as the agent sees it, e.g. kubernetes.default.svc:443"
         )
-        self.ca = _mono_text()
+        self.ca = mono_text(read_only=False)
         self.ca.setAccessibleName("Cluster CA")
         self.ca.setPlaceholderText("-----BEGIN CERTIFICATE-----")
         self.server_name = QLineEdit()
@@ -366,7 +359,7 @@ class AgentPage(_Page):
         self.command = QLineEdit()
         self.command.setReadOnly(True)
         self.command.setAccessibleName("Agent command line")
-        self.manifests = _mono_text(read_only=True)
+        self.manifests = mono_text(read_only=True)
         self.manifests.setAccessibleName("Agent manifests")
         self.status = QLabel("Preparing…")
         self.status.setAccessibleName("Agent status")
