@@ -201,8 +201,12 @@ class Backend:
         it undoes things in stops."""
         spawn(work, self._to_end)
 
-    async def shutdown(self) -> None:
+    async def wait_run_to_end(self) -> None:
+        """Wait until the clean-up given to ``run_to_end`` so far has finished."""
         await asyncio.gather(*self._to_end, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        await self.wait_run_to_end()
         await self.core.stop_async()
 
     async def save_settings(self) -> None:

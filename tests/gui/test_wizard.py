@@ -162,6 +162,7 @@ async def test_cancelling_the_wizard_leaves_nothing_behind(tmp_path: Path, home:
         assert isinstance(relay, Relay)
         token_id = parse(wizard.agent_page.token).token_id
         wizard.reject()
+        await s.backend.wait_run_to_end()  # the undo, last step (the join token) included
         await wait_until(
             lambda: load_merged(s.backend.kubeconfig).context("wicket-lab") is None,
             10,
