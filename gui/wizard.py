@@ -279,7 +279,8 @@ class EndpointPage(_Page):
         self.mode.addItem("Passthrough (TLS end to end)", Mode.PASSTHROUGH.value)
         self.mode.addItem("Inspect (not available yet)", Mode.INSPECT.value)
         items = self.mode.model()
-        if isinstance(items, QStandardItemModel) and (inspect := items.item(1)) is not None:
+        row = self.mode.findData(Mode.INSPECT.value)
+        if isinstance(items, QStandardItemModel) and (inspect := items.item(row)) is not None:
             inspect.setEnabled(False)
             inspect.setToolTip("The inspect mode needs L7 support in the core's endpoint.")
         self.port = QSpinBox()
