@@ -159,6 +159,7 @@ class TrayController(QObject):
         for name in self.backend.known_clusters():
             action = QAction(name, self)
             action.setCheckable(True)
+            action.setChecked(self.backend.is_connected(name))  # before the next snapshot
             action.setToolTip("Connect or disconnect this cluster's local endpoint")
             action.triggered.connect(lambda _c=False, n=name: self._toggle_cluster(n))
             menu.addAction(action)
