@@ -57,3 +57,10 @@ def spawn(coro: Awaitable[T], tasks: set[asyncio.Task[Any]]) -> asyncio.Task[T]:
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return task
+
+
+async def cancel_all(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks ``spawn`` kept in ``tasks`` and wait until each has ended."""
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

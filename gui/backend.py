@@ -8,6 +8,7 @@ kubeconfig edits, key generation and keyring calls in worker threads
 State directory (``$XDG_DATA_HOME/wicket/app``)::
 
     clusters.json   the clusters the wizard added (name, relay, local port, mode)
+    inspect/        Wicket's CA and the endpoint tokens of inspect-mode clusters
     relay/          the embedded relay (CA, tokens, clusters), when one was used
     client/         this app's identity at the embedded relay
     clients/<n>/    its identities at remote relays
@@ -22,15 +23,12 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from core.aio.dial import load_credentials
-from core.aio.endpoint import RelayClient
-from core.aio.relay import Relay, RelayConfig
-from core.demo.embedded import CONTEXT as DEMO_CONTEXT
-from core.demo.embedded import DemoStack
+from core.cli.tunnel import endpoint_token
 from core.errors import ConfigError, TunnelError
 from core.format import utcnow
 from core.kube import (
@@ -47,7 +45,19 @@ from core.pki import files
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
 from core.secrets import Fallback, SecretStore, open_secret_store, upstream_token_key
-from core.service import ServiceSnapshot, WicketService
+from core.service import (
+    DEMO_CONTEXT,
+    DemoStack,
+    EndpointMode,
+    InspectSettings,
+    Relay,
+    RelayClient,
+    RelayConfig,
+    ServiceSnapshot,
+    WicketService,
+    load_credentials,
+)
+from gui.aio import spawn
 from gui.core_thread import CoreThread
 
 log = logging.getLogger("wicket.gui")
@@ -70,7 +80,9 @@ class ClusterConfig:
     name: str
     relay: str  # "embedded", or the remote relay's address
     port: int
-    mode: str = "passthrough"
+    mode: EndpointMode = "passthrough"
+    cluster_ca: str = ""  # inspect mode: the PEM and name that verify the apiserver
+    server_name: str = ""
 
 
 @dataclass
@@ -150,6 +162,7 @@ class Backend:
         self.settings = AppSettings()
         self.secret_fallback = secret_fallback
         self._store: SecretStore | None = None
+        self._to_end: set[asyncio.Task[None]] = set()
 
     @property
     def service(self) -> WicketService:
@@ -182,7 +195,18 @@ class Backend:
                 failures.append(f"{cluster.name}: {exc}")
         return failures
 
+    def run_to_end(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run clean-up nobody waits for (a cancelled wizard's undo) as a task kept here:
+        the loop holds tasks only weakly, and ``shutdown`` waits for it before the core
+        it undoes things in stops."""
+        spawn(work, self._to_end)
+
+    async def wait_run_to_end(self) -> None:
+        """Wait until the clean-up given to ``run_to_end`` so far has finished."""
+        await asyncio.gather(*self._to_end, return_exceptions=True)
+
     async def shutdown(self) -> None:
+        await self.wait_run_to_end()
         await self.core.stop_async()
 
     async def save_settings(self) -> None:
@@ -211,7 +235,35 @@ class Backend:
         if self.service.component(f"endpoint:{name}") is not None:
             return
         client = await self.client_for(cfg.relay)
-        await self.core.call(self.service.start_endpoint(client, name, port=cfg.port))
+        inspect = await self._inspect_settings(cfg) if cfg.mode == "inspect" else None
+        await self.core.call(
+            self.service.start_endpoint(client, name, port=cfg.port, mode=cfg.mode, inspect=inspect)
+        )
+
+    async def _inspect_settings(self, cfg: ClusterConfig) -> InspectSettings:
+        """What a saved inspect cluster needs: its apiserver's CA and name, the token
+        kubectl presents (kept next to Wicket's CA, as ``wicket connect`` keeps it) and
+        the upstream token from the secret store, if the wizard stored one."""
+        if not (cfg.cluster_ca and cfg.server_name):
+            raise ConfigError(f"{cfg.name}: inspect mode needs the cluster's CA and server name")
+        inspect_dir = self.state_dir / "inspect"
+        token_file = inspect_dir / f"endpoint-token-{cfg.name}"
+        token = await asyncio.to_thread(endpoint_token, token_file)
+        upstream = await (await self.secret_store()).get(upstream_token_key(cfg.name))
+        return InspectSettings(
+            state_dir=inspect_dir,
+            endpoint_token=token,
+            cluster_ca_pem=cfg.cluster_ca.encode(),
+            server_name=cfg.server_name,
+            upstream_authorization=f"Bearer {upstream}" if upstream else None,
+        )
+
+    async def toggle(self, name: str) -> None:
+        """Connect the cluster if it has no local endpoint, else disconnect it."""
+        if self.is_connected(name):
+            await self.disconnect(name)
+        else:
+            await self.connect(name)
 
     async def disconnect(self, name: str) -> None:
         if name == DEMO:

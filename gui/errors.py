@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from core.errors import WicketError
+from gui.widgets import show_kept
 
 log = logging.getLogger("wicket.gui")
 
@@ -73,11 +74,4 @@ class ErrorReporter(QObject):
         if details:
             box.setDetailedText(details)
         box.setModal(False)
-        box.finished.connect(lambda _code, b=box: self._closed(b))
-        self._boxes.append(box)
-        box.show()
-
-    def _closed(self, box: QMessageBox) -> None:
-        if box in self._boxes:
-            self._boxes.remove(box)
-        box.deleteLater()
+        show_kept(box, self._boxes, QMessageBox.deleteLater)

@@ -17,26 +17,25 @@ def state_icon(state: str) -> QIcon:
     path = RESOURCES / f"wicket-{state}.svg"
     icon = QIcon(str(path)) if path.exists() else QIcon()
     if icon.pixmap(32, 32).isNull():
-        pixmap = QPixmap(32, 32)
-        pixmap.fill(QColor(0, 0, 0, 0))
-        painter = QPainter(pixmap)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setBrush(QColor(FALLBACK.get(state, "#8a8f98")))
-        painter.drawEllipse(4, 4, 24, 24)
-        painter.end()
-        icon = QIcon(pixmap)
+        icon = _disc(32, 4, QColor(FALLBACK.get(state, "#8a8f98")))
     return icon
 
 
 @cache
 def dot_icon(color: str) -> QIcon:
-    pixmap = QPixmap(12, 12)
+    return _disc(12, 1, QColor(color), QColor(color).darker(130))
+
+
+def _disc(size: int, margin: int, fill: QColor, outline: QColor | None = None) -> QIcon:
+    """An antialiased disc on a transparent square (outlined in the default pen if None)."""
+    pixmap = QPixmap(size, size)
     pixmap.fill(QColor(0, 0, 0, 0))
     painter = QPainter(pixmap)
     painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-    painter.setBrush(QColor(color))
-    painter.setPen(QColor(color).darker(130))
-    painter.drawEllipse(1, 1, 10, 10)
+    painter.setBrush(fill)
+    if outline is not None:
+        painter.setPen(outline)
+    painter.drawEllipse(margin, margin, size - 2 * margin, size - 2 * margin)
     painter.end()
     return QIcon(pixmap)
 

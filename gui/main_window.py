@@ -38,9 +38,11 @@ from gui.lag import LagMonitor
 from gui.models import (
     CLUSTER_ROLE,
     KEY_ROLE,
+    STREAM_COLUMNS,
     ClustersModel,
     StreamsFilter,
     StreamsModel,
+    column,
     stream_rows,
 )
 from gui.panels import DebugPanel, LogView, StreamDetail, TryItPanel
@@ -93,6 +95,33 @@ class MainWindow(QMainWindow):
     # -- construction ------------------------------------------------------------------
 
     def _build_widgets(self) -> None:
+        left = self._build_cluster_panel()
+        self.try_it = TryItPanel()
+        self.try_it.copied.connect(lambda c: self.statusBar().showMessage(f"Copied: {c}", 4000))
+        self.log_view = LogView()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_streams_tab(), "&Streams")
+        self.tabs.addTab(self.try_it, "&Try it")
+        self.tabs.addTab(self.log_view, "&Log")
+
+        self.detail = StreamDetail()
+        self.chart = TrafficChart(self.history)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.tabs)
+        right.addWidget(self.detail)
+        right.addWidget(self.chart)
+        right.setSizes([430, 150, 150])
+        main = QSplitter(Qt.Orientation.Horizontal)
+        main.addWidget(left)
+        main.addWidget(right)
+        main.setSizes([280, 920])
+        self.setCentralWidget(main)
+        self._build_debug_dock()
+        self.status = QLabel()
+        self.statusBar().addPermanentWidget(self.status)
+
+    def _build_cluster_panel(self) -> QWidget:
+        """The cluster list with its Add and Connect buttons (the window's left side)."""
         self.cluster_list = QListView()
         self.cluster_list.setModel(self.clusters)
         self.cluster_list.setAccessibleName("Clusters")
@@ -114,7 +143,10 @@ class MainWindow(QMainWindow):
         buttons.addWidget(self.add_button)
         buttons.addWidget(self.connect_button)
         left_layout.addLayout(buttons)
+        return left
 
+    def _build_streams_tab(self) -> QWidget:
+        """The filter row over the live streams table."""
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("Filter streams (cluster, client, state…)  Ctrl+F")
         self.filter_edit.setClearButtonEnabled(True)
@@ -130,12 +162,18 @@ class MainWindow(QMainWindow):
         filters = QHBoxLayout()
         for widget in (self.filter_edit, self.open_only, self.this_cluster, self.all_hops):
             filters.addWidget(widget)
+        streams_tab = QWidget()
+        streams_layout = QVBoxLayout(streams_tab)
+        streams_layout.addLayout(filters)
+        streams_layout.addWidget(self._build_table())
+        return streams_tab
 
+    def _build_table(self) -> LiveTableView:
         self.table = LiveTableView()
         self.table.setModel(self.proxy)
         self.table.setAccessibleName("Streams")
         self.table.setSortingEnabled(True)
-        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.table.sortByColumn(column("ID"), Qt.SortOrder.DescendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setAlternatingRowColors(True)
@@ -145,44 +183,18 @@ class MainWindow(QMainWindow):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for column, width in enumerate((44, 70, 160, 120, 110, 110, 75, 75, 85, 60)):
-            self.table.setColumnWidth(column, width)
+        for position, spec in enumerate(STREAM_COLUMNS):
+            self.table.setColumnWidth(position, spec.width)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._refresh_detail())
+        return self.table
 
-        streams_tab = QWidget()
-        streams_layout = QVBoxLayout(streams_tab)
-        streams_layout.addLayout(filters)
-        streams_layout.addWidget(self.table)
-
-        self.try_it = TryItPanel()
-        self.try_it.copied.connect(lambda c: self.statusBar().showMessage(f"Copied: {c}", 4000))
-        self.log_view = LogView()
-        self.tabs = QTabWidget()
-        self.tabs.addTab(streams_tab, "&Streams")
-        self.tabs.addTab(self.try_it, "&Try it")
-        self.tabs.addTab(self.log_view, "&Log")
-
-        self.detail = StreamDetail()
-        self.chart = TrafficChart(self.history)
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.tabs)
-        right.addWidget(self.detail)
-        right.addWidget(self.chart)
-        right.setSizes([430, 150, 150])
-        main = QSplitter(Qt.Orientation.Horizontal)
-        main.addWidget(left)
-        main.addWidget(right)
-        main.setSizes([280, 920])
-        self.setCentralWidget(main)
-
+    def _build_debug_dock(self) -> None:
         self.debug_panel = DebugPanel(self.lag)
         self.debug_dock = QDockWidget("Debug", self)
         self.debug_dock.setObjectName("debug")
         self.debug_dock.setWidget(self.debug_panel)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.debug_dock)
         self.debug_dock.hide()
-        self.status = QLabel()
-        self.statusBar().addPermanentWidget(self.status)
 
     def _build_actions(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -302,10 +314,7 @@ class MainWindow(QMainWindow):
             return
         self.connect_button.setEnabled(False)
         try:
-            if self.backend.is_connected(name):
-                await self.backend.disconnect(name)
-            else:
-                await self.backend.connect(name)
+            await self.backend.toggle(name)
         finally:
             self._refresh_connect_button()
 

@@ -188,23 +188,56 @@ def stream_rows(snap: ServiceSnapshot) -> list[StreamRow]:
     return rows
 
 
+class Column(NamedTuple):
+    """One column of the streams table: everything that depends on its position."""
+
+    title: str
+    width: int  # initial width in pixels (the last column stretches)
+    display: Callable[[StreamRow], str]
+    sort: Callable[[StreamRow], Any] | None = None  # None: the display text, lowercased
+    numeric: bool = False  # right-aligned
+    inspect: bool = False  # inspect-mode fields: a passthrough row explains why it is empty
+    counter: bool = False  # changes on every tick of an open stream
+
+
+def _id_sort(row: StreamRow) -> int:
+    return int(row.short_id) if row.short_id.isdigit() else 0
+
+
+def _counter(
+    title: str, width: int, value: Callable[[StreamRow], float], text: Callable[[float], str]
+) -> Column:
+    """A right-aligned counter, sorted by ``value`` and shown as ``text(value)``."""
+    return Column(title, width, lambda r: text(value(r)), value, numeric=True, counter=True)
+
+
+def _rate(row: StreamRow) -> float:
+    """Both directions' rate while open; -1 (shown empty, sorted last) once closed."""
+    return row.view.rate_up + row.view.rate_down if row.open else -1.0
+
+
+STREAM_COLUMNS: tuple[Column, ...] = (
+    Column("ID", 44, lambda r: r.short_id, _id_sort, numeric=True),
+    Column("Cluster", 70, lambda r: r.view.cluster),
+    Column("Endpoint", 160, lambda r: r.endpoint),
+    Column("Client", 120, lambda r: r.view.client or ""),
+    Column("Request", 110, lambda r: r.request or "—", inspect=True),
+    Column("Upgrade", 110, lambda r: r.upgrade or "—", inspect=True),
+    _counter("Up", 75, lambda r: r.view.bytes_up, human_bytes),
+    _counter("Down", 75, lambda r: r.view.bytes_down, human_bytes),
+    _counter("Rate", 85, _rate, lambda bps: human_rate(bps) if bps >= 0 else ""),
+    _counter("Age", 60, lambda r: r.age, human_duration),
+    Column("State", 80, lambda r: r.state_text),
+)
+
+
+def column(title: str) -> int:
+    """The position of the streams column called ``title``."""
+    return next(i for i, c in enumerate(STREAM_COLUMNS) if c.title == title)
+
+
 class StreamsModel(QAbstractTableModel):
     """Every stream of the latest snapshot. Signals: the standard model signals only."""
-
-    COLUMNS = (
-        "ID",
-        "Cluster",
-        "Endpoint",
-        "Client",
-        "Request",
-        "Upgrade",
-        "Up",
-        "Down",
-        "Rate",
-        "Age",
-        "State",
-    )
-    NUMERIC = frozenset({0, 6, 7, 8, 9})
 
     def __init__(self) -> None:
         super().__init__()
@@ -217,7 +250,7 @@ class StreamsModel(QAbstractTableModel):
             self.rows,
             stream_rows(snap) if rows is None else rows,
             lambda r: r.key,
-            len(self.COLUMNS),
+            len(STREAM_COLUMNS),
             changed_columns=_changed,
         )
 
@@ -230,49 +263,60 @@ class StreamsModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.rows)
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
+        return 0 if parent.isValid() else len(STREAM_COLUMNS)
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
         horizontal = orientation == Qt.Orientation.Horizontal
-        if role == Qt.ItemDataRole.DisplayRole and horizontal and 0 <= section < len(self.COLUMNS):
-            return self.COLUMNS[section]
+        if (
+            role == Qt.ItemDataRole.DisplayRole
+            and horizontal
+            and 0 <= section < len(STREAM_COLUMNS)
+        ):
+            return STREAM_COLUMNS[section].title
         return None
 
     def index(self, row: int, column: int, parent: Index = QModelIndex()) -> QModelIndex:  # noqa: B008
         # Qt's own index() asks rowCount() and columnCount(): two more Python calls for
         # every index the proxy maps, every painted cell.
-        if parent.isValid() or not (0 <= row < len(self.rows) and 0 <= column < len(self.COLUMNS)):
+        if parent.isValid() or not (
+            0 <= row < len(self.rows) and 0 <= column < len(STREAM_COLUMNS)
+        ):
             return QModelIndex()
         return self.createIndex(row, column)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self.rows):
             return None
-        return self._value(self.rows[index.row()], index.column(), role)
+        return self._value(self.rows[index.row()], STREAM_COLUMNS[index.column()], role)
 
     def multiData(self, index: Index, roleDataSpan: RoleData) -> None:
         """All the roles a delegate paints a cell with, in one call instead of one per role."""
         if not index.isValid() or not 0 <= index.row() < len(self.rows):
             return
-        row, col = self.rows[index.row()], index.column()
+        row, col = self.rows[index.row()], STREAM_COLUMNS[index.column()]
         for role_data in role_items(roleDataSpan):
             role_data.setData(self._value(row, col, role_data.role()))
 
-    def _value(self, row: StreamRow, col: int, role: int) -> Any:
+    def _value(self, row: StreamRow, col: Column, role: int) -> Any:
         if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(row, col)
+            return col.display(row)
         if role == SORT_ROLE:
-            return self._sort_key(row, col)
+            return col.sort(row) if col.sort else col.display(row).lower()
         if role == Qt.ItemDataRole.ToolTipRole:
-            if col in (4, 5) and not (row.request or row.upgrade):
+            if col.inspect and not (row.request or row.upgrade):
                 return PASSTHROUGH_NOTE
-            return self._display(row, col)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in self.NUMERIC:
+            return col.display(row)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col.numeric:
             return RIGHT
         if role == Qt.ItemDataRole.ForegroundRole and row.view.state == "failed":
             return QBrush(FAILED_COLOR)
+        return self._row_value(row, role)
+
+    @staticmethod
+    def _row_value(row: StreamRow, role: int) -> Any:
+        """The roles that are the same in every column of a row."""
         if role == KEY_ROLE:
             return row.key
         if role == HOP_ROLE:
@@ -283,64 +327,24 @@ class StreamsModel(QAbstractTableModel):
             return row.view.cluster
         return None
 
-    def _display(self, row: StreamRow, col: int) -> str:
-        v = row.view
-        match col:
-            case 0:
-                return row.short_id
-            case 1:
-                return v.cluster
-            case 2:
-                return row.endpoint
-            case 3:
-                return v.client or ""
-            case 4:
-                return row.request or "—"
-            case 5:
-                return row.upgrade or "—"
-            case 6:
-                return human_bytes(v.bytes_up)
-            case 7:
-                return human_bytes(v.bytes_down)
-            case 8:
-                return human_rate(v.rate_up + v.rate_down) if row.open else ""
-            case 9:
-                return human_duration(row.age)
-            case _:
-                return row.state_text
 
-    def _sort_key(self, row: StreamRow, col: int) -> Any:
-        v = row.view
-        match col:
-            case 0:
-                return int(row.short_id) if row.short_id.isdigit() else 0
-            case 6:
-                return v.bytes_up
-            case 7:
-                return v.bytes_down
-            case 8:
-                return v.rate_up + v.rate_down if row.open else -1.0
-            case 9:
-                return row.age
-            case _:
-                return self._display(row, col).lower()
-
-
-_COUNTERS = (6, 9)  # up, down, rate, age: what changes on every tick of an open stream
+_COUNTERS = [i for i, c in enumerate(STREAM_COLUMNS) if c.counter]
+TICKING = (_COUNTERS[0], _COUNTERS[-1])  # the adjacent columns an open stream's tick changes
+_LAST = len(STREAM_COLUMNS) - 1
 
 
 def _changed(old: StreamRow, new: StreamRow) -> tuple[int, int]:
     a, b = old.view, new.view
     if a.state != b.state or a.closed_at != b.closed_at or a.close_reason != b.close_reason:
-        return (_COUNTERS[0], len(StreamsModel.COLUMNS) - 1)
+        return (TICKING[0], _LAST)
     if (a.client, old.endpoint, old.request, old.upgrade) != (
         b.client,
         new.endpoint,
         new.request,
         new.upgrade,
     ):
-        return (0, len(StreamsModel.COLUMNS) - 1)
-    return _COUNTERS
+        return (0, _LAST)
+    return TICKING
 
 
 class StreamsFilter(QSortFilterProxyModel):

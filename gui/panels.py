@@ -7,14 +7,13 @@ import shlex
 import time
 
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QFontDatabase, QGuiApplication
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -24,15 +23,9 @@ from core.service import ServiceEvent
 from gui.format import human_bytes, human_duration, human_rate
 from gui.lag import LagMonitor
 from gui.models import PASSTHROUGH_NOTE, StreamRow
+from gui.widgets import mono_font, mono_text
 
 LOG_LINES = 5000
-
-
-def _mono() -> QPlainTextEdit:
-    edit = QPlainTextEdit()
-    edit.setReadOnly(True)
-    edit.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-    return edit
 
 
 def _clock(at: float) -> str:
@@ -44,7 +37,7 @@ class StreamDetail(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.text = _mono()
+        self.text = mono_text(read_only=True)
         self.text.setAccessibleName("Stream detail")
         self.text.setPlaceholderText("Select a stream to see its details.")
         layout = QVBoxLayout(self)
@@ -132,7 +125,7 @@ class TryItPanel(QWidget):
         for row, ((label, _), command) in enumerate(zip(examples, self.commands, strict=True)):
             edit = QLineEdit(command)
             edit.setReadOnly(True)
-            edit.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+            edit.setFont(mono_font())
             edit.setAccessibleName(label)
             button = QPushButton("Copy")
             button.setAccessibleName(f"Copy: {label}")
@@ -153,7 +146,7 @@ class LogView(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.text = _mono()
+        self.text = mono_text(read_only=True)
         self.text.setMaximumBlockCount(LOG_LINES)
         self.text.setAccessibleName("Log")
         self.filter = QLineEdit()

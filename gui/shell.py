@@ -14,12 +14,13 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from core.demo.embedded import DemoStack
-from gui.aio import spawn
+from core.service import DemoStack
+from gui.aio import cancel_all, spawn
 from gui.backend import DEMO, Backend
 from gui.errors import ErrorReporter, describe_error
 from gui.main_window import MainWindow
 from gui.tray import TrayController
+from gui.widgets import show_kept
 
 log = logging.getLogger("wicket.gui")
 
@@ -68,9 +69,7 @@ class WicketApp(QObject):
         self._quit.set()
 
     async def shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         for wizard in list(self.wizards):
             await wizard.abandon()
         self.window.stop()
@@ -88,14 +87,7 @@ class WicketApp(QObject):
         from gui.wizard import AddClusterWizard
 
         wizard = AddClusterWizard(self.backend, self.window)
-        wizard.finished.connect(lambda _r, w=wizard: self._wizard_closed(w))
-        self.wizards.append(wizard)
-        wizard.show()
-
-    def _wizard_closed(self, wizard: Any) -> None:
-        if wizard in self.wizards:
-            self.wizards.remove(wizard)
-        self.tray.refresh_contexts()
+        show_kept(wizard, self.wizards, lambda _w: self.tray.refresh_contexts())
 
     async def _restore(self) -> None:
         try:

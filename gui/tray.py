@@ -124,10 +124,7 @@ class TrayController(QObject):
 
     @async_slot(str)
     async def _toggle_cluster(self, name: str) -> None:
-        if self.backend.is_connected(name):
-            await self.backend.disconnect(name)
-        else:
-            await self.backend.connect(name)
+        await self.backend.toggle(name)
 
     # -- the menu ----------------------------------------------------------------------
 
@@ -162,6 +159,7 @@ class TrayController(QObject):
         for name in self.backend.known_clusters():
             action = QAction(name, self)
             action.setCheckable(True)
+            action.setChecked(self.backend.is_connected(name))  # before the next snapshot
             action.setToolTip("Connect or disconnect this cluster's local endpoint")
             action.triggered.connect(lambda _c=False, n=name: self._toggle_cluster(n))
             menu.addAction(action)

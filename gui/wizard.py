@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography import x509
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtGui import QFontDatabase, QGuiApplication, QStandardItemModel
+from PySide6.QtGui import QGuiApplication, QStandardItemModel
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -46,10 +45,11 @@ from core.kube.bundle import agent_args, build_agent_bundle
 from core.kube.model import check_cluster_name, context_names
 from core.pki.tokens import TokenKind, parse
 from core.secrets import upstream_token_key
-from gui.aio import async_slot, spawn
+from gui.aio import async_slot, cancel_all, spawn
 from gui.backend import EMBEDDED, Backend, ClusterConfig, ProbeAuth
 from gui.errors import describe_error
 from gui.sources import SourceContext, read_source_kubeconfig
+from gui.widgets import mono_text
 
 log = logging.getLogger("wicket.gui")
 AGENT_POLL_MS = 250
@@ -57,13 +57,6 @@ _TARGET = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 ERROR_STYLE = "color: #c0392b"
 OK_STYLE = "color: #2e9d5b"
-
-
-def _mono_text(read_only: bool = False) -> QPlainTextEdit:
-    edit = QPlainTextEdit()
-    edit.setReadOnly(read_only)
-    edit.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-    return edit
 
 
 def _message() -> QLabel:
@@ -197,7 +190,7 @@ class ApiserverPage(_Page):
         self.target.setPlaceholderText(
             "host:port as the agent sees it, e.g. kubernetes.default.svc:443"
         )
-        self.ca = _mono_text()
+        self.ca = mono_text(read_only=False)
         self.ca.setAccessibleName("Cluster CA")
         self.ca.setPlaceholderText("-----BEGIN CERTIFICATE-----")
         self.server_name = QLineEdit()
@@ -286,7 +279,8 @@ class EndpointPage(_Page):
         self.mode.addItem("Passthrough (TLS end to end)", Mode.PASSTHROUGH.value)
         self.mode.addItem("Inspect (not available yet)", Mode.INSPECT.value)
         items = self.mode.model()
-        if isinstance(items, QStandardItemModel) and (inspect := items.item(1)) is not None:
+        row = self.mode.findData(Mode.INSPECT.value)
+        if isinstance(items, QStandardItemModel) and (inspect := items.item(row)) is not None:
             inspect.setEnabled(False)
             inspect.setToolTip("The inspect mode needs L7 support in the core's endpoint.")
         self.port = QSpinBox()
@@ -366,7 +360,7 @@ class AgentPage(_Page):
         self.command = QLineEdit()
         self.command.setReadOnly(True)
         self.command.setAccessibleName("Agent command line")
-        self.manifests = _mono_text(read_only=True)
+        self.manifests = mono_text(read_only=True)
         self.manifests.setAccessibleName("Agent manifests")
         self.status = QLabel("Preparing…")
         self.status.setAccessibleName("Agent status")
@@ -635,13 +629,11 @@ class AddClusterWizard(QWizard):
         super().accept()
 
     def _cancelled(self) -> None:
-        spawn(self.abandon(), set())
+        self.backend.run_to_end(self.abandon())
 
     async def abandon(self) -> None:
         """Undo every step taken (newest first) unless the wizard finished."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         self.agent_page.cleanupPage()
         while self._undo:
             what, undo = self._undo.pop()

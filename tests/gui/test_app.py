@@ -12,7 +12,7 @@ import pytest
 from core.kube import KubeconfigPaths
 from gui.aio import wait_until
 from gui.backend import Backend
-from gui.models import HOP_ROLE, KEY_ROLE
+from gui.models import HOP_ROLE, KEY_ROLE, column
 from gui.shell import WicketApp
 from tests.gui.conftest import resolve
 from tests.gui.kubectl import kubectl
@@ -76,9 +76,9 @@ async def test_first_run_demo_try_it_exec_and_tray(tmp_path: Path, home: Path) -
             return [
                 proxy.index(r, 0).data(KEY_ROLE)
                 for r in range(proxy.rowCount())
-                if proxy.index(r, 10).data() == "open"
+                if proxy.index(r, column("State")).data() == "open"
                 and proxy.index(r, 0).data(HOP_ROLE) == "kubectl"
-                and proxy.index(r, 1).data() == "demo"
+                and proxy.index(r, column("Cluster")).data() == "demo"
             ]
 
         await wait_until(lambda: bool(open_exec_rows()), 15, what="an open exec stream")

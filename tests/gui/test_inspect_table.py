@@ -19,10 +19,10 @@ from gui.aio import wait_until
 from gui.backend import Backend
 from gui.core_thread import CoreThread
 from gui.main_window import MainWindow
-from gui.models import KEY_ROLE
+from gui.models import KEY_ROLE, column
 from tests.gui.kubectl import kubectl
 
-REQUEST, UPGRADE = 4, 5
+REQUEST, UPGRADE = column("Request"), column("Upgrade")
 
 
 class _Running:
@@ -76,6 +76,10 @@ async def test_exec_streams_show_their_upgrade(
                 r = row_with(upgrade)
                 assert window.proxy.index(r, REQUEST).data().endswith("/pods/web/exec  101")
                 assert window.select_stream(window.proxy.index(r, 0).data(KEY_ROLE))
+                # The row shows at the upgrade; the exit code is decoded a tick or two later.
+                await wait_until(
+                    lambda: "exit_code" in window.detail.text.toPlainText(), 10, what="exit code"
+                )
                 detail = window.detail.text.toPlainText()
                 assert "exit_code" in detail and "3" in detail, detail
         finally:

@@ -15,7 +15,7 @@ from core.kube import KubeconfigPaths
 from gui.aio import wait_until
 from gui.backend import Backend
 from gui.main_window import MainWindow
-from gui.models import KEY_ROLE
+from gui.models import KEY_ROLE, column
 from tests.gui.conftest import check_model
 from tests.gui.lab import running_lab
 
@@ -63,7 +63,7 @@ async def test_live_streams_clusters_detail_and_chart(
                 return row.view.rate_up if row is not None else 0.0
 
             await wait_until(lambda: rate() > 0, 10, what="a live rate")
-            assert window.proxy.index(0, 10).data() == "open"
+            assert window.proxy.index(0, column("State")).data() == "open"
             assert "cluster     lab" in window.detail.text.toPlainText()
             assert max(up for up, _ in window.history.values("lab")) > 0
             window.all_hops.setChecked(True)
@@ -76,9 +76,11 @@ async def test_live_streams_clusters_detail_and_chart(
             writer.close()
             assert received == len(payload)
             await wait_until(
-                lambda: window.proxy.index(0, 10).data() == "closed", 5, what="closed state"
+                lambda: window.proxy.index(0, column("State")).data() == "closed",
+                5,
+                what="closed state",
             )
-            assert window.proxy.index(0, 6).data() == "4.0 MiB"
+            assert window.proxy.index(0, column("Up")).data() == "4.0 MiB"
             assert window.update_ms < 50
             pixmap = window.grab()
             assert not pixmap.isNull()

@@ -10,9 +10,12 @@ from pytestqt.qtbot import QtBot
 from core.service import ClusterView, EndpointView, ServiceSnapshot, SessionView, StreamView
 from gui.models import (
     KEY_ROLE,
+    STREAM_COLUMNS,
+    TICKING,
     ClustersModel,
     StreamsFilter,
     StreamsModel,
+    column,
     ranges,
 )
 from tests.gui.conftest import check_model
@@ -113,7 +116,7 @@ def test_streams_filter_and_sort(qtmodeltester: ModelTester) -> None:
     assert keys() == ["endpoint:lab/2"]
     proxy.set_text("reset")
     assert keys() == ["endpoint:lab/3"]
-    assert proxy.index(0, 10).data() == "failed: error: reset"
+    assert proxy.index(0, column("State")).data() == "failed: error: reset"
     proxy.set_text("")
     proxy.set_open_only(True)
     assert sorted(keys()) == ["endpoint:lab/1", "endpoint:lab/2"]
@@ -140,3 +143,15 @@ def test_clusters_model(qtmodeltester: ModelTester, qtbot: QtBot) -> None:
     model.apply(off)
     assert "offline: agent not connected" in model.index(0, 0).data()
     check_model(qtmodeltester, model)
+
+
+def test_one_column_table() -> None:
+    model = StreamsModel()
+    titles = [c.title for c in STREAM_COLUMNS]
+    assert len(set(titles)) == len(titles)
+    assert [column(t) for t in titles] == list(range(len(titles)))
+    assert model.columnCount() == len(STREAM_COLUMNS)
+    first, last = TICKING  # one dataChanged range covers every counter, and only them
+    assert [c.title for c in STREAM_COLUMNS[first : last + 1]] == ["Up", "Down", "Rate", "Age"]
+    assert all(c.counter for c in STREAM_COLUMNS[first : last + 1])
+    assert sum(c.counter for c in STREAM_COLUMNS) == last - first + 1

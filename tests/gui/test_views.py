@@ -7,7 +7,7 @@ from PySide6.QtGui import QPaintEvent
 from PySide6.QtWidgets import QApplication, QStyledItemDelegate, QStyleOptionViewItem
 from pytestqt.qtbot import QtBot
 
-from gui.models import StreamsFilter, StreamsModel
+from gui.models import TICKING, StreamsFilter, StreamsModel, column
 from gui.views import LiveTableView
 from tests.gui.test_models import snapshot, stream
 
@@ -31,7 +31,7 @@ def test_counter_changes_repaint_only_visible_counter_cells(qtbot: QtBot) -> Non
     qtbot.addWidget(view)
     view.setModel(proxy)
     view.setSortingEnabled(True)
-    view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+    view.sortByColumn(column("ID"), Qt.SortOrder.DescendingOrder)
     view.resize(1000, 200)
     model.apply(snapshot([stream(n) for n in range(1, 201)]))
     view.show()
@@ -44,12 +44,13 @@ def test_counter_changes_repaint_only_visible_counter_cells(qtbot: QtBot) -> Non
     QApplication.processEvents()
 
     header = view.horizontalHeader()
-    left = header.sectionViewportPosition(6)
-    right = header.sectionViewportPosition(9) + header.sectionSize(9)
+    first, last = TICKING  # Up, Down, Rate, Age
+    left = header.sectionViewportPosition(first)
+    right = header.sectionViewportPosition(last) + header.sectionSize(last)
     assert not spy.region.isEmpty()
     assert spy.region.left() >= left and spy.region.right() < right
     assert spy.region.bottom() < view.viewport().height()
-    assert proxy.index(0, 6).data() == "19.3 KiB"  # stream 200: 200 * 99 bytes
+    assert proxy.index(0, column("Up")).data() == "19.3 KiB"  # stream 200: 200 * 99 bytes
 
 
 def test_multi_data_matches_data() -> None:
@@ -60,8 +61,8 @@ def test_multi_data_matches_data() -> None:
     model.apply(snapshot([stream(1), failed]))
     delegate = QStyledItemDelegate()
     for row in range(proxy.rowCount()):
-        for column in range(proxy.columnCount()):
-            index = proxy.index(row, column)
+        for col in range(proxy.columnCount()):
+            index = proxy.index(row, col)
             option = QStyleOptionViewItem()
             delegate.initStyleOption(option, index)  # Qt asks through multiData()
             assert option.text == index.data()

@@ -105,7 +105,10 @@ async def drive_to_test_page(s: Setup) -> AddClusterWizard:
 
     # Agent: the bundle appears; the "user" runs the agent with the join token.
     agent_page = wizard.agent_page
-    await wait_until(lambda: bool(agent_page.token), 15, what="a join token")
+    # The token comes first, the command line after the bundle is built (in a thread).
+    await wait_until(
+        lambda: bool(agent_page.token and agent_page.command.text()), 15, what="the agent bundle"
+    )
     assert agent_page.command.text().startswith("wicket agent --token-file")
     assert f"--target 127.0.0.1:{s.apiserver.port}" in agent_page.command.text()
     assert "kind: Deployment" in agent_page.manifests.toPlainText()
@@ -162,6 +165,7 @@ async def test_cancelling_the_wizard_leaves_nothing_behind(tmp_path: Path, home:
         assert isinstance(relay, Relay)
         token_id = parse(wizard.agent_page.token).token_id
         wizard.reject()
+        await s.backend.wait_run_to_end()  # the undo, last step (the join token) included
         await wait_until(
             lambda: load_merged(s.backend.kubeconfig).context("wicket-lab") is None,
             10,

@@ -1,0 +1,55 @@
+"""The backend brings a saved cluster back as it was saved, endpoint mode included."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+from pathlib import Path
+
+import pytest
+
+from core.format import utcnow
+from core.kube import KubeconfigPaths
+from core.pki.ca import create_ca
+from gui.backend import CLUSTERS_FILE, EMBEDDED, AppSettings, Backend, ClusterConfig
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["passthrough", "inspect"])
+async def test_a_saved_cluster_comes_back_in_its_mode(
+    tmp_path: Path, home: Path, mode: str
+) -> None:
+    ca_pem = create_ca(utcnow(), common_name="lab apiserver CA").cert_pem.decode()
+    saved = ClusterConfig("lab", EMBEDDED, 0, "inspect", ca_pem, "127.0.0.1")
+    if mode == "passthrough":
+        saved = ClusterConfig("lab", EMBEDDED, 0)
+    AppSettings(demo=False, clusters=[saved]).save(tmp_path / "app" / CLUSTERS_FILE)
+
+    backend = Backend(tmp_path / "app", KubeconfigPaths.resolve(env=os.environ, home=str(home)))
+    await backend.start()
+    try:
+        assert backend.cluster_config("lab") == saved
+        assert await backend.restore() == []
+        assert backend.is_connected("lab")
+        (endpoint,) = backend.latest.endpoints
+        assert (endpoint.cluster, endpoint.mode) == ("lab", mode)
+        if mode == "inspect":
+            assert (tmp_path / "app" / "inspect" / "endpoint-token-lab").stat().st_mode & 0o077 == 0
+    finally:
+        await backend.shutdown()
+
+
+async def test_shutdown_waits_for_clean_up_run_to_end(tmp_path: Path, home: Path) -> None:
+    backend = Backend(tmp_path / "app", KubeconfigPaths.resolve(env=os.environ, home=str(home)))
+    await backend.start()
+    done: list[str] = []
+
+    async def undo() -> None:
+        await asyncio.sleep(0.2)
+        done.append("undone")
+
+    backend.run_to_end(undo())
+    gc.collect()  # the backend, not the loop's weak reference, keeps the task alive
+    await backend.shutdown()
+    assert done == ["undone"]
