@@ -42,6 +42,7 @@ from core.demo.transport import (
     websocket_accept,
 )
 from core.format import host_port
+from core.kube import Entry, KubeconfigPaths, WriteOptions, write_owned_entries
 from core.protocol.k8s_channels import (
     EXEC_SPDY_PROTOCOLS,
     PORTFORWARD_SPDY_PROTOCOL,
@@ -57,6 +58,10 @@ TICK_SECONDS = 1.0
 CHANGE_EVERY_TICKS = 3
 ANONYMOUS_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 NAMESPACE = "default"
+#: The Wicket cluster owning the entries of ``write_kubeconfig``.
+KUBECONFIG_OWNER = "demo"
+#: Throwaway files for tests and ``python -m core.demo``: no backups, no settle.
+KUBECONFIG_OPTIONS = WriteOptions(backups=0, settle=0.0)
 
 
 @dataclass
@@ -365,10 +370,12 @@ class DemoApiServer:
         tls_server_name: str | None = None,
         namespace: str = NAMESPACE,
     ) -> Path:
-        """Write a kubeconfig (JSON, which kubectl reads as YAML) for this server.
+        """Write a kubeconfig for this server, with ``context`` current.
 
         ``auth`` is ``token``, ``cert`` or ``none``; ``server_url`` and
-        ``tls_server_name`` let the lead point kubectl at a tunnel endpoint.
+        ``tls_server_name`` let the lead point kubectl at a tunnel endpoint. The entries
+        are owned by the Wicket cluster ``demo`` and written by core.kube (locked,
+        atomic); other entries of an existing file stay.
         """
         path = Path(path)
         cluster: JsonObj = {"server": server_url or self.url}
@@ -382,24 +389,23 @@ class DemoApiServer:
         elif auth == "cert":
             cert, key = self.client_cert_paths
             user = {"client-certificate": str(cert), "client-key": str(key)}
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": context, "cluster": cluster}],
-            "users": [{"name": context, "user": user}],
-            "contexts": [
-                {
-                    "name": context,
-                    "context": {"cluster": context, "user": context, "namespace": namespace},
-                }
-            ],
-            "current-context": context,
-            "preferences": {},
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(config, fh, indent=2)
+        entries = [
+            Entry("clusters", context, cluster),
+            Entry("users", context, user),
+            Entry(
+                "contexts",
+                context,
+                {"cluster": context, "user": context, "namespace": namespace},
+            ),
+        ]
+        write_owned_entries(
+            KubeconfigPaths.single(str(path)),
+            KUBECONFIG_OWNER,
+            entries,
+            current=context,
+            switch="always",
+            options=KUBECONFIG_OPTIONS,
+        )
         return path
 
     # -- background activity ---------------------------------------------------------
