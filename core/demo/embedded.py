@@ -314,13 +314,14 @@ class DemoStack:
 
     # -- the kubeconfig ----------------------------------------------------------------
 
-    def write_kubeconfig(self, path: Path) -> bool:
+    def write_kubeconfig(self, path: Path, *, options: WriteOptions | None = None) -> bool:
         """Put the ``wicket-demo`` entries into ``path`` (created if missing).
 
         Other entries are kept; ``current-context`` is set when the file has none or is
         the stack's own. Returns whether ``wicket-demo`` is the current context. Written
         by core.kube under kubectl's lock, atomically (synchronous: call it from a
-        thread in an event loop).
+        thread in an event loop). ``options`` default to no backups of the stack's own
+        file and core.kube's defaults for any other (the crash test shortens the settle).
         """
         own = path == self.state_dir / "kubeconfig"
         change = write_owned_entries(
@@ -330,7 +331,7 @@ class DemoStack:
             mode=KubeMode(self.mode),
             current=CONTEXT,
             switch="always" if own else "if-unset",
-            options=WriteOptions(backups=0 if own else 3),
+            options=options or WriteOptions(backups=0 if own else 3),
         )
         return change.current_context == CONTEXT
 
