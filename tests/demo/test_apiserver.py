@@ -25,9 +25,9 @@ from wsproto.events import BytesMessage, CloseConnection, Message
 
 from core.demo import DemoApiServer
 from core.demo.apiserver import KUBECONFIG_OWNER
+from core.demo.transport import websocket_accept
 from core.kube import Mode
 from core.kube.model import owner_marker
-from core.demo.transport import websocket_accept
 from core.protocol import k8s_channels as kc
 from core.protocol import spdy
 from tests.demo.kubectl import KUBECTL, Kubectl
