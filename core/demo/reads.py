@@ -21,6 +21,8 @@ from core.demo.http_io import (
 )
 from core.demo.resources import Cluster, JsonObj
 
+_TableOf = Callable[[list[JsonObj]], JsonObj]
+
 
 @dataclass(frozen=True)
 class EmptyResource:
@@ -232,39 +234,46 @@ class Reads:
         return None
 
     def _namespaces(self, request: Request, parts: list[str]) -> Response | None:
+        table_of = self.cluster.namespace_table
         match parts:
             case ["api", "v1", "namespaces"]:
                 items = list(self.cluster.namespaces.values())
-                if request.wants_table:
-                    return json_response(self.cluster.namespace_table(items), TABLE_TYPE)
-                return json_response(self._list("NamespaceList", items))
+                return self._many(request, "NamespaceList", items, table_of)
             case ["api", "v1", "namespaces", name]:
                 ns = self.cluster.namespaces.get(name)
-                if ns is None:
-                    return not_found("namespaces", name)
-                if request.wants_table:
-                    return json_response(self.cluster.namespace_table([ns]), TABLE_TYPE)
-                return json_response(ns)
+                return self._one(request, "namespaces", name, ns, table_of)
         return None
 
     def _pods(self, request: Request, parts: list[str]) -> Response | None:
+        table_of = self.cluster.pod_table
         match parts:
             case ["api", "v1", "pods"] | ["api", "v1", "namespaces", _, "pods"]:
                 namespace = parts[3] if len(parts) == 5 else None
                 pods = self.cluster.list_pods(
                     namespace, request.param("labelSelector"), request.param("fieldSelector")
                 )
-                if request.wants_table:
-                    return json_response(self.cluster.pod_table(pods), TABLE_TYPE)
-                return json_response(self._list("PodList", pods))
+                return self._many(request, "PodList", pods, table_of)
             case ["api", "v1", "namespaces", ns, "pods", name]:
                 pod = self.cluster.pod(ns, name)
-                if pod is None:
-                    return not_found("pods", name)
-                if request.wants_table:
-                    return json_response(self.cluster.pod_table([pod]), TABLE_TYPE)
-                return json_response(pod)
+                return self._one(request, "pods", name, pod, table_of)
         return None
+
+    def _many(
+        self, request: Request, kind: str, items: list[JsonObj], table_of: _TableOf
+    ) -> Response:
+        if request.wants_table:
+            return json_response(table_of(items), TABLE_TYPE)
+        return json_response(self._list(kind, items))
+
+    @staticmethod
+    def _one(
+        request: Request, resource: str, name: str, obj: JsonObj | None, table_of: _TableOf
+    ) -> Response:
+        if obj is None:
+            return not_found(resource, name)
+        if request.wants_table:
+            return json_response(table_of([obj]), TABLE_TYPE)
+        return json_response(obj)
 
     def _empty(self, request: Request, parts: list[str]) -> Response | None:
         found = find_empty(parts)
