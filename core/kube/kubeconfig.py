@@ -120,7 +120,8 @@ def write_owned_entries(
 
     For callers whose entries are not a :class:`ClusterSpec` (the demo's bearer-token
     user, the demo apiserver's kubeconfig for tests). A same-named entry that Wicket
-    does not own for ``cluster`` is an error, as in :func:`add_cluster_contexts`.
+    does not own for ``cluster`` is an error, as in :func:`add_cluster_contexts`; a name
+    without the ``wicket-`` prefix is never owned, so it can be created but not changed.
     ``current`` becomes the current context as ``switch`` says.
     """
     stamped = [
