@@ -2,10 +2,10 @@
 
 This is the only code that writes a kubeconfig: the CLI, the desktop app and the demo
 (:func:`write_owned_entries`) all come through :func:`_transaction`. Each write is one
-transaction: take the lock files, re-read and parse every file under
-them (another writer may have changed them since any earlier read), edit only entries
-Wicket owns, and replace only the files whose bytes changed. Functions are synchronous
-and thread-safe so the desktop app can call them from a worker thread.
+transaction: take the lock files, re-read and parse every file under them (another
+writer may have changed them since any earlier read), edit only entries Wicket owns,
+and replace only the files whose bytes changed. Functions are synchronous and
+thread-safe so the desktop app can call them from a worker thread.
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ def write_owned_entries(
     without the ``wicket-`` prefix is never owned, so it can be created but not changed.
     ``current`` becomes the current context as ``switch`` says.
     """
+    check_cluster_name(cluster)
     stamped = [
         Entry(e.kind, e.name, {**e.body, "extensions": [owner_marker(cluster, mode)]})
         for e in entries
