@@ -27,7 +27,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import secrets
 import shutil
 from collections.abc import Awaitable, Callable
@@ -41,11 +40,9 @@ from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, 
 from core.aio.peer import RelayPeer
 from core.aio.relay import Relay, RelayConfig, RelaySnapshot
 from core.demo.apiserver import DemoApiServer
-from core.errors import ConfigError, KubeconfigError, PKIError, TunnelError, WicketError
-from core.kube import lock
-from core.kube.document import Document, new_document
-from core.kube.model import BODY_KEY, OWNER_EXTENSION, Kind, owner_of
-from core.kube.writer import write_file
+from core.errors import ConfigError, PKIError, TunnelError, WicketError
+from core.kube import Entry, KubeconfigPaths, WriteOptions, write_owned_entries
+from core.kube import Mode as KubeMode
 from core.paths import data_dir
 from core.pki import files
 from core.pki.identity import Role
@@ -317,19 +314,29 @@ class DemoStack:
 
     # -- the kubeconfig ----------------------------------------------------------------
 
-    def write_kubeconfig(self, path: Path) -> bool:
+    def write_kubeconfig(self, path: Path, *, options: WriteOptions | None = None) -> bool:
         """Put the ``wicket-demo`` entries into ``path`` (created if missing).
 
         Other entries are kept; ``current-context`` is set when the file has none or is
-        the stack's own. Returns whether ``wicket-demo`` is the current context. Runs
-        under kubectl's lock and replaces the file atomically (synchronous: call it from
-        a thread in an event loop).
+        the stack's own. Returns whether ``wicket-demo`` is the current context. Written
+        by core.kube under kubectl's lock, atomically (synchronous: call it from a
+        thread in an event loop). ``options`` default to no backups of the stack's own
+        file and core.kube's defaults for any other (the crash test shortens the settle).
         """
+        own = path == self.state_dir / "kubeconfig"
+        change = write_owned_entries(
+            KubeconfigPaths.single(str(path)),
+            CLUSTER,
+            self._kubeconfig_entries(),
+            mode=KubeMode(self.mode),
+            current=CONTEXT,
+            switch="always" if own else "if-unset",
+            options=options or WriteOptions(backups=0 if own else 3),
+        )
+        return change.current_context == CONTEXT
+
+    def _kubeconfig_entries(self) -> list[Entry]:
         assert self.apiserver is not None and self.endpoint is not None
-        marker = {
-            "name": OWNER_EXTENSION,
-            "extension": {"managed-by": "wicket", "cluster": CLUSTER, "mode": self.mode},
-        }
         cluster: dict[str, Any] = {"server": self.server_url}
         if self.mode == "inspect":
             # kubectl talks TLS to the endpoint (Wicket's loopback-only CA) and presents
@@ -341,42 +348,12 @@ class DemoStack:
             cluster["certificate-authority-data"] = base64.b64encode(self.apiserver.ca_pem).decode()
             cluster["tls-server-name"] = TLS_SERVER_NAME
             token = self.apiserver.bearer_token
-        entries: dict[Kind, dict[str, Any]] = {
-            "clusters": {**cluster, "extensions": [marker]},
-            "users": {"token": token, "extensions": [marker]},
-            "contexts": {
-                "cluster": CONTEXT,
-                "user": CONTEXT,
-                "namespace": NAMESPACE,
-                "extensions": [marker],
-            },
-        }
-        own = path == self.state_dir / "kubeconfig"
-        target = str(path)
-        os.makedirs(os.path.dirname(os.path.abspath(target)), mode=0o700, exist_ok=True)
-        with lock.hold([target], timeout=10.0):
-            try:
-                with open(os.path.realpath(target), "rb") as fh:
-                    raw: bytes | None = fh.read()
-            except FileNotFoundError:
-                raw = None
-            except OSError as exc:
-                raise KubeconfigError(f"{target}: cannot read: {exc.strerror}") from None
-            doc = Document(target, raw) if raw is not None else new_document(target)
-            for kind, body in entries.items():
-                item = doc.find(kind, CONTEXT)
-                if item is not None and owner_of(CONTEXT, item.get(BODY_KEY[kind])) != CLUSTER:
-                    raise KubeconfigError(
-                        f"{target}: {kind[:-1]} {CONTEXT!r} exists and was not written by "
-                        "the Wicket demo; rename or remove it first"
-                    )
-                doc.put_entry(kind, CONTEXT, body)
-            if own or not doc.current_context:
-                doc.set_current_context(CONTEXT)
-            data = doc.dump()
-            if data != raw:
-                write_file(target, data, old=raw, backups=0 if own else 3)
-            return doc.current_context == CONTEXT
+        context = {"cluster": CONTEXT, "user": CONTEXT, "namespace": NAMESPACE}
+        return [
+            Entry("clusters", CONTEXT, cluster),
+            Entry("users", CONTEXT, {"token": token}),
+            Entry("contexts", CONTEXT, context),
+        ]
 
 
 def _enrolled_here(path: Path, role: Role, relay_ca_pem: bytes) -> bool:

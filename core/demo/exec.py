@@ -161,7 +161,7 @@ async def run_command(
     except OSError as exc:
         return _start_failure(request, exc)
     procs.add(proc)
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     try:
         if proc.stdout is not None:
             tasks.append(asyncio.create_task(_pump_out(proc.stdout, Channel.STDOUT, io)))
@@ -185,12 +185,19 @@ async def run_command(
                 proc.stdin.close()
         return _exit_status(returncode)
     finally:
-        kill_group(proc)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await proc.wait()
-        procs.discard(proc)
+        await _reap(proc, tasks, procs)
+
+
+async def _reap(
+    proc: asyncio.subprocess.Process, helpers: list[asyncio.Task[None]], procs: ProcessTable
+) -> None:
+    """However the session ended: kill the command's group, stop its pumps, wait for it."""
+    kill_group(proc)
+    for task in helpers:
+        task.cancel()
+    await asyncio.gather(*helpers, return_exceptions=True)
+    await proc.wait()
+    procs.discard(proc)
 
 
 def _start_failure(request: ExecRequest, exc: OSError) -> bytes:
@@ -251,12 +258,7 @@ async def _run_pty(
             return _exit_status(returncode)
         finally:
             transport.close()
-            kill_group(proc)
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
-            await proc.wait()
-            procs.discard(proc)
+            await _reap(proc, helpers, procs)
     finally:
         for fd in (master, writer_fd):
             if fd >= 0:

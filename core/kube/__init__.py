@@ -8,16 +8,19 @@ them into the operations the CLI and the desktop app call. See ``docs/kubeconfig
 
 from core.kube.kubeconfig import (
     Change,
+    Switch,
     WriteOptions,
     add_cluster_contexts,
     load_merged,
     remove_cluster_contexts,
     use_context,
+    write_owned_entries,
 )
 from core.kube.model import (
     ClusterSpec,
     ContextInfo,
     Credentials,
+    Entry,
     ExecCredential,
     MergedView,
     Mode,
@@ -30,14 +33,17 @@ __all__ = [
     "ClusterSpec",
     "ContextInfo",
     "Credentials",
+    "Entry",
     "ExecCredential",
     "KubeconfigPaths",
     "MergedView",
     "Mode",
+    "Switch",
     "UserRef",
     "WriteOptions",
     "add_cluster_contexts",
     "load_merged",
     "remove_cluster_contexts",
     "use_context",
+    "write_owned_entries",
 ]

@@ -1,17 +1,20 @@
 """Wicket's kubeconfig operations: read the merged view, add/remove its contexts, switch.
 
-Each write is one transaction: take the lock files, re-read and parse every file under
-them (another writer may have changed them since any earlier read), edit only entries
-Wicket owns, and replace only the files whose bytes changed. Functions are synchronous
-and thread-safe so the desktop app can call them from a worker thread.
+This is the only code that writes a kubeconfig: the CLI, the desktop app and the demo
+(:func:`write_owned_entries`) all come through :func:`_transaction`. Each write is one
+transaction: take the lock files, re-read and parse every file under them (another
+writer may have changed them since any earlier read), edit only entries Wicket owns,
+and replace only the files whose bytes changed. Functions are synchronous and
+thread-safe so the desktop app can call them from a worker thread.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from ruamel.yaml.comments import CommentedMap
 
@@ -22,12 +25,15 @@ from core.kube.model import (
     BODY_KEY,
     ClusterSpec,
     ContextInfo,
+    Entry,
     Kind,
     MergedView,
+    Mode,
     UserRef,
     candidate_names,
     check_cluster_name,
     desired_entries,
+    owner_marker,
     owner_of,
 )
 from core.kube.paths import KubeconfigPaths
@@ -54,10 +60,19 @@ DEFAULT_OPTIONS = WriteOptions()
 
 @dataclass(frozen=True)
 class Change:
-    """What a write did: the files rewritten (empty when nothing changed)."""
+    """What a write did: the files rewritten (empty when nothing changed).
+
+    ``current_context`` is the merged view's afterwards, read under the same lock.
+    """
 
     written: tuple[str, ...]
     cleared_current_context: bool = False
+    current_context: str = ""
+
+
+#: When :func:`write_owned_entries` makes its context current: never, only when no
+#: file sets one, or always (a file only Wicket uses).
+Switch = Literal["never", "if-unset", "always"]
 
 
 def load_merged(paths: KubeconfigPaths) -> MergedView:
@@ -84,12 +99,43 @@ def add_cluster_contexts(
             if ws.first("users", ref) is None or ref in candidate_names(spec.name)["users"]:
                 raise KubeconfigError(f"no user {ref!r} in {_files(ws)}")
         wanted = desired_entries(spec)
-        for entry in wanted:
-            hit = ws.first(entry.kind, entry.name)
-            doc = hit[0] if hit is not None else ws.default
-            doc.put_entry(entry.kind, entry.name, entry.body)
+        _put_entries(ws, wanted)
         keep = {(entry.kind, entry.name) for entry in wanted}
         _remove_owned(ws, spec.name, keep)
+
+    return _transaction(paths, edit, options, create=True)
+
+
+def write_owned_entries(
+    paths: KubeconfigPaths,
+    cluster: str,
+    entries: Sequence[Entry],
+    *,
+    mode: Mode = Mode.PASSTHROUGH,
+    current: str | None = None,
+    switch: Switch = "never",
+    options: WriteOptions = DEFAULT_OPTIONS,
+) -> Change:
+    """Create or update hand-built entries, each stamped as owned by ``cluster``.
+
+    For callers whose entries are not a :class:`ClusterSpec` (the demo's bearer-token
+    user, the demo apiserver's kubeconfig for tests). A same-named entry that Wicket
+    does not own for ``cluster`` is an error, as in :func:`add_cluster_contexts`; a name
+    without the ``wicket-`` prefix is never owned, so it can be created but not changed.
+    ``current`` becomes the current context as ``switch`` says.
+    """
+    check_cluster_name(cluster)
+    stamped = [
+        Entry(e.kind, e.name, {**e.body, "extensions": [owner_marker(cluster, mode)]})
+        for e in entries
+    ]
+
+    def edit(ws: _Workspace) -> None:
+        for entry in stamped:
+            _check_ownership(ws, entry.kind, entry.name, cluster)
+        _put_entries(ws, stamped)
+        if current is not None and _switches(switch, ws):
+            ws.default.set_current_context(current)
 
     return _transaction(paths, edit, options, create=True)
 
@@ -170,9 +216,22 @@ def _transaction(
             if doc.dirty and data != doc.original:
                 write_file(doc.path, data, old=doc.original, backups=options.backups)
                 written.append(doc.path)
+        current = ws.view().current_context
         if written:
             time.sleep(options.settle)
-    return Change(tuple(written), ws.cleared_current_context)
+    return Change(tuple(written), ws.cleared_current_context, current)
+
+
+def _put_entries(ws: _Workspace, entries: Sequence[Entry]) -> None:
+    """Each entry goes where its name is first defined, or into the default file."""
+    for entry in entries:
+        hit = ws.first(entry.kind, entry.name)
+        doc = hit[0] if hit is not None else ws.default
+        doc.put_entry(entry.kind, entry.name, entry.body)
+
+
+def _switches(switch: Switch, ws: _Workspace) -> bool:
+    return switch == "always" or (switch == "if-unset" and not ws.view().current_context)
 
 
 def _check_ownership(ws: _Workspace, kind: Kind, name: str, cluster: str) -> None:

@@ -126,11 +126,16 @@ def candidate_names(name: str) -> dict[Kind, tuple[str, ...]]:
     return {"clusters": (local, public), "contexts": (local, public), "users": (local,)}
 
 
-def marker(spec: ClusterSpec) -> dict[str, Any]:
+def owner_marker(cluster: str, mode: Mode) -> dict[str, Any]:
+    """The ``extensions`` item that makes an entry Wicket's (see :func:`owner_of`)."""
     return {
         "name": OWNER_EXTENSION,
-        "extension": {"managed-by": "wicket", "cluster": spec.name, "mode": spec.mode.value},
+        "extension": {"managed-by": "wicket", "cluster": cluster, "mode": mode.value},
     }
+
+
+def marker(spec: ClusterSpec) -> dict[str, Any]:
+    return owner_marker(spec.name, spec.mode)
 
 
 def owner_of(entry_name: str, body: Mapping[str, Any] | None) -> str | None:

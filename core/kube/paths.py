@@ -41,6 +41,11 @@ class KubeconfigPaths:
         )
 
     @classmethod
+    def single(cls, path: str) -> KubeconfigPaths:
+        """Exactly one file, as ``--kubeconfig FILE`` names it (the demo's own files)."""
+        return cls(explicit=os.path.abspath(path), env_files=(), home_file="")
+
+    @classmethod
     def from_process(cls, explicit: str | None = None) -> KubeconfigPaths:
         """Resolve from this process's environment (for the command line)."""
         return cls.resolve(explicit, env=os.environ, home=os.path.expanduser("~"))

@@ -8,26 +8,18 @@ from pathlib import Path
 import pytest
 
 from core.demo import DemoApiServer
-from tests.demo.kubectl import KUBECTL, PROTOCOLS, Kubectl, KubectlFactory
+from tests.demo.fixtures import protocol, skip_without_kubectl, started
+from tests.demo.kubectl import Kubectl, KubectlFactory
 
-if not KUBECTL.exists():  # pragma: no cover
-    pytest.skip("the real kubectl is not installed (make test-deps)", allow_module_level=True)
+__all__ = ["demo", "kubectl", "kubectl_for", "protocol"]
+
+skip_without_kubectl()
 
 
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[DemoApiServer]:
-    server = DemoApiServer(tmp_path / "state", tls=True)
-    await server.start()
-    try:
+    async with started(DemoApiServer(tmp_path / "state", tls=True)) as server:
         yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture(params=PROTOCOLS)
-def protocol(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
 
 
 @pytest.fixture

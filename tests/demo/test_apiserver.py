@@ -19,11 +19,15 @@ import h11
 import psutil  # type: ignore[import-untyped]
 import pytest
 from cryptography import x509
+from ruamel.yaml import YAML
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message
 
 from core.demo import DemoApiServer
+from core.demo.apiserver import KUBECONFIG_OWNER
 from core.demo.transport import websocket_accept
+from core.kube import Mode
+from core.kube.model import owner_marker
 from core.protocol import k8s_channels as kc
 from core.protocol import spdy
 from tests.demo.kubectl import KUBECTL, Kubectl
@@ -156,12 +160,13 @@ def test_kubeconfig_for_a_tunnel(tmp_path: Path) -> None:
     path = server.write_kubeconfig(
         tmp_path / "kc", "https://127.0.0.1:9999", context="x", tls_server_name="wicket-demo.local"
     )
-    config = json.loads(path.read_text())
+    config = YAML(typ="safe").load(path.read_text())
     cluster = config["clusters"][0]["cluster"]
     assert cluster["server"] == "https://127.0.0.1:9999"
     assert cluster["tls-server-name"] == "wicket-demo.local"
     assert base64.b64decode(cluster["certificate-authority-data"]) == server.ca_pem
-    assert config["users"][0]["user"] == {"token": server.bearer_token}
+    owned = [owner_marker(KUBECONFIG_OWNER, Mode.PASSTHROUGH)]
+    assert config["users"][0]["user"] == {"token": server.bearer_token, "extensions": owned}
     assert config["current-context"] == "x"
 
 

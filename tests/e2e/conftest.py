@@ -17,32 +17,25 @@ import pytest_asyncio
 
 from core.demo.embedded import DemoStack
 from core.service import WicketService
-from tests.demo.kubectl import KUBECTL, PROTOCOLS, Kubectl
+from tests.demo.fixtures import (
+    kubectl_through,
+    protocol,
+    skip_without_kubectl,
+    stack_fixture,
+)
+from tests.demo.kubectl import Kubectl
 
-if not KUBECTL.exists():  # pragma: no cover
-    pytest.skip("the real kubectl is not installed (make test-deps)", allow_module_level=True)
+__all__ = ["inspect_kubectl", "inspect_service", "inspect_stack", "kubectl", "protocol", "stack"]
 
+skip_without_kubectl()
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoStack]:
-    demo = DemoStack(tmp_path_factory.mktemp("e2e-stack"), port=0)
-    await demo.start()
-    try:
-        yield demo
-    finally:
-        await demo.stop()
-
-
-@pytest.fixture(params=PROTOCOLS)
-def protocol(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
+stack = stack_fixture("stack", "The demo stack, its local endpoint in passthrough mode.")
 
 
 @pytest.fixture
 def kubectl(stack: DemoStack, protocol: str, tmp_path: Path) -> Kubectl:
     """The real kubectl through the tunnel, speaking ``protocol`` for upgrades."""
-    return Kubectl(tmp_path / "home", stack.kubeconfig_path, protocol)
+    return kubectl_through(stack, protocol, tmp_path)
 
 
 # -- inspect mode ----------------------------------------------------------------------------
@@ -58,15 +51,9 @@ class _Running:
         return None
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def inspect_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoStack]:
-    """The same demo stack, its local endpoint in inspect mode."""
-    demo = DemoStack(tmp_path_factory.mktemp("e2e-inspect-stack"), port=0, mode="inspect")
-    await demo.start()
-    try:
-        yield demo
-    finally:
-        await demo.stop()
+inspect_stack = stack_fixture(
+    "inspect_stack", "The same demo stack, its local endpoint in inspect mode.", "inspect"
+)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -84,4 +71,4 @@ async def inspect_service(inspect_stack: DemoStack) -> AsyncIterator[WicketServi
 @pytest.fixture
 def inspect_kubectl(inspect_stack: DemoStack, protocol: str, tmp_path: Path) -> Kubectl:
     """The real kubectl through the inspect endpoint, speaking ``protocol`` for upgrades."""
-    return Kubectl(tmp_path / "home", inspect_stack.kubeconfig_path, protocol)
+    return kubectl_through(inspect_stack, protocol, tmp_path)

@@ -1,4 +1,9 @@
-"""SIGKILL at random points of a write leaves the old or the new file, byte for byte."""
+"""SIGKILL at random points of a write leaves the old or the new file, byte for byte.
+
+Two cycles of writes: core.kube's own operations, and the demo's (the stack's
+``wicket-demo`` context and the demo apiserver's kubeconfig, through
+``write_owned_entries``).
+"""
 
 from __future__ import annotations
 
@@ -13,27 +18,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.crash_writer import OPS, run_op
-from tests.kube.helpers import foreign_kubeconfig, paths_for
+from core.kube.document import Document
+from tests.kube.crash_writer import Op, cycles, run_op
+from tests.kube.helpers import foreign_kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = 210
 SYMLINK_EVERY = 8
 
 
-def _generations(tmp: Path, initial: bytes) -> tuple[list[bytes], float]:
+def _generations(tmp: Path, initial: bytes, ops: tuple[Op, ...]) -> tuple[list[bytes], float]:
     """The file after each generation of one cycle, and the median time of one write."""
     file = tmp / "scratch" / "config"
     file.parent.mkdir()
     file.write_bytes(initial)
     contents = [initial]
     times = []
-    for generation in range(1, len(OPS) + 1):
+    for generation in range(1, len(ops) + 1):
         started = time.monotonic()
-        run_op(paths_for(str(file)), generation)
+        run_op(ops, str(file), generation)
         times.append(time.monotonic() - started)
         contents.append(file.read_bytes())
-    assert len(set(contents[:-1])) == len(OPS), "every generation changes the file"
+        Document(str(file), contents[-1])  # parses, so every kill leaves a parsing file
+    assert len(set(contents[:-1])) == len(ops), "every generation changes the file"
     assert contents[-1] == initial, "the cycle restores the original bytes"
     return contents[:-1], sorted(times)[len(times) // 2]
 
@@ -48,9 +55,11 @@ def _clear_stale_locks(file: Path) -> bool:
     return found
 
 
-def _kill_once(zygote: subprocess.Popen[str], file: Path, start: int, delay: float) -> int:
+def _kill_once(
+    zygote: subprocess.Popen[str], cycle: str, file: Path, start: int, delay: float
+) -> int:
     assert zygote.stdin is not None and zygote.stdout is not None
-    request = {"file": str(file), "start": start, "delay": delay}
+    request = {"cycle": cycle, "file": str(file), "start": start, "delay": delay}
     zygote.stdin.write(json.dumps(request) + "\n")
     zygote.stdin.flush()
     reply = json.loads(zygote.stdout.readline())
@@ -61,9 +70,12 @@ def _kill_once(zygote: subprocess.Popen[str], file: Path, start: int, delay: flo
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_sigkill_leaves_old_or_new_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cycle", ["kube", "demo"])
+def test_sigkill_leaves_old_or_new_file(tmp_path: Path, cycle: str) -> None:
     initial = foreign_kubeconfig(50, current=7).encode()
-    contents, op_time = _generations(tmp_path, initial)
+    demo_state = tmp_path / "demo-state"
+    ops = cycles(demo_state)[cycle]
+    contents, op_time = _generations(tmp_path, initial, ops)
     plain = tmp_path / "plain" / "config"
     target = tmp_path / "real" / "kubeconfig.yaml"
     link = tmp_path / "linked" / "config"
@@ -78,7 +90,7 @@ def test_sigkill_leaves_old_or_new_file(tmp_path: Path) -> None:
     rng = random.Random(20240611)
     started = time.monotonic()
     with subprocess.Popen(
-        [sys.executable, "-m", "tests.kube.crash_writer"],
+        [sys.executable, "-m", "tests.kube.crash_writer", str(demo_state)],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -86,11 +98,12 @@ def test_sigkill_leaves_old_or_new_file(tmp_path: Path) -> None:
     ) as zygote:
         for kill in range(KILLS):
             file = link if kill % SYMLINK_EVERY == 0 else plain
-            last = _kill_once(zygote, file, generation[file], rng.uniform(0.0, 1.2 * op_time))
+            delay = rng.uniform(0.0, 1.2 * op_time)
+            last = _kill_once(zygote, cycle, file, generation[file], delay)
             data = file.read_bytes()
-            if data != contents[last % len(OPS)]:
+            if data != contents[last % len(ops)]:
                 # Killed between os.replace and the report: it must be the next one.
-                assert data == contents[(last + 1) % len(OPS)], f"kill {kill}: torn file"
+                assert data == contents[(last + 1) % len(ops)], f"kill {kill}: torn file"
                 outcomes["replaced, unreported"] += 1
                 last += 1
             outcomes["progressed"] += last > generation[file]

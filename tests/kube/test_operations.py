@@ -15,6 +15,7 @@ from ruamel.yaml import YAML
 
 from core.errors import KubeconfigError, KubeconfigLockError, KubeconfigParseError
 from core.kube import (
+    Entry,
     KubeconfigPaths,
     Mode,
     UserRef,
@@ -23,7 +24,9 @@ from core.kube import (
     load_merged,
     remove_cluster_contexts,
     use_context,
+    write_owned_entries,
 )
+from core.kube.model import owner_marker
 from core.kube.writer import backup_files
 from tests.kube.helpers import WICKET_BIN, ca_pem, foreign_kubeconfig, paths_for, spec
 
@@ -307,3 +310,52 @@ def test_spec_is_checked(change: dict[str, Any], message: str) -> None:
     base = spec()
     with pytest.raises(KubeconfigError, match=message):
         type(base)(**{**base.__dict__, **change})
+
+
+# -- hand-built entries (the demo's) ------------------------------------------------------
+
+
+def _demo_entries(token: str) -> list[Entry]:
+    return [
+        Entry("clusters", "wicket-demo", {"server": "https://127.0.0.1:9443"}),
+        Entry("users", "wicket-demo", {"token": token}),
+        Entry("contexts", "wicket-demo", {"cluster": "wicket-demo", "user": "wicket-demo"}),
+    ]
+
+
+def test_owned_entries_are_stamped_and_switch_only_if_unset(config: Path) -> None:
+    paths = KubeconfigPaths.single(str(config))
+    before = load_merged(paths).current_context
+    change = write_owned_entries(
+        paths, "demo", _demo_entries("t1"), current="wicket-demo", switch="if-unset", options=FAST
+    )
+    assert change.written == (str(config),)
+    assert change.current_context == before != "wicket-demo"
+    data = _load(config)
+    user = _entry(data, "users", "wicket-demo")["user"]
+    assert user == {"token": "t1", "extensions": [owner_marker("demo", Mode.PASSTHROUGH)]}
+    assert load_merged(paths).context("wicket-demo").wicket_cluster == "demo"  # type: ignore[union-attr]
+    again = write_owned_entries(
+        paths, "demo", _demo_entries("t2"), current="wicket-demo", switch="always", options=FAST
+    )
+    assert again.current_context == "wicket-demo"
+    assert _entry(_load(config), "users", "wicket-demo")["user"]["token"] == "t2"
+    same = config.read_bytes()
+    assert write_owned_entries(paths, "demo", _demo_entries("t2"), options=FAST).written == ()
+    assert config.read_bytes() == same
+
+
+@pytest.mark.parametrize("owner", [None, "other"])
+def test_owned_entries_never_overwrite_what_wicket_did_not_write(
+    tmp_path: Path, owner: str | None
+) -> None:
+    path = tmp_path / "config"
+    paths = KubeconfigPaths.single(str(path))
+    if owner is None:
+        path.write_text("clusters:\n- name: wicket-demo\n  cluster: {server: https://x:1}\n")
+    else:
+        write_owned_entries(paths, owner, _demo_entries("t0"), options=FAST)
+    before = path.read_bytes()
+    with pytest.raises(KubeconfigError, match=r"not written by|belongs to"):
+        write_owned_entries(paths, "demo", _demo_entries("t1"), options=FAST)
+    assert path.read_bytes() == before
