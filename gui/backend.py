@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.aio.dial import load_credentials
+from core.aio.dial import load_enrollment
 from core.aio.endpoint import RelayClient
 from core.aio.relay import Relay, RelayConfig
 from core.demo.embedded import CONTEXT as DEMO_CONTEXT
@@ -273,7 +273,7 @@ class Backend:
         if isinstance(existing, RelayClient):
             return existing
         state_dir = self.state_dir / "clients" / _client_dir_name(token.relay)
-        enrolled = await asyncio.to_thread(load_credentials, state_dir, Role.CLIENT)
+        enrolled = await asyncio.to_thread(load_enrollment, state_dir, Role.CLIENT)
         return await self._start_client(name, state_dir, None if enrolled else token)
 
     async def _start_client(self, name: str, state_dir: Path, token: Token | None) -> RelayClient:
@@ -383,7 +383,7 @@ async def _stop_demo(service: WicketService) -> None:
 
 def _embedded_client_token(relay: Relay, state_dir: Path) -> Token | None:
     """A client token for the embedded relay unless this app enrolled there already."""
-    creds = load_credentials(state_dir, Role.CLIENT)
+    creds = load_enrollment(state_dir, Role.CLIENT)
     ca_pem = relay.state.ca().cert_pem
     if creds is not None and (state_dir / "ca.pem").read_bytes() == ca_pem:
         files.write_private(state_dir / "client-relay", relay.address.encode())

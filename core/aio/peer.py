@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from core.aio.channel import ControlChannel
-from core.aio.dial import Credentials, connect_mux, enroll, hello, load_credentials
+from core.aio.dial import Enrollment, connect_mux, enroll, hello, load_enrollment
 from core.aio.mux import MuxConnection, StreamHandler
 from core.errors import (
     AuthError,
@@ -69,7 +69,7 @@ class RelayPeer:
         self.state = "starting"
         self.last_error: str | None = None
         self.reconnects = 0
-        self.creds: Credentials | None = None
+        self.creds: Enrollment | None = None
         self._conn: MuxConnection | None = None
         self.connected_since: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -120,8 +120,8 @@ class RelayPeer:
 
     # -- the loop ----------------------------------------------------------------------
 
-    async def _credentials(self) -> Credentials:
-        creds = load_credentials(self.state_dir, self.role)
+    async def _enrollment(self) -> Enrollment:
+        creds = load_enrollment(self.state_dir, self.role)
         if creds is not None:
             return creds
         token = self._token
@@ -137,7 +137,7 @@ class RelayPeer:
         attempt = 0
         while True:
             try:
-                self.creds = await self._credentials()
+                self.creds = await self._enrollment()
                 self.state = "connecting"
                 await self._session()
             except (ConfigError, PKIError) as exc:

@@ -521,9 +521,7 @@ class Relay:
         except MuxError as exc:
             reply(stream, Status.BUSY, str(exc))
             return
-        record = self.book.add(
-            StreamRecord(request.cluster, request.endpoint.name.lower(), request.client or None)
-        )
+        record = self.book.add(StreamRecord.of(request))
         spliced(self.book, record, stream, upstream)
         stream.resume_reading()
 

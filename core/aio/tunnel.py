@@ -88,6 +88,11 @@ class StreamRecord:
         self.up_is_a = True  # bytes a→b are "up" (towards the apiserver)
         self.up = self.down = 0  # the splice's counts, kept here once it is done
 
+    @classmethod
+    def of(cls, request: StreamRequest) -> StreamRecord:
+        """The record of a stream carrying ``request`` (relay, agent and dialer alike)."""
+        return cls(request.cluster, request.endpoint.name.lower(), request.client or None)
+
     def info(self) -> StreamInfo:
         splice = self.splice
         up, down = self.up, self.down
@@ -258,7 +263,6 @@ class TunnelDialer(asyncio.Protocol):
         self._tcp: asyncio.Transport | None = None
         self._stream: MuxStream | None = None
         self._record: StreamRecord | None = None
-        self._status = StatusDecoder()
         self._eof = False
         self._first = b""  # the client's first bytes (TLS or not)
         self._refusing: asyncio.TimerHandle | None = None
@@ -270,9 +274,7 @@ class TunnelDialer(asyncio.Protocol):
         self._tcp = transport
         conn = self._conn_for()
         request = self._request(transport)
-        self._record = self._book.add(
-            StreamRecord(request.cluster, request.endpoint.name.lower(), request.client or None)
-        )
+        self._record = self._book.add(StreamRecord.of(request))
         if conn is None or conn.closed:
             self._fail("no session to the relay")
             return
@@ -334,17 +336,9 @@ class TunnelDialer(asyncio.Protocol):
 
     # -- the stream side ---------------------------------------------------------------
 
-    def status_bytes(self, data: bytes) -> None:
-        try:
-            result = self._status.receive_data(data)
-        except RemoteProtocolError as exc:
-            self._refused(StreamStatus(Status.BAD_REQUEST, str(exc)))
-            return
-        if result is None:
-            return
-        status, rest = result
+    def status_received(self, status: StreamStatus, rest: bytes) -> None:
         if not status.ok:
-            self._refused(status)
+            self.refused(status)
             return
         assert self._tcp is not None and self._stream is not None and self._record is not None
         splice = spliced(self._book, self._record, self._tcp, self._stream, first_to_a=rest)
@@ -355,7 +349,7 @@ class TunnelDialer(asyncio.Protocol):
         if self._record is not None and self._record.splice is None:
             self._fail(describe(exc) if exc else "relay closed the stream")
 
-    def _refused(self, status: StreamStatus) -> None:
+    def refused(self, status: StreamStatus) -> None:
         log.info("stream refused: %s %s", status.status.name.lower(), status.message)
         if self._stream is not None:
             self._stream.abort()
@@ -364,16 +358,58 @@ class TunnelDialer(asyncio.Protocol):
         self._fail(f"refused: {status.status.name.lower()}: {status.message}".rstrip(": "))
 
 
-class _StatusProtocol(asyncio.Protocol):
-    def __init__(self, dialer: TunnelDialer) -> None:
-        self._dialer = dialer
+class StatusReader(asyncio.Protocol):
+    """Reads the status answering a stream request: the one reader behind
+    ``TunnelDialer`` and the inspect endpoint's ``tunnel_connector``.
+
+    Subclasses say what the status, an undecodable one, or the stream's end means to
+    them; once answered, later bytes are not its to read (a splice takes the stream).
+    """
+
+    def __init__(self) -> None:
+        self._decoder = StatusDecoder()
+        self.answered = False
 
     def data_received(self, data: bytes) -> None:
-        self._dialer.status_bytes(data)
+        if self.answered:
+            return
+        try:
+            result = self._decoder.receive_data(data)
+        except RemoteProtocolError as exc:
+            self.answered = True
+            self.status_invalid(exc)
+            return
+        if result is not None:
+            self.answered = True
+            self.status_received(*result)
 
     def eof_received(self) -> bool:
-        self._dialer.stream_ended(None)
+        self.stream_ended(None)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.stream_ended(exc)
+
+    def status_received(self, status: StreamStatus, rest: bytes) -> None:
+        raise NotImplementedError
+
+    def status_invalid(self, exc: RemoteProtocolError) -> None:
+        raise NotImplementedError
+
+    def stream_ended(self, exc: Exception | None) -> None:
+        raise NotImplementedError
+
+
+class _StatusProtocol(StatusReader):
+    def __init__(self, dialer: TunnelDialer) -> None:
+        super().__init__()
+        self._dialer = dialer
+
+    def status_received(self, status: StreamStatus, rest: bytes) -> None:
+        self._dialer.status_received(status, rest)
+
+    def status_invalid(self, exc: RemoteProtocolError) -> None:
+        self._dialer.refused(StreamStatus(Status.BAD_REQUEST, str(exc)))
+
+    def stream_ended(self, exc: Exception | None) -> None:
         self._dialer.stream_ended(exc)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from core.aio.agent import Agent, AgentSnapshot
-from core.aio.dial import load_credentials
+from core.aio.dial import load_enrollment
 from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, Mode, RelayClient
 from core.aio.peer import RelayPeer
 from core.aio.relay import Relay, RelayConfig, RelaySnapshot
@@ -382,7 +382,7 @@ class DemoStack:
 def _enrolled_here(path: Path, role: Role, relay_ca_pem: bytes) -> bool:
     """Whether ``path`` holds an identity issued by this relay's CA."""
     try:
-        creds = load_credentials(path, role)
+        creds = load_enrollment(path, role)
         return creds is not None and (path / "ca.pem").read_bytes() == relay_ca_pem
     except (OSError, WicketError, ValueError):
         return False
