@@ -21,7 +21,6 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from core.aio.inspect import Connector, InspectEndpoint, tunnel_connector, upstream_context
 from core.aio.mux import MuxConnection
@@ -29,13 +28,11 @@ from core.aio.peer import RelayPeer
 from core.aio.tunnel import StreamBook, StreamInfo, TunnelDialer
 from core.errors import ConfigError, UpstreamUnavailable
 from core.format import host_port
+from core.mode import Mode, mode_of
 from core.pki.identity import Role
 from core.protocol.http_proxy import Exchange
 from core.protocol.inspect_decoders import SessionDetail
 from core.protocol.preamble import EndpointKind, StreamRequest, StreamStatus
-
-Mode = Literal["passthrough", "inspect"]
-MODES: tuple[Mode, ...] = ("passthrough", "inspect")
 
 log = logging.getLogger("wicket.endpoint")
 
@@ -140,23 +137,22 @@ class LocalEndpoint:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        mode: Mode = "passthrough",
+        mode: Mode | str = Mode.PASSTHROUGH,
         inspect: InspectSettings | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ConfigError(f"unknown endpoint mode {mode!r} (passthrough or inspect)")
-        if mode == "inspect" and inspect is None:
+        mode = mode_of(mode)
+        if mode is Mode.INSPECT and inspect is None:
             raise ConfigError("an inspect endpoint needs its settings")
         self.client = client
         self.cluster = cluster
         self.host = host
         self.port = port
-        self.mode: Mode = mode
+        self.mode = mode
         self.book = StreamBook()
         self.last_refusal: str | None = None
         self._server: asyncio.Server | None = None
         self.inspector: InspectEndpoint | None = None
-        if mode == "inspect":
+        if mode is Mode.INSPECT:
             assert inspect is not None
             self.inspector = InspectEndpoint(
                 cluster,

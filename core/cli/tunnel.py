@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from core.aio.eventloop import LoopKind, loop_factory, resolve
 from core.errors import ConfigError, TokenError
 from core.format import utcnow
+from core.mode import Mode
 from core.paths import data_dir
 from core.pki.tokens import Token, TokenKind, parse, split_relay_address
 from core.registry.state import RelayState
@@ -76,8 +77,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     connect.add_argument("--state-dir", type=Path, default=None)
     connect.add_argument(
         "--mode",
-        choices=("passthrough", "inspect"),
-        default="passthrough",
+        choices=[mode.value for mode in Mode],
+        default=Mode.PASSTHROUGH.value,
         help="passthrough (kubectl's TLS end to end, the default) or inspect (Wicket ends "
         "kubectl's TLS and records every request)",
     )
@@ -319,7 +320,7 @@ def _run_connect(args: argparse.Namespace) -> int:
     from core.aio.endpoint import LocalEndpoint, RelayClient
     from core.aio.status import StatusServer
 
-    if args.mode == "passthrough" and (
+    if args.mode == Mode.PASSTHROUGH and (
         args.cluster_ca or args.server_name or args.upstream_token_file or args.endpoint_token_file
     ):
         raise ConfigError("the inspect-mode options need --mode inspect")
@@ -332,7 +333,7 @@ def _run_connect(args: argparse.Namespace) -> int:
             args.cluster,
         )
     state_dir = args.state_dir or _default_client_dir()
-    inspect = _inspect_settings(args, state_dir) if args.mode == "inspect" else None
+    inspect = _inspect_settings(args, state_dir) if args.mode == Mode.INSPECT else None
     client = RelayClient(state_dir, token)
     endpoint = LocalEndpoint(client, args.cluster, host, port, mode=args.mode, inspect=inspect)
     status = StatusServer("connect", endpoint.snapshot)

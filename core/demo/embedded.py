@@ -37,7 +37,7 @@ from typing import Any
 
 from core.aio.agent import Agent, AgentSnapshot
 from core.aio.dial import load_enrollment
-from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, Mode, RelayClient
+from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, RelayClient
 from core.aio.peer import RelayPeer
 from core.aio.relay import Relay, RelayConfig, RelaySnapshot
 from core.demo.apiserver import DemoApiServer
@@ -46,6 +46,7 @@ from core.kube import lock
 from core.kube.document import Document, new_document
 from core.kube.model import BODY_KEY, OWNER_EXTENSION, Kind, owner_of
 from core.kube.writer import write_file
+from core.mode import Mode, mode_of
 from core.paths import data_dir
 from core.pki import files
 from core.pki.identity import Role
@@ -103,11 +104,9 @@ class DemoStack:
         port: int | None = None,
         kubeconfig: Path | None = None,
         online_timeout: float = ONLINE_TIMEOUT,
-        mode: Mode = "passthrough",
+        mode: Mode | str = Mode.PASSTHROUGH,
     ) -> None:
-        if mode not in ("passthrough", "inspect"):
-            raise ConfigError(f"unknown endpoint mode {mode!r} (passthrough or inspect)")
-        self.mode: Mode = mode
+        self.mode = mode_of(mode)
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.requested_port = port
         self.kubeconfig_path = Path(kubeconfig) if kubeconfig else self.state_dir / "kubeconfig"
@@ -328,7 +327,7 @@ class DemoStack:
         assert self.apiserver is not None and self.endpoint is not None
         marker = {
             "name": OWNER_EXTENSION,
-            "extension": {"managed-by": "wicket", "cluster": CLUSTER, "mode": self.mode},
+            "extension": {"managed-by": "wicket", "cluster": CLUSTER, "mode": self.mode.value},
         }
         cluster: dict[str, Any] = {"server": self.server_url}
         if self.mode == "inspect":

@@ -20,10 +20,10 @@ from core.kube.model import (
     Credentials,
     ExecCredential,
     MergedView,
-    Mode,
     UserRef,
 )
 from core.kube.paths import KubeconfigPaths
+from core.mode import Mode
 
 __all__ = [
     "Change",

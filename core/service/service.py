@@ -25,12 +25,12 @@ from core.aio.endpoint import (
     InspectedStream,
     InspectSettings,
     LocalEndpoint,
-    Mode,
     RelayClient,
 )
 from core.aio.relay import Relay, RelayConfig, RelaySnapshot
 from core.aio.tunnel import StreamInfo
 from core.errors import ConfigError
+from core.mode import Mode
 from core.pki.tokens import Token
 from core.service.model import (
     ClusterView,
@@ -139,7 +139,7 @@ class WicketService:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        mode: Mode = "passthrough",
+        mode: Mode | str = Mode.PASSTHROUGH,
         inspect: InspectSettings | None = None,
     ) -> LocalEndpoint:
         """A local endpoint; ``mode="inspect"`` needs ``inspect`` settings."""

@@ -90,7 +90,7 @@ def test_an_inspect_endpoint_needs_its_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="settings"):
         LocalEndpoint(client, "demo", mode="inspect")
     with pytest.raises(ConfigError, match="mode"):
-        LocalEndpoint(client, "demo", mode="sideways")  # type: ignore[arg-type]
+        LocalEndpoint(client, "demo", mode="sideways")
     settings = InspectSettings(tmp_path, "endpoint-secret", b"", "api", "Bearer upstream-secret")
     assert "secret" not in repr(settings)
 
