@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.aio.endpoint import (
-    EndpointSnapshot,
-    InspectSettings,
-    LocalEndpoint,
-    RelayClient,
-    detail_pairs,
-    inspected_stream,
-)
+from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, RelayClient
+from core.aio.inspected import InspectedStream, detail_pairs, inspected_stream
 from core.aio.tunnel import StreamInfo
 from core.errors import ConfigError
 from core.protocol.http_proxy import Exchange, UpgradeState
@@ -133,3 +127,10 @@ async def test_the_service_carries_the_inspection_into_stream_views() -> None:
 def test_stream_view_fields_have_defaults() -> None:
     view = StreamView("k", "c", "demo", "local", None, 0.0, None, 0, 0, 0.0, 0.0, "open", None)
     assert view.detail == () and view.method is None and view.detail_value("kind") is None
+
+
+def test_a_stream_view_carries_every_stream_field_by_name() -> None:
+    """``compose`` copies stream fields by name: a field added to ``InspectedStream`` (or
+    ``StreamInfo``) must exist on ``StreamView`` too (``id`` becomes the view's key)."""
+    carried = {f.name for f in dataclasses.fields(InspectedStream)} - {"id"}
+    assert carried <= {f.name for f in dataclasses.fields(StreamView)}
