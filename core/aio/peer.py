@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core.aio.channel import ControlChannel
 from core.aio.dial import Enrollment, connect_mux, enroll, hello, load_enrollment
+from core.aio.lifecycle import cancel_and_wait
 from core.aio.mux import MuxConnection, StreamHandler
 from core.errors import (
     AuthError,
@@ -81,10 +82,8 @@ class RelayPeer:
         self._task = asyncio.create_task(self._run(), name=f"wicket-{self.role.value}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WicketError):
-                await self._task
+        with contextlib.suppress(WicketError):  # how it ended was logged and kept
+            await cancel_and_wait(self._task)
         if self._conn is not None:
             self._conn.abort()
             await self._conn.wait_closed()

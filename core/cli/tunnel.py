@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.aio.eventloop import LoopKind, loop_factory, resolve
+from core.aio.lifecycle import in_order
 from core.errors import ConfigError, TokenError
 from core.format import utcnow
 from core.mode import Mode
@@ -249,14 +250,7 @@ def _run_relay(args: argparse.Namespace) -> int:
     )
     status = StatusServer("relay", relay.snapshot)
 
-    async def start() -> None:
-        await relay.start()
-        await status.start()
-
-    async def stop() -> None:
-        await status.stop()
-        await relay.stop()
-
+    start, stop = in_order(relay, status)
     return run_until_signal(start, stop, loop=args.loop, auto_uvloop=True)
 
 
@@ -271,15 +265,7 @@ def _run_agent(args: argparse.Namespace) -> int:
     status = StatusServer("agent", agent.snapshot)
     heartbeat = Heartbeat(args.state_dir, lambda: agent.state)
 
-    async def start() -> None:
-        await agent.start()
-        await status.start()
-        await heartbeat.start()
-
-    async def stop() -> None:
-        await heartbeat.stop()
-        await status.stop()
-        await agent.stop()
+    start, stop = in_order(agent, status, heartbeat)
 
     async def until() -> None:
         assert agent.task is not None
@@ -338,19 +324,14 @@ def _run_connect(args: argparse.Namespace) -> int:
     endpoint = LocalEndpoint(client, args.cluster, host, port, mode=args.mode, inspect=inspect)
     status = StatusServer("connect", endpoint.snapshot)
 
+    start_all, stop = in_order(endpoint, client, status)
+
     async def start() -> None:
-        await endpoint.start()
-        await client.start()
-        await status.start()
+        await start_all()
         print(f"local endpoint for {args.cluster}: {endpoint.url}", flush=True)
         if inspect is not None:
             ca = inspect.state_dir / "ca.pem"
             print(f"inspect mode: kubectl trusts {ca} and presents the endpoint token", flush=True)
-
-    async def stop() -> None:
-        await status.stop()
-        await endpoint.stop()
-        await client.stop()
 
     async def until() -> None:
         assert client.task is not None

@@ -10,15 +10,15 @@ events, it never slows the data plane). It never imports Qt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Unpack
+from typing import Unpack
 
 from core.aio.agent import Agent
 from core.aio.endpoint import EndpointOptions, LocalEndpoint, RelayClient
+from core.aio.lifecycle import Component, cancel_and_wait
 from core.aio.relay import Relay, RelayConfig
 from core.errors import ConfigError
 from core.pki.tokens import Token
@@ -29,15 +29,10 @@ PUBLISH_HZ = 5.0
 EVENT_QUEUE = 1000
 
 
-class _Component(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-
-
 @dataclass
 class _Entry:
     name: str
-    component: _Component
+    component: Component
     snapshot: Callable[[], object]
 
 
@@ -60,14 +55,11 @@ class WicketService:
         self._publisher = asyncio.create_task(self._publish_loop(), name="wicket-service")
 
     async def stop(self) -> None:
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
+        await cancel_and_wait(self._publisher)
         for name in reversed(list(self._entries)):
             await self.remove(name)
 
-    async def add(self, name: str, component: _Component, snapshot: Callable[[], object]) -> None:
+    async def add(self, name: str, component: Component, snapshot: Callable[[], object]) -> None:
         """Start a component under a unique name (its snapshot joins the service's)."""
         if name in self._entries:
             raise ConfigError(f"{name} is already running")
