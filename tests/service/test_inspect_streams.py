@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from core.errors import ConfigError
 from core.protocol.http_proxy import Exchange, UpgradeState
 from core.protocol.inspect_decoders import PortConnection, SessionDetail
 from core.service import StreamView, WicketService
+from tests.support.certs import make_pki
 
 
 def _exchange() -> Exchange:
@@ -134,3 +136,24 @@ def test_a_stream_view_carries_every_stream_field_by_name() -> None:
     ``StreamInfo``) must exist on ``StreamView`` too (``id`` becomes the view's key)."""
     carried = {f.name for f in dataclasses.fields(InspectedStream)} - {"id"}
     assert carried <= {f.name for f in dataclasses.fields(StreamView)}
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "inspect"])
+async def test_a_port_conflict_is_an_error_never_a_move(tmp_path: Path, mode: str) -> None:
+    """docs/security.md, the laptop listener: a taken port fails the endpoint's start; it
+    never listens somewhere else kubectl was not told about."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    client = RelayClient(tmp_path / "client", None)
+    cluster_ca = make_pki(tmp_path / "cluster").ca_pem
+    settings = InspectSettings(tmp_path / "inspect", "endpoint-secret", cluster_ca, "api", None)
+    endpoint = LocalEndpoint(client, "demo", port=port, mode=mode, inspect=settings)
+    try:
+        with pytest.raises(ConfigError, match=str(port)):
+            await endpoint.start()
+        assert endpoint.port == port
+    finally:
+        await endpoint.stop()
+        taken.close()
