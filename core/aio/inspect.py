@@ -74,10 +74,10 @@ class _StatusWaiter(StatusReader):
             asyncio.get_running_loop().create_future()
         )
 
-    def status_received(self, status: StreamStatus, rest: bytes) -> None:
-        self.result.set_result((status, rest))
+    def preamble_received(self, preamble: StreamStatus, rest: bytes) -> None:
+        self.result.set_result((preamble, rest))
 
-    def status_invalid(self, exc: RemoteProtocolError) -> None:
+    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
         self.result.set_exception(exc)
 
     def stream_ended(self, exc: Exception | None) -> None:

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Generic, Protocol, TypeVar, cast
 
 from core.aio.mux import MuxConnection, MuxStream
 from core.aio.splice import Splice, splice_transports
@@ -37,6 +37,8 @@ REFUSE_WAIT = 2.0
 #: client-go retry a GET for ~10 s and then print a bare EOF).
 TLS_INTERNAL_ERROR_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50])
 _ids = itertools.count(1)
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,45 @@ def spliced(
     return record.splice
 
 
-class PreambleReader(asyncio.Protocol):
+class _Decoder(Protocol[T_co]):
+    def receive_data(self, data: bytes) -> tuple[T_co, bytes] | None: ...
+
+
+class PreambleProtocol(asyncio.Protocol, Generic[T]):
+    """Decodes the one preamble at the start of a mux stream (a request, or the status
+    answering it), then reads no more: later bytes belong to whoever takes the stream.
+
+    Subclasses say what the preamble, or an undecodable one, means to them.
+    """
+
+    def __init__(self, decoder: _Decoder[T]) -> None:
+        self._decoder = decoder
+        self.done = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        try:
+            result = self._decoder.receive_data(data)
+        except RemoteProtocolError as exc:
+            self._finish()
+            self.preamble_invalid(exc)
+            return
+        if result is not None:
+            self._finish()
+            self.preamble_received(*result)
+
+    def _finish(self) -> None:
+        self.done = True
+
+    def preamble_received(self, preamble: T, rest: bytes) -> None:
+        raise NotImplementedError
+
+    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
+        raise NotImplementedError
+
+
+class PreambleReader(PreambleProtocol[StreamRequest]):
     """Reads a stream request from an inbound mux stream, then hands the stream on."""
 
     def __init__(
@@ -185,28 +225,19 @@ class PreambleReader(asyncio.Protocol):
         on_request: Callable[[MuxStream, StreamRequest, bytes], None],
         timeout: float = PREAMBLE_TIMEOUT,
     ) -> None:
+        super().__init__(RequestDecoder())
         self._stream = stream
-        self._decoder = RequestDecoder()
         self._on_request = on_request
-        self._done = False
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(timeout, self._timeout)
         stream.attach(self)
 
-    def data_received(self, data: bytes) -> None:
-        if self._done:
-            return
-        try:
-            result = self._decoder.receive_data(data)
-        except RemoteProtocolError as exc:
-            reply(self._stream, _status_of(exc.code), str(exc))
-            self._finish()
-            return
-        if result is not None:
-            self._finish()
-            request, rest = result
-            self._stream.pause_reading()
-            self._on_request(self._stream, request, rest)
+    def preamble_received(self, preamble: StreamRequest, rest: bytes) -> None:
+        self._stream.pause_reading()
+        self._on_request(self._stream, preamble, rest)
+
+    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
+        reply(self._stream, _status_of(exc.code), str(exc))
 
     def eof_received(self) -> bool:
         self._finish()
@@ -217,12 +248,12 @@ class PreambleReader(asyncio.Protocol):
         self._finish()
 
     def _timeout(self) -> None:
-        if not self._done:
+        if not self.done:
             self._finish()
             self._stream.abort()
 
     def _finish(self) -> None:
-        self._done = True
+        super()._finish()
         self._timer.cancel()
 
 
@@ -358,30 +389,13 @@ class TunnelDialer(asyncio.Protocol):
         self._fail(f"refused: {status.status.name.lower()}: {status.message}".rstrip(": "))
 
 
-class StatusReader(asyncio.Protocol):
+class StatusReader(PreambleProtocol[StreamStatus]):
     """Reads the status answering a stream request: the one reader behind
-    ``TunnelDialer`` and the inspect endpoint's ``tunnel_connector``.
-
-    Subclasses say what the status, an undecodable one, or the stream's end means to
-    them; once answered, later bytes are not its to read (a splice takes the stream).
-    """
+    ``TunnelDialer`` and the inspect endpoint's ``tunnel_connector``; subclasses also say
+    what the stream's end means before a status came."""
 
     def __init__(self) -> None:
-        self._decoder = StatusDecoder()
-        self.answered = False
-
-    def data_received(self, data: bytes) -> None:
-        if self.answered:
-            return
-        try:
-            result = self._decoder.receive_data(data)
-        except RemoteProtocolError as exc:
-            self.answered = True
-            self.status_invalid(exc)
-            return
-        if result is not None:
-            self.answered = True
-            self.status_received(*result)
+        super().__init__(StatusDecoder())
 
     def eof_received(self) -> bool:
         self.stream_ended(None)
@@ -389,12 +403,6 @@ class StatusReader(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stream_ended(exc)
-
-    def status_received(self, status: StreamStatus, rest: bytes) -> None:
-        raise NotImplementedError
-
-    def status_invalid(self, exc: RemoteProtocolError) -> None:
-        raise NotImplementedError
 
     def stream_ended(self, exc: Exception | None) -> None:
         raise NotImplementedError
@@ -405,10 +413,10 @@ class _StatusProtocol(StatusReader):
         super().__init__()
         self._dialer = dialer
 
-    def status_received(self, status: StreamStatus, rest: bytes) -> None:
-        self._dialer.status_received(status, rest)
+    def preamble_received(self, preamble: StreamStatus, rest: bytes) -> None:
+        self._dialer.status_received(preamble, rest)
 
-    def status_invalid(self, exc: RemoteProtocolError) -> None:
+    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
         self._dialer.refused(StreamStatus(Status.BAD_REQUEST, str(exc)))
 
     def stream_ended(self, exc: Exception | None) -> None:
