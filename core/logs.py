@@ -11,8 +11,9 @@ or, with ``json=True``, one JSON object per line (``ts``, ``level``, ``logger``,
 
 (it is ``log.log(level, msg, extra={"fields": fields})``, which also works directly).
 
-Secrets never reach a log line (security lesson 10): :class:`RedactingFilter` sits on the
-root handler, so it sees every record, including careless ones. It replaces Wicket tokens
+Secrets never reach a log line (docs/security.md: logs are read by more people than
+tokens are meant for): :class:`RedactingFilter` sits on the root handler, so it sees
+every record, including careless ones. It replaces Wicket tokens
 (``core.pki.tokens.redact``) in the final message, every field value and the formatted
 exception and stack text, and masks the values of fields (and nested mapping keys, as in
 control messages) whose names look secret: ``secret``, ``token``, ``password``, ``key``…

@@ -40,6 +40,7 @@ from core.kube import (
     remove_cluster_contexts,
     use_context,
 )
+from core.mode import Mode, mode_of
 from core.paths import data_dir
 from core.pki import files
 from core.pki.identity import Role
@@ -48,14 +49,13 @@ from core.secrets import Fallback, SecretStore, open_secret_store, upstream_toke
 from core.service import (
     DEMO_CONTEXT,
     DemoStack,
-    EndpointMode,
     InspectSettings,
     Relay,
     RelayClient,
     RelayConfig,
     ServiceSnapshot,
     WicketService,
-    load_credentials,
+    load_enrollment,
 )
 from gui.aio import spawn
 from gui.core_thread import CoreThread
@@ -80,9 +80,12 @@ class ClusterConfig:
     name: str
     relay: str  # "embedded", or the remote relay's address
     port: int
-    mode: EndpointMode = "passthrough"
+    mode: Mode = Mode.PASSTHROUGH
     cluster_ca: str = ""  # inspect mode: the PEM and name that verify the apiserver
     server_name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", mode_of(self.mode))  # a str from clusters.json
 
 
 @dataclass
@@ -325,7 +328,7 @@ class Backend:
         if isinstance(existing, RelayClient):
             return existing
         state_dir = self.state_dir / "clients" / _client_dir_name(token.relay)
-        enrolled = await asyncio.to_thread(load_credentials, state_dir, Role.CLIENT)
+        enrolled = await asyncio.to_thread(load_enrollment, state_dir, Role.CLIENT)
         return await self._start_client(name, state_dir, None if enrolled else token)
 
     async def _start_client(self, name: str, state_dir: Path, token: Token | None) -> RelayClient:
@@ -435,7 +438,7 @@ async def _stop_demo(service: WicketService) -> None:
 
 def _embedded_client_token(relay: Relay, state_dir: Path) -> Token | None:
     """A client token for the embedded relay unless this app enrolled there already."""
-    creds = load_credentials(state_dir, Role.CLIENT)
+    creds = load_enrollment(state_dir, Role.CLIENT)
     ca_pem = relay.state.ca().cert_pem
     if creds is not None and (state_dir / "ca.pem").read_bytes() == ca_pem:
         files.write_private(state_dir / "client-relay", relay.address.encode())

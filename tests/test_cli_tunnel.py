@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from core.cli.tunnel import host_port
 from core.errors import ConfigError
+from tests.support.cli import run_wicket
 
 
 def test_token_commands_need_only_their_own_state_dir(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "core.cli",
-            "relay",
-            "join-token",
-            "--state-dir",
-            str(tmp_path),
-            "--cluster",
-            "prod",
-            "--address",
-            "relay.example.com:7443",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    proc = run_wicket(
+        *("relay", "join-token", "--state-dir", str(tmp_path)),
+        *("--cluster", "prod", "--address", "relay.example.com:7443"),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("wicket-join-v1.")
@@ -38,13 +22,7 @@ def test_token_commands_need_only_their_own_state_dir(tmp_path: Path) -> None:
 
 
 def test_relay_without_state_dir_is_a_clear_error() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "relay", "--listen", "127.0.0.1:0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_wicket("relay", "--listen", "127.0.0.1:0")
     assert proc.returncode == 1
     assert "--state-dir is required" in proc.stderr
 

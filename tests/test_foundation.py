@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from core import errors
 from gui.app import check_display
+from tests.support.cli import run_python, run_wicket
 
 
 def test_every_error_is_a_wicket_error() -> None:
@@ -42,13 +40,8 @@ def test_no_display_is_a_clear_error() -> None:
 
 def test_wicket_without_display_fails_clearly() -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from gui.launcher import main; sys.exit(main([]))"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    proc = run_python(
+        "-c", "import sys; from gui.launcher import main; sys.exit(main([]))", env=env
     )
     assert proc.returncode == 2
     assert "no display found" in proc.stderr
@@ -60,13 +53,7 @@ def test_wicket_help_is_headless() -> None:
         "if False else None; import core.cli; "
         "assert 'PySide6' not in sys.modules"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run_python("-c", code, check=True)
+    proc = run_wicket("--version")
     assert proc.returncode == 0
     assert "wicket" in proc.stdout

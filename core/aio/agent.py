@@ -123,9 +123,7 @@ class Agent(RelayPeer):
         if creds is None or request.cluster != creds.identity.name:
             reply(stream, Status.FORBIDDEN, "wrong cluster for this agent")
             return
-        record = self.book.add(
-            StreamRecord(request.cluster, request.endpoint.name.lower(), request.client or None)
-        )
+        record = self.book.add(StreamRecord.of(request))
         task = asyncio.create_task(self._dial(stream, record, rest))
         self._dials.add(task)
         task.add_done_callback(self._dials.discard)

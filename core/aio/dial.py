@@ -32,8 +32,9 @@ REPLY_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
-class Credentials:
-    """An enrolled identity: who we are, and the files for mutual TLS."""
+class Enrollment:
+    """An enrolled peer identity (agent or client): who we are, the relay, and the
+    files for mutual TLS. Not a kubeconfig user (that is ``core.kube.model.Credentials``)."""
 
     identity: Identity
     relay: str
@@ -49,7 +50,7 @@ def _stem(role: Role) -> str:
     return role.value
 
 
-def load_credentials(state_dir: Path, role: Role) -> Credentials | None:
+def load_enrollment(state_dir: Path, role: Role) -> Enrollment | None:
     """The stored identity for ``role``, or None if this peer has not enrolled yet."""
     stem = _stem(role)
     cert_file, key_file = state_dir / f"{stem}.pem", state_dir / f"{stem}-key.pem"
@@ -60,7 +61,7 @@ def load_credentials(state_dir: Path, role: Role) -> Credentials | None:
     ca = cert_from_pem(files.read_file(ca_file), source=str(ca_file))
     identity = _identity_of(cert, cert_file)
     relay = files.read_file(relay_file, private=True).decode().strip()
-    return Credentials(identity, relay, ca, cert_file, key_file)
+    return Enrollment(identity, relay, ca, cert_file, key_file)
 
 
 def _identity_of(cert: x509.Certificate, source: Path) -> Identity:
@@ -125,8 +126,8 @@ async def connect_mux(
     return conn
 
 
-async def enroll(token: Token, state_dir: Path, role: Role, config: MuxConfig) -> Credentials:
-    """Trade a one-time token for a certificate; returns the stored credentials."""
+async def enroll(token: Token, state_dir: Path, role: Role, config: MuxConfig) -> Enrollment:
+    """Trade a one-time token for a certificate; returns the stored enrollment."""
     ca = await discover_ca(token.relay, token.ca_fingerprint)
     key = generate_key()
     csr = make_csr(key, Identity(role, token.name))
@@ -155,7 +156,7 @@ async def enroll(token: Token, state_dir: Path, role: Role, config: MuxConfig) -
     )
     files.write_private(state_dir / f"{_stem(role)}-relay", token.relay.encode())
     identity = _identity_of(cert, cert_file)
-    return Credentials(identity, token.relay, ca, cert_file, key_file)
+    return Enrollment(identity, token.relay, ca, cert_file, key_file)
 
 
 async def hello(conn: MuxConnection, identity: Identity) -> ControlChannel:

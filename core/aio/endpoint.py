@@ -17,25 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TypedDict
 
 from core.aio.inspect import Connector, InspectEndpoint, tunnel_connector, upstream_context
+from core.aio.inspected import InspectedStream, inspected_stream
 from core.aio.mux import MuxConnection
 from core.aio.peer import RelayPeer
 from core.aio.tunnel import StreamBook, StreamInfo, TunnelDialer
 from core.errors import ConfigError, UpstreamUnavailable
 from core.format import host_port
+from core.mode import Mode, mode_of
 from core.pki.identity import Role
-from core.protocol.http_proxy import Exchange
-from core.protocol.inspect_decoders import SessionDetail
 from core.protocol.preamble import EndpointKind, StreamRequest, StreamStatus
-
-Mode = Literal["passthrough", "inspect"]
-MODES: tuple[Mode, ...] = ("passthrough", "inspect")
 
 log = logging.getLogger("wicket.endpoint")
 
@@ -93,25 +89,13 @@ class InspectSettings:
         )
 
 
-@dataclass(frozen=True)
-class InspectedStream(StreamInfo):
-    """One request through an inspect endpoint (its bytes include an upgraded session).
+class EndpointOptions(TypedDict, total=False):
+    """``LocalEndpoint``'s options, for callers that pass them through (the service)."""
 
-    ``upgrade`` is ``none``, ``requested``, ``accepted`` or ``refused``; ``protocol`` the
-    protocol asked for (``websocket``, ``SPDY/3.1``), ``subprotocol`` the one the 101
-    chose. ``detail`` is what was decoded, as ``(name, value)`` pairs: ``kind``,
-    ``command``, ``channels``, ``exit_code``, ``ports``, ``connection <id>``,
-    ``events``, ``event_count``, ``lines``, ``close_code``, ``error``…
-    """
-
-    method: str
-    path: str
-    status: int | None
-    kubectl_command: str | None
-    upgrade: str
-    protocol: str | None
-    subprotocol: str | None
-    detail: tuple[tuple[str, str], ...]
+    host: str
+    port: int
+    mode: Mode | str
+    inspect: InspectSettings | None
 
 
 @dataclass(frozen=True)
@@ -140,23 +124,22 @@ class LocalEndpoint:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        mode: Mode = "passthrough",
+        mode: Mode | str = Mode.PASSTHROUGH,
         inspect: InspectSettings | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ConfigError(f"unknown endpoint mode {mode!r} (passthrough or inspect)")
-        if mode == "inspect" and inspect is None:
+        mode = mode_of(mode)
+        if mode is Mode.INSPECT and inspect is None:
             raise ConfigError("an inspect endpoint needs its settings")
         self.client = client
         self.cluster = cluster
         self.host = host
         self.port = port
-        self.mode: Mode = mode
+        self.mode = mode
         self.book = StreamBook()
         self.last_refusal: str | None = None
         self._server: asyncio.Server | None = None
         self.inspector: InspectEndpoint | None = None
-        if mode == "inspect":
+        if mode is Mode.INSPECT:
             assert inspect is not None
             self.inspector = InspectEndpoint(
                 cluster,
@@ -274,63 +257,3 @@ class LocalEndpoint:
 
     def _dialer(self) -> TunnelDialer:
         return TunnelDialer(self._conn, self._request, self.book, self._refused)
-
-
-def inspected_stream(exchange: Exchange, cluster: str, offset: float = 0.0) -> InspectedStream:
-    """One ``Exchange`` frozen for a snapshot (``offset`` turns loop time into wall time)."""
-    ended = exchange.ended
-    return InspectedStream(
-        exchange.id,
-        cluster,
-        "local",
-        None,
-        exchange.started + offset,
-        ended + offset if ended is not None else None,
-        exchange.bytes_up,
-        exchange.bytes_down,
-        "open" if ended is None else "closed",
-        (exchange.error or "done") if ended is not None else None,
-        exchange.method,
-        exchange.path,
-        exchange.status,
-        exchange.kubectl_command,
-        exchange.upgrade_state.value,
-        exchange.upgrade,
-        exchange.subprotocol,
-        detail_pairs(exchange.detail),
-    )
-
-
-def detail_pairs(detail: SessionDetail) -> tuple[tuple[str, str], ...]:
-    """What was decoded, as display pairs (only what is known)."""
-    pairs: list[tuple[str, str]] = []
-    if detail.kind:
-        pairs.append(("kind", detail.kind))
-    if detail.command:
-        pairs.append(("command", shlex.join(detail.command)))
-    if detail.channels:
-        pairs.append(("channels", ",".join(sorted(detail.channels))))
-    if detail.exit_code is not None:
-        pairs.append(("exit_code", str(detail.exit_code)))
-    if detail.status_message:
-        pairs.append(("status", detail.status_message))
-    if detail.ports:
-        pairs.append(("ports", ",".join(map(str, detail.ports))))
-    for conn in list(detail.connections):
-        port = "?" if conn.port is None else str(conn.port)
-        text = f"port {port}, {conn.bytes_up} B up, {conn.bytes_down} B down"
-        if conn.error:
-            text += f", error: {conn.error}"
-        pairs.append((f"connection {conn.request_id}", text))
-    if detail.kind == "watch" or detail.events:
-        events = dict(detail.events)
-        pairs.append(("event_count", str(sum(events.values()))))
-        if events:
-            pairs.append(("events", ",".join(f"{k}={v}" for k, v in sorted(events.items()))))
-    if detail.kind == "log" or detail.lines:
-        pairs.append(("lines", str(detail.lines)))
-    if detail.close_code is not None:
-        pairs.append(("close_code", str(detail.close_code)))
-    if detail.error:
-        pairs.append(("error", detail.error))
-    return tuple(pairs)

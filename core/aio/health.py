@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from core.aio.lifecycle import cancel_and_wait
 from core.pki import files
 
 HEALTH_FILE = "agent-health.json"
@@ -38,10 +39,7 @@ class Heartbeat:
         self._task = asyncio.create_task(self._beat(), name="wicket-heartbeat")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(OSError):
             self.path.unlink()
 

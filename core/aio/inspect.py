@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import cast
 
 from core.aio.mux import MuxConnection
+from core.aio.tunnel import StatusReader
 from core.errors import MuxError, RemoteProtocolError, UpstreamUnavailable, WicketError
 from core.format import host_port
 from core.pki.ca import load_or_create_ca
 from core.pki.certs import load_or_create_server_cert
 from core.protocol.http_proxy import Exchange, HttpProxy, ProxyPolicy, ProxyState
-from core.protocol.preamble import StatusDecoder, StreamRequest, StreamStatus
+from core.protocol.preamble import StreamRequest, StreamStatus
 
 log = logging.getLogger("wicket.inspect")
 
@@ -64,29 +65,22 @@ def tcp_connector(host: str, port: int) -> Connector:
     return connect
 
 
-class _StatusWaiter(asyncio.Protocol):
+class _StatusWaiter(StatusReader):
+    """The status as a future: the connector awaits it."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.result: asyncio.Future[tuple[StreamStatus, bytes]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._decoder = StatusDecoder()
 
-    def data_received(self, data: bytes) -> None:
-        if self.result.done():
-            return
-        try:
-            answer = self._decoder.receive_data(data)
-        except RemoteProtocolError as exc:
-            self.result.set_exception(exc)
-            return
-        if answer is not None:
-            self.result.set_result(answer)
+    def preamble_received(self, preamble: StreamStatus, rest: bytes) -> None:
+        self.result.set_result((preamble, rest))
 
-    def eof_received(self) -> bool:
-        self.connection_lost(None)
-        return True
+    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
+        self.result.set_exception(exc)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def stream_ended(self, exc: Exception | None) -> None:
         if not self.result.done():
             self.result.set_exception(UpstreamUnavailable("the relay closed the stream"))
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from core.aio.channel import ControlChannel
-from core.aio.dial import Credentials, connect_mux, enroll, hello, load_credentials
+from core.aio.dial import Enrollment, connect_mux, enroll, hello, load_enrollment
+from core.aio.lifecycle import cancel_and_wait
 from core.aio.mux import MuxConnection, StreamHandler
 from core.errors import (
     AuthError,
@@ -69,7 +70,7 @@ class RelayPeer:
         self.state = "starting"
         self.last_error: str | None = None
         self.reconnects = 0
-        self.creds: Credentials | None = None
+        self.creds: Enrollment | None = None
         self._conn: MuxConnection | None = None
         self.connected_since: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -81,10 +82,8 @@ class RelayPeer:
         self._task = asyncio.create_task(self._run(), name=f"wicket-{self.role.value}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WicketError):
-                await self._task
+        with contextlib.suppress(WicketError):  # how it ended was logged and kept
+            await cancel_and_wait(self._task)
         if self._conn is not None:
             self._conn.abort()
             await self._conn.wait_closed()
@@ -120,8 +119,8 @@ class RelayPeer:
 
     # -- the loop ----------------------------------------------------------------------
 
-    async def _credentials(self) -> Credentials:
-        creds = load_credentials(self.state_dir, self.role)
+    async def _enrollment(self) -> Enrollment:
+        creds = load_enrollment(self.state_dir, self.role)
         if creds is not None:
             return creds
         token = self._token
@@ -137,7 +136,7 @@ class RelayPeer:
         attempt = 0
         while True:
             try:
-                self.creds = await self._credentials()
+                self.creds = await self._enrollment()
                 self.state = "connecting"
                 await self._session()
             except (ConfigError, PKIError) as exc:

@@ -12,6 +12,7 @@ unauthenticated peer may do.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import socket
 import ssl
@@ -43,15 +44,31 @@ from core.pki.certs import load_or_create_server_cert, sign_csr
 from core.pki.identity import Identity, Role
 from core.pki.keys import cert_to_pem
 from core.pki.tokens import TokenKind
-from core.protocol.control import PROTOCOL_VERSION, Message, Sender, redacted
+from core.protocol.control import PROTOCOL_VERSION, ErrorCode, Message, Sender, redacted
 from core.protocol.mux import MuxConfig
 from core.protocol.preamble import EndpointKind, Status, StreamRequest
 from core.registry.state import RelayState
 
 log = logging.getLogger("wicket.relay")
 
+
+class Refusal(enum.StrEnum):
+    """Refusals before any message could be answered: the connection is just closed.
+
+    They are counted in ``Relay.refused`` beside the ``ErrorCode``s that refusals send
+    in an ``error`` message (and a data stream's refused ``Status``).
+    """
+
+    THROTTLED = "throttled"
+    PREAUTH_LIMIT = "preauth_limit"
+    TLS = "tls"
+    NO_VALID_HELLO = "no_valid_hello"
+
+
 #: Refusals that count as a failed authentication for the per-source throttle.
-AUTH_FAILURES = frozenset({"tls", "no_valid_hello", "unauthenticated", "invalid_token"})
+AUTH_FAILURES = frozenset(
+    {Refusal.TLS, Refusal.NO_VALID_HELLO, ErrorCode.UNAUTHENTICATED, ErrorCode.INVALID_TOKEN}
+)
 
 #: Accept backlog: see ``core.aio.peer.TUNNEL_MUX`` (a burst of opens in one read).
 RELAY_MUX = MuxConfig(
@@ -241,14 +258,14 @@ class Relay:
         source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         wait = self.throttle.retry_after(source, time.monotonic())
         if wait > 0:
-            self.refused["throttled"] += 1  # logged when the block began (_failed)
+            self.refused[Refusal.THROTTLED.value] += 1  # logged when the block began (_failed)
             log.debug("refused %s: throttled for %.1f s more", source, wait)
             sock.close()
             return
         if self._preauth >= cfg.max_preauth or (
             self._preauth_by_source[source] >= cfg.max_preauth_per_source
         ):
-            self.refused["preauth_limit"] += 1
+            self.refused[Refusal.PREAUTH_LIMIT.value] += 1
             log.warning("refused %s: too many unauthenticated connections", source)
             sock.close()
             return
@@ -280,7 +297,7 @@ class Relay:
                     ssl_handshake_timeout=cfg.handshake_timeout,
                 )
             except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
-                self._failed("tls", source)
+                self._failed(Refusal.TLS, source)
                 log.warning("TLS handshake with %s failed: %s", address, _reason(exc))
                 # The traceback holds start_tls's frame, whose waiter holds the exception:
                 # a cycle that kept this connection's TLS and mux buffers (~0.5 MiB) alive
@@ -295,7 +312,7 @@ class Relay:
                     first = await control.recv()
             except (TimeoutError, WicketError, OSError) as exc:
                 if isinstance(exc, TimeoutError) or conn.session.bytes_received_total:
-                    self._failed("no_valid_hello", source)
+                    self._failed(Refusal.NO_VALID_HELLO, source)
                     log.warning("no valid first message from %s: %s", address, _reason(exc))
                 else:  # a CA discovery connection closes before saying anything
                     log.debug("%s closed without a message", address)
@@ -316,9 +333,9 @@ class Relay:
             self._conns.discard(conn)
             conn.abort()
 
-    def _failed(self, code: str, source: str) -> None:
+    def _failed(self, code: Refusal | ErrorCode, source: str) -> None:
         """Count a refusal; a failed authentication also spends the source's allowance."""
-        self.refused[code] += 1
+        self.refused[code.value] += 1
         if code in AUTH_FAILURES and self.throttle.failed(source, time.monotonic()):
             log.warning(
                 "throttling %s: too many failed authentications; its connections are refused"
@@ -353,11 +370,12 @@ class Relay:
             return
         if kind != "hello" or identity is None:
             refusal = "present a client certificate, or enroll"
-            self._refuse(control, "unauthenticated", refusal, source)
+            self._refuse(control, ErrorCode.UNAUTHENTICATED, refusal, source)
             log.warning("refused %s: %s without a certificate", address, kind)
             return
         if first["role"] != identity.role.value or first["name"] != identity.name:
-            self._refuse(control, "unauthenticated", "hello does not match the certificate", source)
+            mismatch = "hello does not match the certificate"
+            self._refuse(control, ErrorCode.UNAUTHENTICATED, mismatch, source)
             log.warning(
                 "refused %s: hello as %s %s with the certificate of %s",
                 address,
@@ -367,7 +385,9 @@ class Relay:
             )
             return
         if first["version"] != PROTOCOL_VERSION:
-            self._refuse(control, "unsupported_version", f"this relay speaks {PROTOCOL_VERSION}")
+            self._refuse(
+                control, ErrorCode.UNSUPPORTED_VERSION, f"this relay speaks {PROTOCOL_VERSION}"
+            )
             log.warning("refused %s: protocol version %s", address, first["version"])
             return
         control.send(
@@ -385,13 +405,14 @@ class Relay:
             await self._client_session(peer, control)
 
     def _refuse(
-        self, control: ControlChannel, code: str, message: str, source: str | None = None
+        self, control: ControlChannel, code: ErrorCode, message: str, source: str | None = None
     ) -> None:
+        """Send ``error`` and count it (with ``source``: as a failed authentication)."""
         if source is None:
-            self.refused[code] += 1
+            self.refused[code.value] += 1
         else:
             self._failed(code, source)
-        control.send({"type": "error", "code": code, "message": message})
+        control.send({"type": "error", "code": code.value, "message": message})
 
     async def _enroll(
         self,
@@ -408,7 +429,7 @@ class Relay:
             role = Role.AGENT if record.kind == TokenKind.JOIN else Role.CLIENT
             cert = sign_csr(self._ca, str(msg["csr_pem"]).encode(), role, record.name, now)
         except (AuthError, PKIError) as exc:
-            self._refuse(control, "invalid_token", "invalid token", source)
+            self._refuse(control, ErrorCode.INVALID_TOKEN, "invalid token", source)
             log.warning("enrollment from %s refused: %s", address, exc)
             await _flush(conn)
             return
@@ -432,12 +453,13 @@ class Relay:
             log.warning("agent %s did not register: %s", name, _reason(exc))
             return
         if msg["type"] != "register" or msg["cluster"] != name:
-            self._refuse(control, "forbidden", "an agent registers its own cluster only")
+            self._refuse(control, ErrorCode.FORBIDDEN, "an agent registers its own cluster only")
             wanted = f"register {msg['cluster']}" if msg["type"] == "register" else msg["type"]
             log.warning("refused agent %s from %s: %s", name, peer.address, wanted)
             return
         if name not in self.state.clusters():
-            self._refuse(control, "unknown_cluster", f"cluster {name} is not known here")
+            unknown = f"cluster {name} is not known here"
+            self._refuse(control, ErrorCode.UNKNOWN_CLUSTER, unknown)
             log.warning("refused agent %s from %s: unknown cluster", name, peer.address)
             return
         old = self._agents.get(name)
@@ -478,7 +500,7 @@ class Relay:
                         )
                     control.send({"type": "clusters_end", "count": len(clusters)})
                 else:
-                    self._refuse(control, "bad_request", f"unexpected {msg['type']}")
+                    self._refuse(control, ErrorCode.BAD_REQUEST, f"unexpected {msg['type']}")
                     return
         except (WicketError, OSError):
             pass
@@ -506,7 +528,7 @@ class Relay:
 
     def _route(self, stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
         if request.cluster not in self.state.clusters():
-            self.refused["unknown_cluster"] += 1
+            self.refused[Status.UNKNOWN_CLUSTER.name.lower()] += 1
             log.warning(
                 "refused stream from %s: unknown cluster %s", request.client, request.cluster
             )
@@ -521,9 +543,7 @@ class Relay:
         except MuxError as exc:
             reply(stream, Status.BUSY, str(exc))
             return
-        record = self.book.add(
-            StreamRecord(request.cluster, request.endpoint.name.lower(), request.client or None)
-        )
+        record = self.book.add(StreamRecord.of(request))
         spliced(self.book, record, stream, upstream)
         stream.resume_reading()
 

@@ -1,4 +1,5 @@
-"""Throttling failed authentications per source (security lesson 7), without I/O.
+"""Throttling failed authentications per source (docs/security.md, pre-auth: guessing
+must not be cheap), without I/O.
 
 A token bucket per source address: a source may fail ``burst`` times, and its allowance
 refills at ``rate`` failures per second. A source with no whole failure left is refused

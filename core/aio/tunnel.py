@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Generic, Protocol, TypeVar, cast
 
 from core.aio.mux import MuxConnection, MuxStream
 from core.aio.splice import Splice, splice_transports
@@ -37,6 +37,8 @@ REFUSE_WAIT = 2.0
 #: client-go retry a GET for ~10 s and then print a bare EOF).
 TLS_INTERNAL_ERROR_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50])
 _ids = itertools.count(1)
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ class StreamRecord:
         self.pre_up = 0  # bytes sent up before the splice took over (pipelined)
         self.up_is_a = True  # bytes a→b are "up" (towards the apiserver)
         self.up = self.down = 0  # the splice's counts, kept here once it is done
+
+    @classmethod
+    def of(cls, request: StreamRequest) -> StreamRecord:
+        """The record of a stream carrying ``request`` (relay, agent and dialer alike)."""
+        return cls(request.cluster, request.endpoint.name.lower(), request.client or None)
 
     def info(self) -> StreamInfo:
         splice = self.splice
@@ -171,7 +178,45 @@ def spliced(
     return record.splice
 
 
-class PreambleReader(asyncio.Protocol):
+class _Decoder(Protocol[T_co]):
+    def receive_data(self, data: bytes) -> tuple[T_co, bytes] | None: ...
+
+
+class PreambleProtocol(asyncio.Protocol, Generic[T]):
+    """Decodes the one preamble at the start of a mux stream (a request, or the status
+    answering it), then reads no more: later bytes belong to whoever takes the stream.
+
+    Subclasses say what the preamble, or an undecodable one, means to them.
+    """
+
+    def __init__(self, decoder: _Decoder[T]) -> None:
+        self._decoder = decoder
+        self.done = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        try:
+            result = self._decoder.receive_data(data)
+        except RemoteProtocolError as exc:
+            self._finish()
+            self.preamble_invalid(exc)
+            return
+        if result is not None:
+            self._finish()
+            self.preamble_received(*result)
+
+    def _finish(self) -> None:
+        self.done = True
+
+    def preamble_received(self, preamble: T, rest: bytes) -> None:
+        raise NotImplementedError
+
+    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
+        raise NotImplementedError
+
+
+class PreambleReader(PreambleProtocol[StreamRequest]):
     """Reads a stream request from an inbound mux stream, then hands the stream on."""
 
     def __init__(
@@ -180,28 +225,19 @@ class PreambleReader(asyncio.Protocol):
         on_request: Callable[[MuxStream, StreamRequest, bytes], None],
         timeout: float = PREAMBLE_TIMEOUT,
     ) -> None:
+        super().__init__(RequestDecoder())
         self._stream = stream
-        self._decoder = RequestDecoder()
         self._on_request = on_request
-        self._done = False
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(timeout, self._timeout)
         stream.attach(self)
 
-    def data_received(self, data: bytes) -> None:
-        if self._done:
-            return
-        try:
-            result = self._decoder.receive_data(data)
-        except RemoteProtocolError as exc:
-            reply(self._stream, _status_of(exc.code), str(exc))
-            self._finish()
-            return
-        if result is not None:
-            self._finish()
-            request, rest = result
-            self._stream.pause_reading()
-            self._on_request(self._stream, request, rest)
+    def preamble_received(self, preamble: StreamRequest, rest: bytes) -> None:
+        self._stream.pause_reading()
+        self._on_request(self._stream, preamble, rest)
+
+    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
+        reply(self._stream, _status_of(exc.code), str(exc))
 
     def eof_received(self) -> bool:
         self._finish()
@@ -212,12 +248,12 @@ class PreambleReader(asyncio.Protocol):
         self._finish()
 
     def _timeout(self) -> None:
-        if not self._done:
+        if not self.done:
             self._finish()
             self._stream.abort()
 
     def _finish(self) -> None:
-        self._done = True
+        super()._finish()
         self._timer.cancel()
 
 
@@ -258,7 +294,6 @@ class TunnelDialer(asyncio.Protocol):
         self._tcp: asyncio.Transport | None = None
         self._stream: MuxStream | None = None
         self._record: StreamRecord | None = None
-        self._status = StatusDecoder()
         self._eof = False
         self._first = b""  # the client's first bytes (TLS or not)
         self._refusing: asyncio.TimerHandle | None = None
@@ -270,9 +305,7 @@ class TunnelDialer(asyncio.Protocol):
         self._tcp = transport
         conn = self._conn_for()
         request = self._request(transport)
-        self._record = self._book.add(
-            StreamRecord(request.cluster, request.endpoint.name.lower(), request.client or None)
-        )
+        self._record = self._book.add(StreamRecord.of(request))
         if conn is None or conn.closed:
             self._fail("no session to the relay")
             return
@@ -334,17 +367,9 @@ class TunnelDialer(asyncio.Protocol):
 
     # -- the stream side ---------------------------------------------------------------
 
-    def status_bytes(self, data: bytes) -> None:
-        try:
-            result = self._status.receive_data(data)
-        except RemoteProtocolError as exc:
-            self._refused(StreamStatus(Status.BAD_REQUEST, str(exc)))
-            return
-        if result is None:
-            return
-        status, rest = result
+    def status_received(self, status: StreamStatus, rest: bytes) -> None:
         if not status.ok:
-            self._refused(status)
+            self.refused(status)
             return
         assert self._tcp is not None and self._stream is not None and self._record is not None
         splice = spliced(self._book, self._record, self._tcp, self._stream, first_to_a=rest)
@@ -355,7 +380,7 @@ class TunnelDialer(asyncio.Protocol):
         if self._record is not None and self._record.splice is None:
             self._fail(describe(exc) if exc else "relay closed the stream")
 
-    def _refused(self, status: StreamStatus) -> None:
+    def refused(self, status: StreamStatus) -> None:
         log.info("stream refused: %s %s", status.status.name.lower(), status.message)
         if self._stream is not None:
             self._stream.abort()
@@ -364,16 +389,35 @@ class TunnelDialer(asyncio.Protocol):
         self._fail(f"refused: {status.status.name.lower()}: {status.message}".rstrip(": "))
 
 
-class _StatusProtocol(asyncio.Protocol):
-    def __init__(self, dialer: TunnelDialer) -> None:
-        self._dialer = dialer
+class StatusReader(PreambleProtocol[StreamStatus]):
+    """Reads the status answering a stream request: the one reader behind
+    ``TunnelDialer`` and the inspect endpoint's ``tunnel_connector``; subclasses also say
+    what the stream's end means before a status came."""
 
-    def data_received(self, data: bytes) -> None:
-        self._dialer.status_bytes(data)
+    def __init__(self) -> None:
+        super().__init__(StatusDecoder())
 
     def eof_received(self) -> bool:
-        self._dialer.stream_ended(None)
+        self.stream_ended(None)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.stream_ended(exc)
+
+    def stream_ended(self, exc: Exception | None) -> None:
+        raise NotImplementedError
+
+
+class _StatusProtocol(StatusReader):
+    def __init__(self, dialer: TunnelDialer) -> None:
+        super().__init__()
+        self._dialer = dialer
+
+    def preamble_received(self, preamble: StreamStatus, rest: bytes) -> None:
+        self._dialer.status_received(preamble, rest)
+
+    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
+        self._dialer.refused(StreamStatus(Status.BAD_REQUEST, str(exc)))
+
+    def stream_ended(self, exc: Exception | None) -> None:
         self._dialer.stream_ended(exc)

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from core import __version__
 from core.aio.eventloop import LOOP_KINDS
@@ -28,6 +29,18 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.status",
     "core.cli.tunnel",
 )
+
+
+def add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    module_doc: str | None,
+    **options: Any,
+) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` description is its module docstring's first
+    paragraph (one text for both readers of the module)."""
+    description = module_doc.split("\n\n")[0] if module_doc else None
+    return sub.add_parser(name, description=description, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:

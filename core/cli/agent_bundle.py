@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.cli import add_command
 from core.errors import ConfigError
 from core.kube.bundle import (
     DEFAULT_IMAGE,
@@ -53,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "agent-bundle",
+        __doc__,
         allow_abbrev=False,  # no "--token" as a prefix of --token-file
         help="print Kubernetes manifests that run a Wicket agent (token from a file)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument(
         "--token-file", required=True, metavar="FILE", help="join token file, or - for stdin"

@@ -19,6 +19,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from core.cli import add_command
 from core.errors import ConfigError, SecretBackendUnavailable, SecretStoreError
 from core.secrets import StateKind, encrypted_file_store, keyring_store, probe_keyring
 from core.secrets.store import SecretStore, default_secrets_file, upstream_token_key
@@ -95,10 +96,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "credential",
+        __doc__,
         help="kubectl exec credential plugin: print a cluster's token as an ExecCredential",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument("--cluster", required=True, help="the Wicket cluster name")
     parser.set_defaults(func=run)

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.aio.status import read_all_status_sync
+from core.cli import add_command
 from core.format import human_bytes
 
 _DURATION_NAMES = ("age", "uptime", "duration", "rtt", "idle", "elapsed", "latency")
@@ -171,10 +172,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "status",
+        __doc__,
         help="show the live state of the Wicket processes running on this machine",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument("--json", action="store_true", help="print the raw documents as JSON")
     parser.add_argument(

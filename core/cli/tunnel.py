@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.aio.eventloop import LoopKind, loop_factory, resolve
+from core.aio.lifecycle import in_order
 from core.errors import ConfigError, TokenError
 from core.format import utcnow
+from core.mode import Mode
 from core.paths import data_dir
 from core.pki.tokens import Token, TokenKind, parse, split_relay_address
 from core.registry.state import RelayState
@@ -76,8 +78,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     connect.add_argument("--state-dir", type=Path, default=None)
     connect.add_argument(
         "--mode",
-        choices=("passthrough", "inspect"),
-        default="passthrough",
+        choices=[mode.value for mode in Mode],
+        default=Mode.PASSTHROUGH.value,
         help="passthrough (kubectl's TLS end to end, the default) or inspect (Wicket ends "
         "kubectl's TLS and records every request)",
     )
@@ -248,14 +250,7 @@ def _run_relay(args: argparse.Namespace) -> int:
     )
     status = StatusServer("relay", relay.snapshot)
 
-    async def start() -> None:
-        await relay.start()
-        await status.start()
-
-    async def stop() -> None:
-        await status.stop()
-        await relay.stop()
-
+    start, stop = in_order(relay, status)
     return run_until_signal(start, stop, loop=args.loop, auto_uvloop=True)
 
 
@@ -270,15 +265,7 @@ def _run_agent(args: argparse.Namespace) -> int:
     status = StatusServer("agent", agent.snapshot)
     heartbeat = Heartbeat(args.state_dir, lambda: agent.state)
 
-    async def start() -> None:
-        await agent.start()
-        await status.start()
-        await heartbeat.start()
-
-    async def stop() -> None:
-        await heartbeat.stop()
-        await status.stop()
-        await agent.stop()
+    start, stop = in_order(agent, status, heartbeat)
 
     async def until() -> None:
         assert agent.task is not None
@@ -319,7 +306,7 @@ def _run_connect(args: argparse.Namespace) -> int:
     from core.aio.endpoint import LocalEndpoint, RelayClient
     from core.aio.status import StatusServer
 
-    if args.mode == "passthrough" and (
+    if args.mode == Mode.PASSTHROUGH and (
         args.cluster_ca or args.server_name or args.upstream_token_file or args.endpoint_token_file
     ):
         raise ConfigError("the inspect-mode options need --mode inspect")
@@ -332,24 +319,19 @@ def _run_connect(args: argparse.Namespace) -> int:
             args.cluster,
         )
     state_dir = args.state_dir or _default_client_dir()
-    inspect = _inspect_settings(args, state_dir) if args.mode == "inspect" else None
+    inspect = _inspect_settings(args, state_dir) if args.mode == Mode.INSPECT else None
     client = RelayClient(state_dir, token)
     endpoint = LocalEndpoint(client, args.cluster, host, port, mode=args.mode, inspect=inspect)
     status = StatusServer("connect", endpoint.snapshot)
 
+    start_all, stop = in_order(endpoint, client, status)
+
     async def start() -> None:
-        await endpoint.start()
-        await client.start()
-        await status.start()
+        await start_all()
         print(f"local endpoint for {args.cluster}: {endpoint.url}", flush=True)
         if inspect is not None:
             ca = inspect.state_dir / "ca.pem"
             print(f"inspect mode: kubectl trusts {ca} and presents the endpoint token", flush=True)
-
-    async def stop() -> None:
-        await status.stop()
-        await endpoint.stop()
-        await client.stop()
 
     async def until() -> None:
         assert client.task is not None

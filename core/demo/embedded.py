@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from core.aio.agent import Agent, AgentSnapshot
-from core.aio.dial import load_credentials
-from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, Mode, RelayClient
+from core.aio.dial import load_enrollment
+from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, RelayClient
 from core.aio.peer import RelayPeer
 from core.aio.relay import Relay, RelayConfig, RelaySnapshot
 from core.demo.apiserver import DemoApiServer
 from core.errors import ConfigError, PKIError, TunnelError, WicketError
 from core.kube import Entry, KubeconfigPaths, WriteOptions, write_owned_entries
-from core.kube import Mode as KubeMode
+from core.mode import Mode, mode_of
 from core.paths import data_dir
 from core.pki import files
 from core.pki.identity import Role
@@ -100,11 +100,9 @@ class DemoStack:
         port: int | None = None,
         kubeconfig: Path | None = None,
         online_timeout: float = ONLINE_TIMEOUT,
-        mode: Mode = "passthrough",
+        mode: Mode | str = Mode.PASSTHROUGH,
     ) -> None:
-        if mode not in ("passthrough", "inspect"):
-            raise ConfigError(f"unknown endpoint mode {mode!r} (passthrough or inspect)")
-        self.mode: Mode = mode
+        self.mode = mode_of(mode)
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.requested_port = port
         self.kubeconfig_path = Path(kubeconfig) if kubeconfig else self.state_dir / "kubeconfig"
@@ -328,7 +326,7 @@ class DemoStack:
             KubeconfigPaths.single(str(path)),
             CLUSTER,
             self._kubeconfig_entries(),
-            mode=KubeMode(self.mode),
+            mode=self.mode,
             current=CONTEXT,
             switch="always" if own else "if-unset",
             options=options or WriteOptions(backups=0 if own else 3),
@@ -359,7 +357,7 @@ class DemoStack:
 def _enrolled_here(path: Path, role: Role, relay_ca_pem: bytes) -> bool:
     """Whether ``path`` holds an identity issued by this relay's CA."""
     try:
-        creds = load_credentials(path, role)
+        creds = load_enrollment(path, role)
         return creds is not None and (path / "ca.pem").read_bytes() == relay_ca_pem
     except (OSError, WicketError, ValueError):
         return False

@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core import fsutil
 from core.errors import PKIError
+from core.pki.ca import cert_builder
 
 SERVER_NAMES = ("localhost", "kubernetes.default.svc", "wicket-demo.local")
 SERVER_IPS = ("127.0.0.1", "::1")
@@ -74,14 +75,9 @@ def _issue(
     days: int = 825,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
+    not_after = now + datetime.timedelta(days=days)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        cert_builder(subject, issuer, key.public_key(), now, not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )

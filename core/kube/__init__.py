@@ -23,10 +23,10 @@ from core.kube.model import (
     Entry,
     ExecCredential,
     MergedView,
-    Mode,
     UserRef,
 )
 from core.kube.paths import KubeconfigPaths
+from core.mode import Mode
 
 __all__ = [
     "Change",

@@ -28,7 +28,6 @@ from core.kube.model import (
     Entry,
     Kind,
     MergedView,
-    Mode,
     UserRef,
     candidate_names,
     check_cluster_name,
@@ -38,6 +37,7 @@ from core.kube.model import (
 )
 from core.kube.paths import KubeconfigPaths
 from core.kube.writer import write_file
+from core.mode import Mode
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ Wicket must never overwrite what it did not write.
 from __future__ import annotations
 
 import base64
-import enum
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from core.errors import KubeconfigError
+from core.mode import Mode
 
 PREFIX = "wicket-"
 OWNER_EXTENSION = "wicket.dev/owner"
@@ -33,13 +33,6 @@ KINDS: tuple[Kind, ...] = ("clusters", "contexts", "users")
 
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _HOST = re.compile(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-
-
-class Mode(enum.StrEnum):
-    """How the local endpoint carries TLS: end to end, or terminated by Wicket."""
-
-    PASSTHROUGH = "passthrough"
-    INSPECT = "inspect"
 
 
 @dataclass(frozen=True)

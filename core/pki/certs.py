@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core.errors import PKIError
 from core.pki import files
-from core.pki.ca import CLOCK_SKEW, CertificateAuthority
+from core.pki.ca import CertificateAuthority, cert_builder, key_usage
 from core.pki.identity import Identity, Role
 from core.pki.keys import (
     PrivateKey,
@@ -175,16 +175,11 @@ def _issue(
         raise ValueError("now must be timezone-aware (UTC)")
     not_after = min(now + validity, ca.cert.not_valid_after_utc)
     ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.cert.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(not_after)
+        cert_builder(subject, ca.cert.subject, public_key, now, not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_leaf_key_usage(), critical=True)
+        .add_extension(key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(san, critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
@@ -215,20 +210,6 @@ def _server_cert_usable(
     wanted = {_general_name(h) for h in hosts}
     fresh = cert.not_valid_after_utc - now > validity / 3
     return same_public_key(key, cert) and set(san) == wanted and fresh
-
-
-def _leaf_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def _general_name(host: str) -> x509.GeneralName:

@@ -6,9 +6,8 @@ inspect endpoint, find an enrolled identity, run the demo) are re-exported here,
 import contract can forbid the GUI everything else below this package.
 """
 
-from core.aio.dial import load_credentials
+from core.aio.dial import load_enrollment
 from core.aio.endpoint import InspectSettings, RelayClient
-from core.aio.endpoint import Mode as EndpointMode
 from core.aio.relay import Relay, RelayConfig
 from core.demo.embedded import CONTEXT as DEMO_CONTEXT
 from core.demo.embedded import DemoStack
@@ -26,7 +25,6 @@ __all__ = [
     "DEMO_CONTEXT",
     "ClusterView",
     "DemoStack",
-    "EndpointMode",
     "EndpointView",
     "InspectSettings",
     "Relay",
@@ -37,5 +35,5 @@ __all__ = [
     "SessionView",
     "StreamView",
     "WicketService",
-    "load_credentials",
+    "load_enrollment",
 ]

@@ -7,7 +7,7 @@ handed to another thread (the GUI's) as is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,6 @@ class ServiceSnapshot:
     sessions: tuple[SessionView, ...] = ()
     endpoints: tuple[EndpointView, ...] = ()
     streams: tuple[StreamView, ...] = ()
-    errors: tuple[str, ...] = field(default=())
 
     def cluster(self, name: str) -> ClusterView | None:
         return next((c for c in self.clusters if c.name == name), None)

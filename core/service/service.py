@@ -10,50 +10,29 @@ events, it never slows the data plane). It never imports Qt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Unpack
 
-from core.aio.agent import Agent, AgentSnapshot
-from core.aio.endpoint import (
-    ClientSnapshot,
-    EndpointSnapshot,
-    InspectedStream,
-    InspectSettings,
-    LocalEndpoint,
-    Mode,
-    RelayClient,
-)
-from core.aio.relay import Relay, RelayConfig, RelaySnapshot
-from core.aio.tunnel import StreamInfo
+from core.aio.agent import Agent
+from core.aio.endpoint import EndpointOptions, LocalEndpoint, RelayClient
+from core.aio.lifecycle import Component, cancel_and_wait
+from core.aio.relay import Relay, RelayConfig
 from core.errors import ConfigError
 from core.pki.tokens import Token
-from core.service.model import (
-    ClusterView,
-    EndpointView,
-    ServiceEvent,
-    ServiceSnapshot,
-    SessionView,
-    StreamView,
-)
+from core.service.model import ServiceEvent, ServiceSnapshot
+from core.service.snapshot import compose
 
 PUBLISH_HZ = 5.0
 EVENT_QUEUE = 1000
 
 
-class _Component(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-
-
 @dataclass
 class _Entry:
     name: str
-    component: _Component
+    component: Component
     snapshot: Callable[[], object]
 
 
@@ -76,14 +55,11 @@ class WicketService:
         self._publisher = asyncio.create_task(self._publish_loop(), name="wicket-service")
 
     async def stop(self) -> None:
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
+        await cancel_and_wait(self._publisher)
         for name in reversed(list(self._entries)):
             await self.remove(name)
 
-    async def add(self, name: str, component: _Component, snapshot: Callable[[], object]) -> None:
+    async def add(self, name: str, component: Component, snapshot: Callable[[], object]) -> None:
         """Start a component under a unique name (its snapshot joins the service's)."""
         if name in self._entries:
             raise ConfigError(f"{name} is already running")
@@ -133,17 +109,10 @@ class WicketService:
         return client
 
     async def start_endpoint(
-        self,
-        client: RelayClient,
-        cluster: str,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        mode: Mode = "passthrough",
-        inspect: InspectSettings | None = None,
+        self, client: RelayClient, cluster: str, **options: Unpack[EndpointOptions]
     ) -> LocalEndpoint:
-        """A local endpoint; ``mode="inspect"`` needs ``inspect`` settings."""
-        endpoint = LocalEndpoint(client, cluster, host, port, mode=mode, inspect=inspect)
+        """A local endpoint (``LocalEndpoint``'s options and defaults)."""
+        endpoint = LocalEndpoint(client, cluster, **options)
         await self.add(f"endpoint:{cluster}", endpoint, endpoint.snapshot)
         return endpoint
 
@@ -153,7 +122,7 @@ class WicketService:
         """Build a snapshot now (the publisher does this a few times a second)."""
         now = time.time()
         parts = [(e.name, e.snapshot()) for e in self._entries.values()]
-        snap = _compose(now, parts, self._last_rates)
+        snap = compose(now, parts, self._last_rates)
         self._diff(snap)
         self.latest = snap
         return snap
@@ -195,124 +164,3 @@ class WicketService:
         while True:
             self.refresh()
             await asyncio.sleep(self._publish_every)
-
-
-def _compose(
-    now: float, parts: Iterable[tuple[str, object]], rates: dict[str, tuple[float, int, int]]
-) -> ServiceSnapshot:
-    clusters: dict[str, ClusterView] = {}
-    sessions: list[SessionView] = []
-    endpoints: list[EndpointView] = []
-    streams: list[StreamView] = []
-    fresh: dict[str, tuple[float, int, int]] = {}
-
-    def add_streams(component: str, infos: Iterable[StreamInfo]) -> None:
-        for info in infos:
-            key = f"{component}/{info.id}"
-            up = down = 0.0
-            prev = rates.get(key)
-            if prev is not None and info.closed_at is None and now > prev[0]:
-                dt = now - prev[0]
-                up, down = (info.bytes_up - prev[1]) / dt, (info.bytes_down - prev[2]) / dt
-            fresh[key] = (now, info.bytes_up, info.bytes_down)
-            view = StreamView(
-                key,
-                component,
-                info.cluster,
-                info.endpoint,
-                info.client,
-                info.opened_at,
-                info.closed_at,
-                info.bytes_up,
-                info.bytes_down,
-                max(up, 0.0),
-                max(down, 0.0),
-                info.state,
-                info.close_reason,
-            )
-            if isinstance(info, InspectedStream):
-                view = dataclasses.replace(
-                    view,
-                    method=info.method,
-                    path=info.path,
-                    status=info.status,
-                    kubectl_command=info.kubectl_command,
-                    upgrade=info.upgrade,
-                    protocol=info.protocol,
-                    subprotocol=info.subprotocol,
-                    detail=info.detail,
-                )
-            streams.append(view)
-
-    for name, snap in parts:
-        if isinstance(snap, RelaySnapshot):
-            for c in snap.clusters:
-                cname = str(c["name"])
-                rtt = c.get("rtt")
-                clusters[cname] = ClusterView(
-                    cname,
-                    "online" if c["online"] else "offline",
-                    None if c["online"] else "agent not connected",
-                    float(rtt) if isinstance(rtt, (int, float)) else None,
-                    str(c["public_address"]) if c.get("public_address") else None,
-                )
-            add_streams(name, snap.streams)
-        elif isinstance(snap, AgentSnapshot):
-            sessions.append(
-                SessionView(
-                    name,
-                    "agent",
-                    snap.cluster,
-                    snap.relay,
-                    snap.state,
-                    snap.rtt,
-                    snap.connected_since,
-                    snap.last_error,
-                    snap.reconnects,
-                )
-            )
-            add_streams(name, snap.streams)
-        elif isinstance(snap, ClientSnapshot):
-            sessions.append(
-                SessionView(
-                    name,
-                    "client",
-                    snap.name,
-                    snap.relay,
-                    snap.state,
-                    snap.rtt,
-                    snap.connected_since,
-                    snap.last_error,
-                    snap.reconnects,
-                )
-            )
-        elif isinstance(snap, EndpointSnapshot):
-            endpoints.append(
-                EndpointView(
-                    name, snap.cluster, snap.address, snap.mode, snap.session, snap.last_refusal
-                )
-            )
-            add_streams(name, snap.streams)
-            known = clusters.get(snap.cluster)
-            if known is None:
-                state = "online" if snap.session == "online" else "reconnecting"
-                if snap.session == "online" and snap.last_refusal:
-                    state = "offline"
-                known = ClusterView(snap.cluster, state, snap.last_refusal, snap.rtt, None)
-            clusters[snap.cluster] = ClusterView(
-                known.name,
-                known.state,
-                known.reason,
-                known.rtt,
-                known.public_address,
-                (*known.endpoints, snap.address),
-            )
-    rates.clear()
-    rates.update(fresh)
-    return ServiceSnapshot(
-        now,
-        tuple(sorted(clusters.values(), key=lambda c: c.name)),
-        tuple(sessions),
-        tuple(endpoints),
-        tuple(streams),
-    )

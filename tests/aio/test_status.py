@@ -25,6 +25,7 @@ from core.cli.status import human_duration, render_process
 from core.errors import ConfigError
 from core.format import host_port, human_bytes
 from core.pki.tokens import Token, TokenKind, encode
+from tests.support.cli import run_wicket
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -311,15 +312,7 @@ def xdg(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "core.cli", "status", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    return run_wicket("status", *args, env=env, cwd=REPO, timeout=30, check=True)
 
 
 def _spawn(env: dict[str, str], role: str, cluster: str) -> subprocess.Popen[str]:

@@ -15,8 +15,8 @@ from typing import Any, Protocol, TypeVar
 import pytest
 import pytest_asyncio
 
-from core.aio.endpoint import Mode
 from core.demo.embedded import DemoStack
+from core.mode import Mode
 from tests.demo.kubectl import KUBECTL, PROTOCOLS, Kubectl
 
 
@@ -52,7 +52,7 @@ def protocol(request: pytest.FixtureRequest) -> str:
     return value
 
 
-def stack_fixture(name: str, doc: str, mode: Mode = "passthrough") -> Any:
+def stack_fixture(name: str, doc: str, mode: Mode = Mode.PASSTHROUGH) -> Any:
     """A session fixture ``name``: one demo stack for the whole suite, ``mode`` endpoint."""
 
     async def fixture(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoStack]:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.aio.agent import Agent
-from core.aio.endpoint import Mode
 from core.demo.embedded import DemoStack
+from core.mode import Mode
 from tests.demo.kubectl import (
     KUBECTL,
     PROTOCOLS,
@@ -220,7 +220,7 @@ FailsFast = Callable[[DemoStack, dict[str, Kubectl], str], Awaitable[None]]
 """Checks that kubectl fails at once: ``(stack, kubectls by protocol, the reason)``."""
 
 
-async def agent_goes_away(tmp_path: Path, mode: Mode, fails_fast: FailsFast) -> None:
+async def agent_goes_away(tmp_path: Path, mode: Mode | str, fails_fast: FailsFast) -> None:
     """A stack of its own: the agent stops, a new one comes back, then the client stops.
 
     ``fails_fast`` runs with the agent offline (``agent_offline``) and with no session to

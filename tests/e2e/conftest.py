@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from core.demo.embedded import DemoStack
+from core.mode import Mode
 from core.service import WicketService
 from tests.demo.fixtures import (
     kubectl_through,
@@ -52,7 +53,7 @@ class _Running:
 
 
 inspect_stack = stack_fixture(
-    "inspect_stack", "The same demo stack, its local endpoint in inspect mode.", "inspect"
+    "inspect_stack", "The same demo stack, its local endpoint in inspect mode.", Mode.INSPECT
 )
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from core.aio.endpoint import InspectedStream, InspectSettings, LocalEndpoint
+from core.aio.endpoint import InspectSettings, LocalEndpoint
+from core.aio.inspected import InspectedStream
 from core.aio.status import read_all_status
 from core.demo.embedded import CONTEXT, TLS_SERVER_NAME, DemoStack
 from core.service import StreamView, WicketService

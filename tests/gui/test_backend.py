@@ -11,6 +11,7 @@ import pytest
 
 from core.format import utcnow
 from core.kube import KubeconfigPaths
+from core.mode import Mode
 from core.pki.ca import create_ca
 from gui.backend import CLUSTERS_FILE, EMBEDDED, AppSettings, Backend, ClusterConfig
 
@@ -21,7 +22,7 @@ async def test_a_saved_cluster_comes_back_in_its_mode(
     tmp_path: Path, home: Path, mode: str
 ) -> None:
     ca_pem = create_ca(utcnow(), common_name="lab apiserver CA").cert_pem.decode()
-    saved = ClusterConfig("lab", EMBEDDED, 0, "inspect", ca_pem, "127.0.0.1")
+    saved = ClusterConfig("lab", EMBEDDED, 0, Mode.INSPECT, ca_pem, "127.0.0.1")
     if mode == "passthrough":
         saved = ClusterConfig("lab", EMBEDDED, 0)
     AppSettings(demo=False, clusters=[saved]).save(tmp_path / "app" / CLUSTERS_FILE)

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from pathlib import Path
 
 import pytest
 
-from core.aio.endpoint import (
-    EndpointSnapshot,
-    InspectSettings,
-    LocalEndpoint,
-    RelayClient,
-    detail_pairs,
-    inspected_stream,
-)
+from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, RelayClient
+from core.aio.inspected import InspectedStream, detail_pairs, inspected_stream
 from core.aio.tunnel import StreamInfo
 from core.errors import ConfigError
 from core.protocol.http_proxy import Exchange, UpgradeState
 from core.protocol.inspect_decoders import PortConnection, SessionDetail
 from core.service import StreamView, WicketService
+from tests.support.certs import make_pki
 
 
 def _exchange() -> Exchange:
@@ -90,7 +86,7 @@ def test_an_inspect_endpoint_needs_its_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="settings"):
         LocalEndpoint(client, "demo", mode="inspect")
     with pytest.raises(ConfigError, match="mode"):
-        LocalEndpoint(client, "demo", mode="sideways")  # type: ignore[arg-type]
+        LocalEndpoint(client, "demo", mode="sideways")
     settings = InspectSettings(tmp_path, "endpoint-secret", b"", "api", "Bearer upstream-secret")
     assert "secret" not in repr(settings)
 
@@ -133,3 +129,31 @@ async def test_the_service_carries_the_inspection_into_stream_views() -> None:
 def test_stream_view_fields_have_defaults() -> None:
     view = StreamView("k", "c", "demo", "local", None, 0.0, None, 0, 0, 0.0, 0.0, "open", None)
     assert view.detail == () and view.method is None and view.detail_value("kind") is None
+
+
+def test_a_stream_view_carries_every_stream_field_by_name() -> None:
+    """``compose`` copies stream fields by name: a field added to ``InspectedStream`` (or
+    ``StreamInfo``) must exist on ``StreamView`` too (``id`` becomes the view's key)."""
+    carried = {f.name for f in dataclasses.fields(InspectedStream)} - {"id"}
+    assert carried <= {f.name for f in dataclasses.fields(StreamView)}
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "inspect"])
+async def test_a_port_conflict_is_an_error_never_a_move(tmp_path: Path, mode: str) -> None:
+    """docs/security.md, the laptop listener: a taken port fails the endpoint's start; it
+    never listens somewhere else kubectl was not told about."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    client = RelayClient(tmp_path / "client", None)
+    cluster_ca = make_pki(tmp_path / "cluster").ca_pem
+    settings = InspectSettings(tmp_path / "inspect", "endpoint-secret", cluster_ca, "api", None)
+    endpoint = LocalEndpoint(client, "demo", port=port, mode=mode, inspect=settings)
+    try:
+        with pytest.raises(ConfigError, match=str(port)):
+            await endpoint.start()
+        assert endpoint.port == port
+    finally:
+        await endpoint.stop()
+        taken.close()

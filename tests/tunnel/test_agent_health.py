@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,14 +12,12 @@ from pathlib import Path
 import pytest
 
 from core.aio.health import HEALTH_FILE, check
+from tests.support.cli import run_wicket
 from tests.tunnel.harness import Tunnel
 
 
 def probe(state_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "core.cli", "agent-health", "--state-dir", str(state_dir), *extra],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    return run_wicket("agent-health", "--state-dir", str(state_dir), *extra)
 
 
 def test_check_reasons(tmp_path: Path) -> None:

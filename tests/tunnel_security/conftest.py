@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from core.aio.agent import AGENT_MUX, Agent
-from core.aio.dial import Credentials, enroll
+from core.aio.dial import Enrollment, enroll
 from core.aio.endpoint import LocalEndpoint, RelayClient
 from core.aio.relay import Relay, RelayConfig
 from core.format import utcnow
@@ -177,7 +177,7 @@ class World:
             return parse(self.relay.state.join_token(name, self.address, None, utcnow()))
         return parse(self.relay.state.client_token(name, self.address, utcnow()))
 
-    async def enroll(self, role: Role, name: str) -> Credentials:
+    async def enroll(self, role: Role, name: str) -> Enrollment:
         """Another enrolled identity (its own state directory)."""
         kind = TokenKind.JOIN if role == Role.AGENT else TokenKind.CLIENT
         directory = self.root / f"{role.value}-{name}"

@@ -20,7 +20,7 @@ import pytest
 
 from core.aio.agent import Agent
 from core.aio.channel import ControlChannel
-from core.aio.dial import Credentials, connect_mux, enroll, hello
+from core.aio.dial import Enrollment, connect_mux, enroll, hello
 from core.aio.relay import Relay, RelayConfig
 from core.errors import AuthError, PKIError
 from core.format import utcnow
@@ -205,7 +205,7 @@ async def test_join_token_refused(
 
 
 async def _hello_as(
-    creds: Credentials | None, world: World, role: Role, name: str, version: int = PROTOCOL_VERSION
+    creds: Enrollment | None, world: World, role: Role, name: str, version: int = PROTOCOL_VERSION
 ) -> tuple[dict[str, object], float, float]:
     """A session with ``creds`` (none: no certificate) that says ``hello`` as role/name.
 

@@ -1,10 +1,11 @@
 """Pre-authentication DoS against the relay, while the legitimate agent keeps streaming.
 
-Security lesson 7: the pre-auth phase is the attack surface. The relay caps concurrent
-unauthenticated connections (total and per source) before a handshake costs anything,
-and gives each one a TLS handshake deadline and a first-message deadline far below
-asyncio's 60 s default. ``world`` runs them at 1 s each (``HANDSHAKE_TIMEOUT``,
-``AUTH_TIMEOUT``); the shipped defaults are checked separately.
+docs/security.md, pre-auth: anyone can connect before authenticating, so that phase is
+the attack surface. The relay caps concurrent unauthenticated connections (total and per
+source) before a handshake costs anything, and gives each one a TLS handshake deadline
+and a first-message deadline far below asyncio's 60 s default. ``world`` runs them at
+1 s each (``HANDSHAKE_TIMEOUT``, ``AUTH_TIMEOUT``); the shipped defaults are checked
+separately.
 """
 
 from __future__ import annotations

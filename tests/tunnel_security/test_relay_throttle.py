@@ -1,4 +1,4 @@
-"""Failed authentications are throttled per source (security lesson 7).
+"""Failed authentications are throttled per source (docs/security.md, pre-auth).
 
 The throttle itself is pure (time passed in); the relay test brute-forces join secrets
 over real TLS until the source is blocked, and checks that the block is refused before

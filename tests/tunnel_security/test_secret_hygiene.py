@@ -247,13 +247,13 @@ _AUTH_OFF = re.compile(
 
 
 async def test_relay_offers_no_way_to_disable_authentication(procs: Procs) -> None:
-    """Fail closed (security lesson 8): a relay with no effective authentication must
-    not listen on a non-loopback address. Wicket goes further: authentication cannot be
-    disabled at all. Every session is mutual TLS with a certificate from the relay CA,
-    or a one-time ``enroll``; ``tls.server_context`` is the only server context and
-    ``RelayConfig`` has no switch for it. So there is no "auth off on 0.0.0.0" case to
-    refuse; this test keeps it that way: ``wicket relay --help`` (and its token
-    sub-commands) offer no such switch, and neither does ``RelayConfig``.
+    """Fail closed (docs/security.md: an authentication that can be switched off will be): a
+    relay with no effective authentication must not listen on a non-loopback address. Wicket
+    goes further: authentication cannot be disabled at all. Every session is mutual TLS with
+    a certificate from the relay CA, or a one-time ``enroll``; ``tls.server_context`` is the
+    only server context and ``RelayConfig`` has no switch for it. So there is no "auth off
+    on 0.0.0.0" case to refuse; this test keeps it that way: ``wicket relay --help`` (and
+    its token sub-commands) offer no such switch, and neither does ``RelayConfig``.
     """
     help_text = await procs.run("relay", "--help")
     options = set(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", help_text))
