@@ -18,6 +18,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gui.shell import WicketApp
 
 REPO = Path(__file__).resolve().parents[1]
 KUBECTL = REPO / ".venv" / "bin" / "kubectl"
@@ -43,8 +47,6 @@ def _start(home: Path, *args: str) -> subprocess.Popen[bytes]:
 
 
 async def _take(out: Path, home: Path) -> None:
-    from PySide6.QtCore import QPoint, Qt
-
     from core.kube import KubeconfigPaths
     from gui.backend import Backend
     from gui.shell import WicketApp
@@ -57,49 +59,15 @@ async def _take(out: Path, home: Path) -> None:
     await app.start()
     try:
         await asyncio.wait_for(ready, 60)
-        window = app.window
-        window.resize(1280, 800)
         children += [
             _start(home, "exec", "-i", "chat", "--", "sh", "-c", "while sleep 1; do date; done"),
             _start(home, "logs", "-f", "ticker"),
             _start(home, "get", "pods", "--watch"),
             _start(home, "port-forward", "pod/web", "18099:9"),
         ]
-        await asyncio.sleep(2)
-        bulk = asyncio.ensure_future(asyncio.to_thread(_bulk, 18099))
-        window.tabs.setCurrentIndex(0)
-        window.debug_dock.show()
-        await asyncio.sleep(2.5)
-        window.proxy.sort(6, Qt.SortOrder.DescendingOrder)  # the busiest stream first
-        window.table.selectRow(0)
-        await asyncio.sleep(0.5)
-        window.grab().save(str(out / "main-window.png"))
-        await bulk
-
-        window.tabs.setCurrentIndex(1)
-        window.debug_dock.hide()
-        await asyncio.sleep(0.3)
-        window.grab().save(str(out / "try-it.png"))
-
-        app.open_wizard()
-        wizard = app.wizards[-1]
-        wizard.name_page.name.setText("staging-eu")
-        wizard.next()
-        wizard.next()
-        page = wizard.apiserver_page
-        page.target.setText("kubernetes.default.svc:443")
-        page.server_name.setText("kubernetes.default.svc")
-        page.ca.setPlainText("-----BEGIN CERTIFICATE-----\nMIIB…(the cluster CA)\n")
-        await asyncio.sleep(0.3)
-        wizard.grab().save(str(out / "wizard.png"))
-        wizard.reject()
-
-        menu = app.tray.menu
-        await asyncio.sleep(0.5)
-        menu.popup(QPoint(0, 0))
-        await asyncio.sleep(0.3)
-        menu.grab().save(str(out / "tray-menu.png"))
-        menu.hide()
+        await _shoot_window(app, out)
+        await _shoot_wizard(app, out)
+        await _shoot_tray(app, out)
     finally:
         for child in children:
             child.terminate()
@@ -107,6 +75,56 @@ async def _take(out: Path, home: Path) -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(5)
         await app.shutdown()
+
+
+async def _shoot_window(app: WicketApp, out: Path) -> None:
+    from PySide6.QtCore import Qt
+
+    from gui.models import column
+
+    window = app.window
+    window.resize(1280, 800)
+    await asyncio.sleep(2)
+    bulk = asyncio.ensure_future(asyncio.to_thread(_bulk, 18099))
+    window.tabs.setCurrentIndex(0)
+    window.debug_dock.show()
+    await asyncio.sleep(2.5)
+    window.proxy.sort(column("Up"), Qt.SortOrder.DescendingOrder)  # the busiest stream first
+    window.table.selectRow(0)
+    await asyncio.sleep(0.5)
+    window.grab().save(str(out / "main-window.png"))
+    await bulk
+
+    window.tabs.setCurrentIndex(1)
+    window.debug_dock.hide()
+    await asyncio.sleep(0.3)
+    window.grab().save(str(out / "try-it.png"))
+
+
+async def _shoot_wizard(app: WicketApp, out: Path) -> None:
+    app.open_wizard()
+    wizard = app.wizards[-1]
+    wizard.name_page.name.setText("staging-eu")
+    wizard.next()
+    wizard.next()
+    page = wizard.apiserver_page
+    page.target.setText("kubernetes.default.svc:443")
+    page.server_name.setText("kubernetes.default.svc")
+    page.ca.setPlainText("-----BEGIN CERTIFICATE-----\nMIIB…(the cluster CA)\n")
+    await asyncio.sleep(0.3)
+    wizard.grab().save(str(out / "wizard.png"))
+    wizard.reject()
+
+
+async def _shoot_tray(app: WicketApp, out: Path) -> None:
+    from PySide6.QtCore import QPoint
+
+    menu = app.tray.menu
+    await asyncio.sleep(0.5)
+    menu.popup(QPoint(0, 0))
+    await asyncio.sleep(0.3)
+    menu.grab().save(str(out / "tray-menu.png"))
+    menu.hide()
 
 
 def _bulk(port: int) -> None:
