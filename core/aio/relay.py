@@ -35,7 +35,7 @@ from core.aio.tunnel import (
     reply,
     spliced,
 )
-from core.errors import AuthError, MuxError, PKIError, WicketError
+from core.errors import AuthError, MuxError, PKIError, RegistryError, WicketError
 from core.format import host_port, utcnow
 from core.pki import tls
 from core.pki.ca import CertificateAuthority
@@ -170,6 +170,7 @@ class Relay:
         for server in servers:
             await server.wait_closed()
         self._public.clear()
+        self.state.close()
 
     async def sync_public_endpoints(self) -> None:
         """Listen on every registered cluster's public port (re-read from the state)."""
@@ -407,7 +408,8 @@ class Relay:
             record = self.state.tokens().consume(str(msg["token_id"]), str(msg["secret"]), now)
             role = Role.AGENT if record.kind == TokenKind.JOIN else Role.CLIENT
             cert = sign_csr(self._ca, str(msg["csr_pem"]).encode(), role, record.name, now)
-        except (AuthError, PKIError) as exc:
+            self.state.record_identity(cert, role, record.name, record.token_id, now)
+        except (AuthError, PKIError, RegistryError) as exc:
             self._refuse(control, "invalid_token", "invalid token", source)
             log.warning("enrollment from %s refused: %s", address, exc)
             await _flush(conn)
