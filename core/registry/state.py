@@ -135,27 +135,18 @@ class RelayState:
         self, cluster: str, address: str | None, public_port: int | None, now: dt.datetime
     ) -> str:
         """Register ``cluster`` (if new) and issue a one-time agent enrollment token."""
+        relay, ca = self.address(address), self.ca(now)  # neither missing: then register
         self.register_cluster(cluster, public_port)
-        ca = self.ca(now)
-        token = self.tokens().issue(
-            TokenKind.JOIN,
-            cluster,
-            relay=self.address(address),
-            ca_fingerprint=ca.fingerprint,
-            now=now,
-        )
-        return encode(token)
+        return self._issue(TokenKind.JOIN, cluster, relay, ca, now)
 
     def client_token(self, name: str, address: str | None, now: dt.datetime) -> str:
         """Issue a one-time desktop-client enrollment token."""
         if not is_valid_name(name):
             raise ConfigError(f"invalid client name {name!r}")
-        ca = self.ca(now)
-        token = self.tokens().issue(
-            TokenKind.CLIENT,
-            name,
-            relay=self.address(address),
-            ca_fingerprint=ca.fingerprint,
-            now=now,
-        )
+        return self._issue(TokenKind.CLIENT, name, self.address(address), self.ca(now), now)
+
+    def _issue(
+        self, kind: TokenKind, name: str, relay: str, ca: CertificateAuthority, now: dt.datetime
+    ) -> str:
+        token = self.tokens().issue(kind, name, relay=relay, ca_fingerprint=ca.fingerprint, now=now)
         return encode(token)
