@@ -140,6 +140,7 @@ class Relay:
     async def start(self) -> None:
         cfg = self.config
         now = utcnow()
+        self.state.open()  # a refused registry stops the start before the CA is made
         self._ca = self.state.ca(now)
         hosts = list(dict.fromkeys([*cfg.server_names, cfg.host, "localhost", "127.0.0.1"]))
         hosts = [h for h in hosts if h not in ("0.0.0.0", "::")]

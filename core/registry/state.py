@@ -51,6 +51,11 @@ class RelayState:
 
     @property
     def store(self) -> RegistryStore:
+        return self.open()
+
+    def open(self) -> RegistryStore:
+        """Open (or migrate) the registry now, before any other file is created: a
+        refused state dir is then left exactly as it was."""
         with self._opening:
             if self._store is None:
                 self._store = SqliteStore.open(self.dir, utcnow())
@@ -135,6 +140,7 @@ class RelayState:
         self, cluster: str, address: str | None, public_port: int | None, now: dt.datetime
     ) -> str:
         """Register ``cluster`` (if new) and issue a one-time agent enrollment token."""
+        self.open()
         relay, ca = self.address(address), self.ca(now)  # neither missing: then register
         self.register_cluster(cluster, public_port)
         return self._issue(TokenKind.JOIN, cluster, relay, ca, now)
@@ -143,6 +149,7 @@ class RelayState:
         """Issue a one-time desktop-client enrollment token."""
         if not is_valid_name(name):
             raise ConfigError(f"invalid client name {name!r}")
+        self.open()
         return self._issue(TokenKind.CLIENT, name, self.address(address), self.ca(now), now)
 
     def _issue(

@@ -11,10 +11,12 @@ import datetime as dt
 import json
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from core.aio.relay import Relay, RelayConfig
 from core.errors import AuthError, ConfigError, RegistryError
 from core.pki.tokens import TokenKind, parse
 from core.registry import migrate
@@ -188,10 +190,27 @@ def test_a_damaged_database_is_refused_without_being_changed(
     for name in ("tokens.json", "clusters.json"):  # and JSON files that must stay too
         shutil.copyfile(RELEASE / name, state / name)
     before = _snapshot(state)
-    for attempt in range(2):
+    attempts: dict[str, Callable[[RelayState], object]] = {
+        "lookup": lambda s: s.clusters(),
+        "join-token": lambda s: s.join_token("prod", "r.test:1", 16443, NOW),
+        "client-token": lambda s: s.client_token("alice", "r.test:1", NOW),
+        "again": lambda s: s.tokens().records(),
+    }
+    for what, attempt in attempts.items():
         with pytest.raises(RegistryError, match=problem):
-            RelayState(state).clusters()
-        assert _snapshot(state) == before, attempt
+            attempt(RelayState(state))
+        assert _snapshot(state) == before, what  # no CA made either
+
+
+async def test_a_relay_on_a_damaged_database_does_not_start(tmp_path: Path) -> None:
+    state = tmp_path / "relay"
+    state.mkdir(mode=0o700)
+    _garbage(state / DB_FILE)
+    before = _snapshot(state)
+    relay = Relay(RelayConfig(state_dir=state))
+    with pytest.raises(RegistryError, match="not a database"):
+        await relay.start()
+    assert _snapshot(state) == before
 
 
 def test_records_keep_their_types(tmp_path: Path) -> None:
