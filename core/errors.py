@@ -16,7 +16,9 @@ peer sent something invalid.
     │   ├── KubeconfigError
     │   │   ├── KubeconfigParseError          file and line of the parse failure
     │   │   └── KubeconfigLockError           a lock could not be taken in time
-    │   └── TokenError                        a join/client token that does not parse
+    │   ├── TokenError                        a join/client token that does not parse
+    │   └── RegistryError                     the relay's registry cannot be opened or
+    │                                         migrated (the state dir is left as it was)
     ├── ProtocolError
     │   ├── LocalProtocolError                we asked for something the protocol forbids
     │   └── RemoteProtocolError               the peer broke the protocol
@@ -81,6 +83,11 @@ class KubeconfigLockError(KubeconfigError):
 
 class TokenError(ConfigError):
     """A join or client token is malformed or does not verify."""
+
+
+class RegistryError(ConfigError):
+    """The relay's registry (``registry.db``) is damaged, foreign, newer than this code,
+    or its JSON predecessor cannot be migrated; no file in the state dir was changed."""
 
 
 # -- protocols -----------------------------------------------------------------------

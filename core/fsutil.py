@@ -7,6 +7,12 @@ fact, so there is no window where it is readable), fsynced, renamed over the tar
 and the directory fsynced. A crash leaves the old file or the new one, never half of
 either.
 
+A file that more than one Wicket process writes (the relay's ``relay.json``, the
+desktop configuration the app and ``wicket cluster`` share) is changed only through
+:func:`update_locked`: read, change and replace under an exclusive ``flock`` on
+``<file>.lock``, so writers take turns and none loses another's update. Readers need no
+lock: they see the old file or the new one.
+
 These functions raise ``OSError``; each caller translates it into the error of its
 domain (``PKIError``, ``SecretStoreError``, ``KubeconfigError``) at its boundary.
 """
@@ -14,9 +20,11 @@ domain (``PKIError``, ``SecretStoreError``, ``KubeconfigError``) at its boundary
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
@@ -66,6 +74,41 @@ def replace_atomic(
         raise
     if sync_dir:
         fsync_dir(os.path.dirname(os.fspath(target)) or ".")
+
+
+@contextlib.contextmanager
+def locked(target: Path | str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<target>.lock`` (0600, created when missing).
+
+    ``flock`` rather than an ``O_EXCL`` lock file: the kernel releases it when its holder
+    exits, however it exits, so a lock is never stale.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(f"{os.fspath(target)}.lock", flags, PRIVATE_FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def update_locked(
+    target: Path | str, change: Callable[[bytes | None], bytes], *, mode: int = PRIVATE_FILE_MODE
+) -> bytes:
+    """Read-modify-write ``target`` with one writer at a time; returns the new bytes.
+
+    ``change`` gets the current bytes (``None`` when the file is missing) and returns
+    the new ones; it runs with the lock held, so it sees every earlier writer's update.
+    """
+    with locked(target):
+        try:
+            old: bytes | None = Path(target).read_bytes()
+        except FileNotFoundError:
+            old = None
+        new = change(old)
+        if new != old:
+            replace_atomic(target, new, mode=mode)
+        return new
 
 
 def fsync_dir(directory: Path | str) -> None:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import fsutil
 from core.cli.tunnel import endpoint_token
 from core.errors import ConfigError, TunnelError
 from core.format import utcnow
@@ -90,26 +91,57 @@ class ClusterConfig:
 
 @dataclass
 class AppSettings:
+    """The app's ``clusters.json``, which a ``wicket cluster`` command may change too:
+    every change is a locked read-modify-write (:meth:`update`), so none is lost."""
+
     demo: bool = True
     clusters: list[ClusterConfig] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> AppSettings:
         try:
-            doc = json.loads(path.read_text())
+            return cls.parse(path.read_bytes(), path)
+        except FileNotFoundError:
+            return cls()
+
+    @classmethod
+    def parse(cls, data: bytes | None, path: Path) -> AppSettings:
+        if data is None:
+            return cls()
+        try:
+            doc = json.loads(data)
             return cls(
                 bool(doc.get("demo", True)),
                 [ClusterConfig(**c) for c in doc.get("clusters", [])],
             )
-        except FileNotFoundError:
-            return cls()
         except (ValueError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{path}: unreadable settings ({exc})") from exc
 
-    def save(self, path: Path) -> None:
-        doc = {"demo": self.demo, "clusters": [asdict(c) for c in self.clusters]}
+    @classmethod
+    def update(cls, path: Path, change: Callable[[AppSettings], None]) -> AppSettings:
+        """Apply ``change`` to the settings as they are on disk now; returns the result."""
+        result = cls()
+
+        def apply(data: bytes | None) -> bytes:
+            nonlocal result
+            result = cls.parse(data, path)
+            change(result)
+            doc = {"demo": result.demo, "clusters": [asdict(c) for c in result.clusters]}
+            return json.dumps(doc, indent=1).encode()
+
         files.ensure_private_dir(path.parent)
-        files.write_private(path, json.dumps(doc, indent=1).encode())
+        try:
+            fsutil.update_locked(path, apply)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot write: {exc.strerror}") from exc
+        return result
+
+    def put(self, cfg: ClusterConfig) -> None:
+        self.drop(cfg.name)
+        self.clusters.append(cfg)
+
+    def drop(self, name: str) -> None:
+        self.clusters = [c for c in self.clusters if c.name != name]
 
 
 class _Passive:
@@ -212,8 +244,9 @@ class Backend:
         await self.wait_run_to_end()
         await self.core.stop_async()
 
-    async def save_settings(self) -> None:
-        await asyncio.to_thread(self.settings.save, self.state_dir / CLUSTERS_FILE)
+    async def update_settings(self, change: Callable[[AppSettings], None]) -> None:
+        path = self.state_dir / CLUSTERS_FILE
+        self.settings = await asyncio.to_thread(AppSettings.update, path, change)
 
     # -- clusters ----------------------------------------------------------------------
 
@@ -277,8 +310,7 @@ class Backend:
     async def forget(self, name: str) -> None:
         """Disconnect, and drop the cluster's contexts, secret and settings entry."""
         await self.disconnect(name)
-        self.settings.clusters = [c for c in self.settings.clusters if c.name != name]
-        await self.save_settings()
+        await self.update_settings(lambda s: s.drop(name))
         await asyncio.to_thread(remove_cluster_contexts, self.kubeconfig, name)
         store = await self.secret_store()
         await store.delete(upstream_token_key(name))
@@ -401,9 +433,7 @@ class Backend:
         return self._store
 
     async def save_cluster(self, cfg: ClusterConfig) -> None:
-        self.settings.clusters = [c for c in self.settings.clusters if c.name != cfg.name]
-        self.settings.clusters.append(cfg)
-        await self.save_settings()
+        await self.update_settings(lambda s: s.put(cfg))
 
 
 # -- on the core loop ----------------------------------------------------------------

@@ -656,8 +656,7 @@ async def _forget_secret(backend: Backend, name: str) -> None:
 
 
 async def _forget_settings(backend: Backend, name: str) -> None:
-    backend.settings.clusters = [c for c in backend.settings.clusters if c.name != name]
-    await backend.save_settings()
+    await backend.update_settings(lambda s: s.drop(name))
 
 
 def _wicket_command() -> str:

@@ -1,14 +1,14 @@
-"""The relay's cluster registry: registration, conflicts, removal, and its stat cache."""
+"""The relay's cluster registry: registration, conflicts, removal, and its lookup cache."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from core.errors import ConfigError
-from core.registry.state import CLUSTERS_FILE, RelayState
+from core.registry.sqlite import DB_FILE, SqliteStore
+from core.registry.state import RelayState
 
 
 def test_register_conflict_unregister(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_register_conflict_unregister(tmp_path: Path) -> None:
     assert state.unregister_cluster("lab") is True
     assert state.unregister_cluster("lab") is False
     assert set(state.clusters()) == {"prod"}
-    assert (tmp_path / CLUSTERS_FILE).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / DB_FILE).stat().st_mode & 0o777 == 0o600
 
 
 def test_a_change_by_another_process_is_seen(tmp_path: Path) -> None:
@@ -31,14 +31,34 @@ def test_a_change_by_another_process_is_seen(tmp_path: Path) -> None:
     assert set(running.clusters()) == {"prod"}
     other = RelayState(tmp_path)
     other.register_cluster("lab", None)
-    st = (tmp_path / CLUSTERS_FILE).stat()
-    os.utime(tmp_path / CLUSTERS_FILE, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     assert set(running.clusters()) == {"prod", "lab"}
+    other.register_cluster("lab", 16444)
+    assert running.clusters()["lab"].public_port == 16444
+    running.unregister_cluster("prod")  # its own change (data_version stays as it was)
+    assert set(running.clusters()) == {"lab"}
+
+
+def test_an_unchanged_registry_is_not_read_again(tmp_path: Path) -> None:
+    """The relay looks clusters up per stream: one cheap pragma then, no table read."""
+    running = RelayState(tmp_path)
+    running.register_cluster("prod", None)
+    running.clusters()
+    store = running.store
+    assert isinstance(store, SqliteStore)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    for _ in range(3):
+        assert set(running.clusters()) == {"prod"}
+    assert statements == ["PRAGMA data_version"] * 3
+    RelayState(tmp_path).register_cluster("lab", None)
+    assert set(running.clusters()) == {"prod", "lab"}
+    assert any(s.startswith("SELECT") for s in statements[3:])
 
 
 def test_a_broken_registry_is_a_clear_error(tmp_path: Path) -> None:
     state = RelayState(tmp_path)
-    (tmp_path / CLUSTERS_FILE).write_text("{not json")
-    (tmp_path / CLUSTERS_FILE).chmod(0o600)
+    (tmp_path / "clusters.json").write_text("{not json")
+    (tmp_path / "clusters.json").chmod(0o600)
     with pytest.raises(ConfigError, match="not a valid clusters file"):
         state.clusters()
+    assert [p.name for p in tmp_path.iterdir()] == ["clusters.json"]

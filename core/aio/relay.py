@@ -36,7 +36,7 @@ from core.aio.tunnel import (
     reply,
     spliced,
 )
-from core.errors import AuthError, MuxError, PKIError, WicketError
+from core.errors import AuthError, MuxError, PKIError, RegistryError, WicketError
 from core.format import host_port, utcnow
 from core.pki import tls
 from core.pki.ca import CertificateAuthority
@@ -157,6 +157,7 @@ class Relay:
     async def start(self) -> None:
         cfg = self.config
         now = utcnow()
+        self.state.open()  # a refused registry stops the start before the CA is made
         self._ca = self.state.ca(now)
         hosts = list(dict.fromkeys([*cfg.server_names, cfg.host, "localhost", "127.0.0.1"]))
         hosts = [h for h in hosts if h not in ("0.0.0.0", "::")]
@@ -187,6 +188,7 @@ class Relay:
         for server in servers:
             await server.wait_closed()
         self._public.clear()
+        self.state.close()
 
     async def sync_public_endpoints(self) -> None:
         """Listen on every registered cluster's public port (re-read from the state)."""
@@ -428,7 +430,8 @@ class Relay:
             record = self.state.tokens().consume(str(msg["token_id"]), str(msg["secret"]), now)
             role = Role.AGENT if record.kind == TokenKind.JOIN else Role.CLIENT
             cert = sign_csr(self._ca, str(msg["csr_pem"]).encode(), role, record.name, now)
-        except (AuthError, PKIError) as exc:
+            self.state.record_identity(cert, role, record.name, record.token_id, now)
+        except (AuthError, PKIError, RegistryError) as exc:
             self._refuse(control, ErrorCode.INVALID_TOKEN, "invalid token", source)
             log.warning("enrollment from %s refused: %s", address, exc)
             await _flush(conn)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -221,14 +222,16 @@ def run_until_signal(
 
 
 def _join_token(args: argparse.Namespace) -> int:
-    state = RelayState(args.state_dir)
-    print(state.join_token(args.cluster, args.address, args.public_port, utcnow()))
+    with contextlib.closing(RelayState(args.state_dir)) as state:
+        token = state.join_token(args.cluster, args.address, args.public_port, utcnow())
+    print(token)  # committed before it is shown
     return 0
 
 
 def _client_token(args: argparse.Namespace) -> int:
-    state = RelayState(args.state_dir)
-    print(state.client_token(args.name, args.address, utcnow()))
+    with contextlib.closing(RelayState(args.state_dir)) as state:
+        token = state.client_token(args.name, args.address, utcnow())
+    print(token)
     return 0
 
 

@@ -11,5 +11,4 @@ nor ``ssl``):
 - ``certs``     CSRs and certificate issuance (server, agent, client)
 - ``tls``       ``ssl.SSLContext`` factories and the verified peer identity
 - ``tokens``    join/client token format, secret hashing, log redaction
-- ``registry``  the relay's one-time token store
 """

@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -90,6 +91,17 @@ class Process:
                     raise RuntimeError(f"wicket {args[0]} ended early: {self.log.read_text()}")
                 out += line
         return out
+
+    def report(self) -> str:
+        """Its exit status and the end of its log: what a failure report needs."""
+        if self.proc is None:
+            status = "not started"
+        elif self.proc.returncode is None:
+            status = "running"
+        else:
+            status = f"exited with {self.proc.returncode}"
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return "\n".join([f"{self.base.name}: {status}", *(f"  | {x}" for x in lines[-15:])])
 
     async def stop(self) -> None:
         if self.proc is None or self.proc.returncode is not None:
@@ -181,12 +193,14 @@ class Connect(Process):
 
     async def _online(self) -> None:
         runtime = Path(self.env["XDG_RUNTIME_DIR"]) / "wicket"
+        assert self.proc is not None
         async with asyncio.timeout(30):
-            while True:
+            while self.proc.returncode is None:
                 docs = await read_all_status(runtime)
                 if any(d.get("snapshot", {}).get("session") == "online" for d in docs):
                     return
                 await asyncio.sleep(0.1)
+        raise RuntimeError(f"wicket connect --mode {self.mode} ended before it was online")
 
 
 def _private(path: Path, data: bytes) -> None:
@@ -285,9 +299,21 @@ async def measure(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]
                                 flush=True,
                             )
                     results[protocol] = rates
+        except Exception as exc:
+            # Say what failed and why: each process's status and the end of its log.
+            reports = "\n".join(p.report() for p in started)
+            raise RuntimeError(f"{_describe(exc)}\n{reports}") from exc
         finally:
             await asyncio.gather(*(p.stop() for p in reversed(started)))
     return results
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception, and where it was raised (a bare ``TimeoutError`` says neither)."""
+    where = traceback.extract_tb(exc.__traceback__)
+    here = next((f for f in reversed(where) if f.filename == __file__), None)
+    place = f" at line {here.lineno} ({here.name}: {here.line})" if here else ""
+    return f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}{place}"
 
 
 def _sha(chunk: bytes, count: int, args: argparse.Namespace) -> str:
@@ -365,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = asyncio.run(measure(args))
     except (RuntimeError, AssertionError, TimeoutError, OSError) as exc:
-        print(f"inspect_bench: {exc!r}", file=sys.stderr)
+        print(f"inspect_bench: {exc}", file=sys.stderr)
         return 1
     table, summary = summarise(results, args)
     print()

@@ -25,7 +25,12 @@ async def test_a_saved_cluster_comes_back_in_its_mode(
     saved = ClusterConfig("lab", EMBEDDED, 0, Mode.INSPECT, ca_pem, "127.0.0.1")
     if mode == "passthrough":
         saved = ClusterConfig("lab", EMBEDDED, 0)
-    AppSettings(demo=False, clusters=[saved]).save(tmp_path / "app" / CLUSTERS_FILE)
+
+    def save(settings: AppSettings) -> None:
+        settings.demo = False
+        settings.put(saved)
+
+    AppSettings.update(tmp_path / "app" / CLUSTERS_FILE, save)
 
     backend = Backend(tmp_path / "app", KubeconfigPaths.resolve(env=os.environ, home=str(home)))
     await backend.start()

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
+import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
-from core.errors import AuthError, PKIError
-from core.pki.registry import TOKENS_FILE, TokenRegistry
+from core.errors import AuthError, RegistryError
 from core.pki.tokens import TokenKind
+from core.registry.sqlite import DB_FILE, SqliteStore
+from core.registry.tokens import TokenRegistry
 
 from .conftest import NOW
 
 FP = "cd" * 32
 RELAY = "relay.test:443"
+
+
+def _registry(state_dir: Path) -> TokenRegistry:
+    """A registry on its own connection, as each process (relay, CLI) has."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return TokenRegistry(SqliteStore.open(state_dir, NOW))
 
 
 def _issue(reg: TokenRegistry, name: str = "prod", **kw: object) -> tuple[str, bytes]:
@@ -25,7 +32,7 @@ def _issue(reg: TokenRegistry, name: str = "prod", **kw: object) -> tuple[str, b
 
 
 def test_consume_once(state_dir: Path) -> None:
-    reg = TokenRegistry(state_dir)
+    reg = _registry(state_dir)
     token_id, secret = _issue(reg)
     record = reg.consume(token_id, secret, NOW)
     assert (record.kind, record.name, record.used_at) == (TokenKind.JOIN, "prod", NOW)
@@ -34,22 +41,22 @@ def test_consume_once(state_dir: Path) -> None:
 
 
 def test_use_survives_a_restart(state_dir: Path) -> None:
-    reg = TokenRegistry(state_dir)
+    reg = _registry(state_dir)
     token_id, secret = _issue(reg)
     reg.consume(token_id, secret, NOW)
     with pytest.raises(AuthError):
-        TokenRegistry(state_dir).consume(token_id, secret, NOW)
+        _registry(state_dir).consume(token_id, secret, NOW)
 
 
 def test_secret_as_wire_text(state_dir: Path) -> None:
-    reg = TokenRegistry(state_dir)
+    reg = _registry(state_dir)
     token = reg.issue(TokenKind.CLIENT, "alice", relay=RELAY, ca_fingerprint=FP, now=NOW)
     assert reg.consume(token.token_id, token.secret_text, NOW).kind is TokenKind.CLIENT
 
 
 @pytest.mark.parametrize("case", ["wrong", "unknown", "revoked", "expired", "malformed"])
 def test_every_refusal_looks_the_same(state_dir: Path, case: str) -> None:
-    reg = TokenRegistry(state_dir)
+    reg = _registry(state_dir)
     token_id, secret = _issue(reg)
     now = NOW
     presented: bytes | str = secret
@@ -71,27 +78,43 @@ def test_every_refusal_looks_the_same(state_dir: Path, case: str) -> None:
 
 
 def test_no_ttl_never_expires(state_dir: Path) -> None:
-    reg = TokenRegistry(state_dir)
+    reg = _registry(state_dir)
+    later = NOW + dt.timedelta(days=3650)
     token_id, secret = _issue(reg, ttl=None)
-    reg.consume(token_id, secret, NOW + dt.timedelta(days=3650))
+    default_id, default_secret = _issue(reg, "lab")  # the default TTL: one day
+    record = reg.consume(token_id, secret, later)
+    assert (record.expires, record.used_at) == (None, later)
+    with pytest.raises(AuthError, match=r"^invalid token$"):
+        reg.consume(default_id, default_secret, later)
 
 
 def test_file_is_private_and_holds_no_secret(state_dir: Path) -> None:
-    reg = TokenRegistry(state_dir)
+    reg = _registry(state_dir)
     token = reg.issue(TokenKind.JOIN, "prod", relay=RELAY, ca_fingerprint=FP, now=NOW)
-    path = state_dir / TOKENS_FILE
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    text = path.read_text()
-    assert token.secret_text not in text and token.secret.hex() not in text
-    assert json.loads(text)["tokens"][0]["hash"].startswith("sha256:")
+    paths = sorted(state_dir.glob(DB_FILE + "*"))
+    assert state_dir / DB_FILE in paths and len(paths) > 1  # the WAL beside it
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        data = path.read_bytes()
+        assert token.secret_text.encode() not in data and token.secret not in data, path
+        assert token.secret.hex().encode() not in data, path
+    with sqlite3.connect(state_dir / DB_FILE) as conn:
+        (stored,) = conn.execute("SELECT secret_hash FROM tokens").fetchone()
+    assert stored.startswith("sha256:")
     assert reg.revoke("0" * 16) is False
     assert token.secret_text not in repr(reg.records())
 
 
-def test_corrupt_file_is_an_error_naming_it(state_dir: Path) -> None:
-    TokenRegistry(state_dir).issue(TokenKind.JOIN, "p", relay=RELAY, ca_fingerprint=FP, now=NOW)
-    path = state_dir / TOKENS_FILE
-    for junk in ["{", '{"version": 2, "tokens": []}', '{"version": 1, "tokens": [{}]}']:
+def test_corrupt_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    """A tokens.json the migration cannot read: refused, and the directory left as it was."""
+    junks = ["{", '{"version": 2, "tokens": []}', '{"version": 1, "tokens": [{}]}']
+    for n, junk in enumerate(junks):
+        state_dir = tmp_path / str(n)
+        state_dir.mkdir(mode=0o700)
+        path = state_dir / "tokens.json"
         path.write_text(junk)
-        with pytest.raises(PKIError, match="corrupt token registry"):
-            TokenRegistry(state_dir)
+        path.chmod(0o600)
+        with pytest.raises(RegistryError, match="corrupt token registry"):
+            _registry(state_dir)
+        assert [p.name for p in state_dir.iterdir()] == ["tokens.json"]
+        assert path.read_text() == junk

@@ -144,6 +144,7 @@ async def test_relay_with_another_ca_than_the_pin_gets_no_secret(
         await impostor.stop()
     assert relay_lines(caplog, "pinned fingerprint", name="wicket.peer", since=mark)
     assert not impostor.refused and not impostor.state.tokens().records()
+    impostor.state.close()  # the look above reopened its registry
     assert not (tmp_path / "victim" / "agent.pem").exists()
     # The secret never left: the real relay still accepts the token.
     creds = await enroll(token, tmp_path / "staging", Role.AGENT, QUIET_MUX)

@@ -4,7 +4,7 @@ Relay, ``join-token``, an agent enrolled with ``--token-file``, ``client-token``
 ``wicket connect`` run as subprocesses; a checksummed echo goes through the tunnel.
 Then no token text (nor its body, nor its secret) may appear in any process's
 ``/proc/PID/cmdline`` or ``/proc/PID/environ``, in any log, on stdout of the long-running
-processes, in ``wicket status --json`` or in any state file; the relay's ``tokens.json``
+processes, in ``wicket status --json`` or in any state file; the relay's ``registry.db``
 holds hashes only; key files are 0600 and state directories 0700.
 """
 
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import stat
 import sys
 import time
@@ -215,15 +217,22 @@ async def test_no_token_text_leaks_in_a_full_scenario(procs: Procs, tmp_path: Pa
         assert not _leaks(path.read_bytes(), needles), path
     assert "enrolled agent prod" in procs.log("relay").read_text()
 
-    # tokens.json: hashes only, both tokens used.
-    doc = json.loads((relay_dir / "tokens.json").read_text())
-    assert {r["id"] for r in doc["tokens"]} == {join.token_id, client.token_id}
-    for record in doc["tokens"]:
+    # registry.db: hashes only, both tokens used, one identity issued for each.
+    with contextlib.closing(sqlite3.connect(relay_dir / "registry.db")) as db:
+        db.row_factory = sqlite3.Row
+        records = [dict(row) for row in db.execute("SELECT * FROM tokens")]
+        identities = [dict(row) for row in db.execute("SELECT * FROM identities")]
+    assert {r["id"] for r in records} == {join.token_id, client.token_id}
+    for record in records:
         assert set(record) == {
-            "id", "kind", "name", "hash", "created", "expires", "used_at", "revoked"
+            "id", "kind", "name", "secret_hash", "created_us", "expires_us", "used_us", "revoked"
         }  # fmt: skip
-        assert re.fullmatch(r"sha256:[0-9a-f]{64}", record["hash"]), record
-        assert record["used_at"] is not None
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", record["secret_hash"]), record
+        assert record["used_us"] is not None
+    assert sorted((i["role"], i["name"], i["token_id"]) for i in identities) == [
+        ("agent", "prod", join.token_id),
+        ("client", "alice", client.token_id),
+    ]
 
     # State: no token bytes in any file; directories 0700, files (keys above all) 0600.
     for directory in (relay_dir, agent_dir, client_dir, tmp_path / "run" / "wicket"):

@@ -1,0 +1,265 @@
+"""The registry in SQLite: ``<state>/registry.db`` (0600), shared by every process.
+
+WAL mode, so readers (the relay routing a stream) never wait for a writer; a busy
+timeout, so a writer waits its turn instead of failing; each change is one short
+transaction, ``BEGIN IMMEDIATE`` where it reads before it writes. One connection per
+store, used by one thread at a time (a lock: the desktop app calls from worker threads).
+Opening checks the file first: a damaged, foreign or newer database is a
+``RegistryError`` before anything in it is written (docs/registry.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError, RegistryError
+from core.fsutil import PRIVATE_FILE_MODE
+from core.pki.identity import Role
+from core.pki.tokens import TokenKind
+from core.registry import migrate
+from core.registry.migrate import from_us, to_us
+from core.registry.store import ClusterRecord, IdentityRecord, TokenRecord
+
+DB_FILE = "registry.db"
+BUSY_TIMEOUT = 10.0  # seconds a writer waits for another's transaction
+
+log = logging.getLogger("wicket.registry")
+
+_SELECT_TOKENS = (
+    "SELECT id, kind, name, secret_hash, created_us, expires_us, used_us, revoked FROM tokens"
+)
+
+
+class SqliteStore:
+    """``RegistryStore`` on one SQLite connection; open it with :meth:`open`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._clusters: tuple[int, dict[str, ClusterRecord]] | None = None
+        self._close = weakref.finalize(self, conn.close)
+
+    @classmethod
+    def open(cls, state_dir: Path, now: dt.datetime) -> SqliteStore:
+        """Open (create, or migrate the JSON files into) ``<state_dir>/registry.db``."""
+        path = state_dir / DB_FILE
+        # Read the JSON before creating the database: a bad file must leave no trace.
+        legacy = None if path.exists() else migrate.read_legacy(state_dir)
+        conn = _connect(path)
+        try:
+            if _checked_version(conn, path) < migrate.SCHEMA_VERSION:
+                if legacy is None:
+                    legacy = migrate.read_legacy(state_dir)
+                if migrate.upgrade(conn, legacy) and legacy.paths:
+                    _retire(legacy, now)
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise RegistryError(f"{path}: {exc}; refused, nothing was changed") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    # -- tokens ------------------------------------------------------------------------
+
+    def add_token(self, record: TokenRecord) -> None:
+        self._execute(
+            "INSERT INTO tokens (id, kind, name, secret_hash, created_us, expires_us, used_us,"
+            " revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.token_id,
+                record.kind.value,
+                record.name,
+                record.secret_hash,
+                to_us(record.created),
+                _us(record.expires),
+                _us(record.used_at),
+                int(record.revoked),
+            ),
+        )
+
+    def token(self, token_id: str) -> TokenRecord | None:
+        rows = self._query(_SELECT_TOKENS + " WHERE id = ?", (token_id,))
+        return _token(rows[0]) if rows else None
+
+    def tokens(self) -> list[TokenRecord]:
+        rows = self._query(_SELECT_TOKENS + " ORDER BY created_us, id")
+        return [_token(row) for row in rows]
+
+    def use_token(self, token_id: str, now: dt.datetime) -> bool:
+        return bool(
+            self._execute(
+                "UPDATE tokens SET used_us = ? WHERE id = ? AND used_us IS NULL"
+                " AND revoked = 0 AND (expires_us IS NULL OR expires_us > ?)",
+                (to_us(now), token_id, to_us(now)),
+            )
+        )
+
+    def revoke_token(self, token_id: str) -> bool:
+        return bool(self._execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,)))
+
+    # -- identities --------------------------------------------------------------------
+
+    def add_identity(self, record: IdentityRecord) -> None:
+        self._execute(
+            "INSERT INTO identities (serial, role, name, fingerprint, issued_us, not_after_us,"
+            " token_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.serial,
+                record.role.value,
+                record.name,
+                record.fingerprint,
+                to_us(record.issued_at),
+                to_us(record.not_after),
+                record.token_id,
+            ),
+        )
+
+    def identities(self) -> list[IdentityRecord]:
+        rows = self._query(
+            "SELECT serial, role, name, fingerprint, issued_us, not_after_us, token_id"
+            " FROM identities ORDER BY issued_us"
+        )
+        return [
+            IdentityRecord(s, Role(r), n, f, from_us(i), from_us(a), t)
+            for s, r, n, f, i, a, t in rows
+        ]
+
+    # -- clusters ----------------------------------------------------------------------
+
+    def clusters(self) -> dict[str, ClusterRecord]:
+        """Re-read only when another connection committed (``PRAGMA data_version``)."""
+        with self._lock, self._errors():
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if self._clusters is None or self._clusters[0] != version:
+                rows = self._conn.execute("SELECT name, public_port FROM clusters").fetchall()
+                self._clusters = (version, {n: ClusterRecord(n, p) for n, p in sorted(rows)})
+            return dict(self._clusters[1])
+
+    def put_cluster(self, name: str, public_port: int | None) -> ClusterRecord:
+        with self._transaction() as conn:
+            old = conn.execute("SELECT public_port FROM clusters WHERE name = ?", (name,))
+            row = old.fetchone()
+            port = public_port if public_port is not None else (row[0] if row else None)
+            other = conn.execute(
+                "SELECT name FROM clusters WHERE public_port = ? AND name != ?", (port, name)
+            ).fetchone()
+            if other is not None:
+                raise ConfigError(f"public port {port} is already used by cluster {other[0]}")
+            conn.execute(
+                "INSERT INTO clusters (name, public_port) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET public_port = excluded.public_port",
+                (name, port),
+            )
+        return ClusterRecord(name, port)
+
+    def remove_cluster(self, name: str) -> bool:
+        return bool(self._execute("DELETE FROM clusters WHERE name = ?", (name,)))
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock, self._errors():
+            return self._conn.execute(sql, args).fetchall()
+
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> int:
+        """One statement, one transaction (autocommit); the number of rows it changed."""
+        with self._lock, self._errors():
+            self._clusters = None  # our own commits leave data_version as it is
+            return self._conn.execute(sql, args).rowcount
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A read-modify-write: the write lock is taken first, so no one writes between."""
+        with self._lock, self._errors():
+            self._clusters = None
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise RegistryError(f"{self.path}: {exc}") from exc
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection to ``path``, created 0600 (SQLite gives its -wal and -shm the same mode)."""
+    try:
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        os.close(os.open(path, flags, PRIVATE_FILE_MODE))
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise RegistryError(f"{path}: cannot open: {exc}") from exc
+    return conn
+
+
+def _checked_version(conn: sqlite3.Connection, path: Path) -> int:
+    """The schema version, after refusing a foreign, newer or damaged database (read only)."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id != migrate.APPLICATION_ID and (app_id or version or tables):
+        raise RegistryError(f"{path}: not a Wicket registry; refused, nothing was changed")
+    if version > migrate.SCHEMA_VERSION:
+        raise RegistryError(
+            f"{path}: schema version {version} is newer than this Wicket's"
+            f" ({migrate.SCHEMA_VERSION}); refused, nothing was changed: upgrade Wicket"
+        )
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    if problems != ["ok"]:
+        raise RegistryError(f"{path}: damaged ({problems[0]}); refused, nothing was changed")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return int(version)
+
+
+def _retire(legacy: migrate.Legacy, now: dt.datetime) -> None:
+    """Rename the imported JSON files; if that fails they stay, and are ignored."""
+    try:
+        migrate.retire(legacy, now)
+    except OSError as exc:
+        log.warning("migrated %s but could not rename it: %s", legacy.paths, exc)
+    else:
+        log.info("migrated %s into %s", ", ".join(p.name for p in legacy.paths), DB_FILE)
+
+
+def _us(value: dt.datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
+def _token(row: tuple[Any, ...]) -> TokenRecord:
+    token_id, kind, name, secret_hash, created, expires, used, revoked = row
+    return TokenRecord(
+        token_id,
+        TokenKind(kind),
+        name,
+        secret_hash,
+        from_us(created),
+        None if expires is None else from_us(expires),
+        None if used is None else from_us(used),
+        bool(revoked),
+    )

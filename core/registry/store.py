@@ -1,0 +1,100 @@
+"""What the relay's registry holds, and the interface every store of it offers.
+
+The relay, the ``wicket relay …`` commands and the desktop app change the registry from
+several processes at once, so a store is transactional: each method below is one short
+transaction, and nothing is ever loaded, changed in memory and written back whole (that
+lost writes: issue 12). ``core.registry.sqlite`` is the store; a PostgreSQL one would
+implement the same protocol (docs/registry.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.pki.identity import Role
+from core.pki.tokens import TokenKind
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What the relay remembers about an issued token (never the secret)."""
+
+    token_id: str
+    kind: TokenKind
+    name: str
+    secret_hash: str = field(repr=False)
+    created: dt.datetime
+    expires: dt.datetime | None
+    used_at: dt.datetime | None = None
+    revoked: bool = False
+
+    def usable(self, now: dt.datetime) -> bool:
+        return (
+            self.used_at is None
+            and not self.revoked
+            and (self.expires is None or now < self.expires)
+        )
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    name: str
+    public_port: int | None
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    """A certificate the relay issued at enrollment, and the token that paid for it.
+
+    Kept so that later changes (scopes, revocations) can name what was issued; the
+    certificate itself goes to the peer only.
+    """
+
+    serial: str  # lowercase hex
+    role: Role
+    name: str
+    fingerprint: str  # SHA-256 of the certificate (DER), lowercase hex
+    issued_at: dt.datetime
+    not_after: dt.datetime
+    token_id: str
+
+
+class RegistryStore(Protocol):
+    """The relay's registry: each call is one transaction, safe across processes."""
+
+    def add_token(self, record: TokenRecord) -> None:
+        """Store a newly issued token (its id is new: 64 random bits)."""
+
+    def token(self, token_id: str) -> TokenRecord | None: ...
+
+    def tokens(self) -> list[TokenRecord]:
+        """Every token, oldest first."""
+
+    def use_token(self, token_id: str, now: dt.datetime) -> bool:
+        """Mark the token used if it is unused, unrevoked and unexpired at ``now``.
+
+        One conditional update: of any number of concurrent calls for one token, in any
+        number of processes, exactly one returns True.
+        """
+
+    def revoke_token(self, token_id: str) -> bool:
+        """False if the id is unknown."""
+
+    def add_identity(self, record: IdentityRecord) -> None: ...
+
+    def identities(self) -> list[IdentityRecord]:
+        """Every issued identity, oldest first."""
+
+    def clusters(self) -> dict[str, ClusterRecord]:
+        """The registered clusters; cheap when nothing changed (the relay asks per stream)."""
+
+    def put_cluster(self, name: str, public_port: int | None) -> ClusterRecord:
+        """Add or update a cluster; ``None`` keeps its port. ``ConfigError`` if the port
+        is another cluster's."""
+
+    def remove_cluster(self, name: str) -> bool:
+        """False if the cluster is unknown."""
+
+    def close(self) -> None: ...
