@@ -45,7 +45,9 @@ peer sent something invalid.
     │   ├── SecretTimeout (TimeoutError)      a backend call hung past its deadline
     │   ├── SecretPassphraseError             wrong passphrase for the encrypted file
     │   └── SecretFileCorrupt                 the encrypted file is damaged (kept as is)
-    └── DisplayUnavailable                    the GUI cannot find a display
+    ├── DisplayUnavailable                    the GUI cannot find a display
+    └── AlreadyRunning                        another Wicket (the app or `wicket up`)
+                                              serves this data dir: its kind and pid
 """
 
 from __future__ import annotations
@@ -226,3 +228,21 @@ class SecretFileCorrupt(SecretStoreError):
 
 class DisplayUnavailable(WicketError):
     """There is no display for the desktop app."""
+
+
+class AlreadyRunning(WicketError):
+    """Another Wicket process (the desktop app or ``wicket up``) holds the instance lock.
+
+    ``kind`` is ``"app"`` or ``"up"`` (``""`` and ``pid`` None while the holder is still
+    writing its record: it has just started).
+    """
+
+    def __init__(self, kind: str, pid: int | None) -> None:
+        what = {"up": "`wicket up`", "app": "the Wicket desktop app"}.get(kind, "another Wicket")
+        where = f" (pid {pid})" if pid is not None else ""
+        super().__init__(
+            f"{what} is already running{where}: only one Wicket serves your clusters "
+            "at a time; quit it first"
+        )
+        self.kind = kind
+        self.pid = pid

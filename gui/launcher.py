@@ -1,7 +1,7 @@
 """The ``wicket`` console entry point.
 
 With a sub-command it runs the headless CLI (``core.cli``) without importing Qt; with
-none it starts the desktop app.
+none it starts the desktop app (or, when the app already runs, raises its window).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from core.cli import main as cli_main
-from core.errors import DisplayUnavailable
+from core.errors import AlreadyRunning, DisplayUnavailable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,3 +24,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DisplayUnavailable as exc:
         print(f"wicket: {exc}", file=sys.stderr)
         return 2
+    except AlreadyRunning as exc:
+        print(f"wicket: {exc}", file=sys.stderr)
+        return 1
