@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core import errors
-from gui.app import check_display
+from gui.display import check_display
 from tests.support.cli import run_python, run_wicket
 
 
