@@ -1,29 +1,21 @@
-"""Desktop app start-up: display check, QApplication, the qasync loop, ``WicketApp``."""
+"""Desktop app start-up: display checks, the one-instance lock (or the hand-over to the
+running app), QApplication, the qasync loop, ``WicketApp``."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from core.errors import DisplayUnavailable
+from core.errors import AlreadyRunning
+from core.service.instance import InstanceLock, hand_over
+from gui.display import check_display, fatal_qt_messages, probe_display
 
-
-def check_display(environ: dict[str, str] | None = None, platform: str = sys.platform) -> None:
-    """Fail early, with a message a person can act on, when there is no display."""
-    env = os.environ if environ is None else environ
-    if platform != "linux" or env.get("QT_QPA_PLATFORM"):
-        return
-    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
-        return
-    raise DisplayUnavailable(
-        "no display found (neither DISPLAY nor WAYLAND_DISPLAY is set). "
-        "Start Wicket from a desktop session, or use the headless commands "
-        "(`wicket --help`); QT_QPA_PLATFORM=offscreen runs the app without a screen."
-    )
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
 
 
 #: The GIL switch interval with the core on its own thread (Python's default is 5 ms).
@@ -85,28 +77,55 @@ class QtThreadCollector:
 
 
 def run_app(argv: Sequence[str]) -> int:
+    """Run the app; 0 too when another launch's app was raised instead."""
     check_display()
-    tune_gil()
+    probe_display()
+    try:
+        lock = InstanceLock.acquire("app")
+    except AlreadyRunning as running:
+        return _hand_over(running)
+    with lock:
+        return _run(argv, lock)
+
+
+def _hand_over(running: AlreadyRunning) -> int:
+    """A second launch: the running app raises its window; ``wicket up`` has none."""
+    pid = hand_over() if running.kind != "up" else None
+    if pid is None:
+        raise running
+    print(f"wicket: Wicket already runs (pid {pid}); its window was brought to the front")
+    return 0
+
+
+def _application(argv: Sequence[str]) -> QApplication:
     from PySide6.QtWidgets import QApplication
 
-    from gui.aio import qasync_loop_factory
-    from gui.backend import Backend
     from gui.icons import state_icon
-    from gui.shell import WicketApp
 
-    app = QApplication([sys.argv[0], *argv])
+    with fatal_qt_messages():
+        app = QApplication([sys.argv[0], *argv])
     app.setApplicationName("Wicket")
     app.setOrganizationName("Wicket")
     app.setDesktopFileName("wicket")
     app.setWindowIcon(state_icon("online"))
     app.setQuitOnLastWindowClosed(False)
+    return app
 
+
+def _run(argv: Sequence[str], lock: InstanceLock) -> int:
+    tune_gil()
+    from gui.aio import qasync_loop_factory
+    from gui.backend import Backend
+    from gui.instance import RaiseServer
+    from gui.shell import WicketApp
+
+    _app = _application(argv)
     running: list[WicketApp] = []
 
     def quit_on_signal(_signum: int, _frame: object) -> None:
         # Runs between Python callbacks (the lag timer makes one every 20 ms).
         for wicket in running:
-            wicket.request_quit()
+            wicket.quit_now()
 
     signal.signal(signal.SIGINT, quit_on_signal)
     signal.signal(signal.SIGTERM, quit_on_signal)
@@ -114,11 +133,15 @@ def run_app(argv: Sequence[str]) -> int:
     async def main() -> None:
         wicket = WicketApp(Backend())
         running.append(wicket)
+        server = RaiseServer(lock.socket_path)
+        server.raise_requested.connect(wicket.show_window)
+        server.listen()
         freeze_heap()
         collector = QtThreadCollector()
         try:
             await wicket.run()
         finally:
+            server.close()
             collector.stop()
 
     with asyncio.Runner(loop_factory=qasync_loop_factory()) as runner:

@@ -3,7 +3,9 @@
 ``WicketApp.run()`` is the GUI's main coroutine (on the qasync loop): it starts the
 core thread, shows the window, brings back the demo and saved clusters in the
 background, and returns when Quit was chosen, after everything has shut down. Quit
-never calls ``app.quit()``: it sets an event the main coroutine waits on.
+never calls ``app.quit()``: it sets an event the main coroutine waits on. Quit from the
+menus asks first while streams are open (an exec or a port-forward would be cut); a
+signal (SIGTERM, Ctrl+C in the terminal) quits without asking.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import asyncio
 import logging
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import QMessageBox
 
 from core.service import DemoStack
 from gui.aio import cancel_all, spawn
 from gui.backend import DEMO, Backend
 from gui.errors import ErrorReporter, describe_error
 from gui.main_window import MainWindow
+from gui.models import open_streams
 from gui.tray import TrayController
 from gui.widgets import show_kept
 
@@ -46,6 +50,7 @@ class WicketApp(QObject):
         self.tray.quit_requested.connect(self.request_quit)
         self.tray.open_requested.connect(self.show_window)
         self.wizards: list[Any] = []
+        self.quit_boxes: list[QMessageBox] = []
         self.demo: DemoStack | None = None
         self._quit = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -66,9 +71,48 @@ class WicketApp(QObject):
         spawn(self._restore(), self._tasks)
 
     def request_quit(self) -> None:
+        """Quit, after asking when open streams would be cut (Ctrl+Q, the tray's Quit)."""
+        live = open_streams(self.window.streams.rows)  # as the status bar counts them
+        if live == 0:
+            self.quit_now()
+        elif self.quit_boxes:
+            self.quit_boxes[0].raise_()
+        else:
+            self._ask_quit(live)
+
+    def quit_now(self) -> None:
         self._quit.set()
 
+    @property
+    def quitting(self) -> bool:
+        return self._quit.is_set()
+
+    def _ask_quit(self, live: int) -> None:
+        self.show_window()
+        streams = "1 stream is" if live == 1 else f"{live} streams are"
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Quit Wicket",
+            f"{streams} open through Wicket. Quit anyway?",
+            parent=self.window,
+        )
+        box.setInformativeText(
+            "Quitting closes them: kubectl exec, port-forward and logs -f sessions end."
+        )
+        quit_button = box.addButton("&Quit", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(box.addButton(QMessageBox.StandardButton.Cancel))
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+
+        def answered(_box: QMessageBox) -> None:
+            if box.clickedButton() is quit_button:
+                self.quit_now()
+            box.deleteLater()
+
+        show_kept(box, self.quit_boxes, answered)
+
     async def shutdown(self) -> None:
+        for box in list(self.quit_boxes):
+            box.done(0)
         await cancel_all(self._tasks)
         for wizard in list(self.wizards):
             await wizard.abandon()
@@ -106,4 +150,4 @@ class WicketApp(QObject):
         self.ready.emit()
 
     def _ticked(self) -> None:
-        self.tray.apply(self.backend.latest)
+        self.tray.apply(self.window.clusters.rows)  # what the list shows, not a newer snapshot

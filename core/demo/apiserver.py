@@ -278,7 +278,11 @@ class DemoApiServer:
         assert task is not None
         self._tasks.add(task)
         try:
-            with contextlib.suppress(OSError, h11.ProtocolError, asyncio.IncompleteReadError):
+            # stop() cancels: the task must end quietly, as Python 3.11's start_server
+            # callback calls exception() on it, which raises (and logs) the cancellation.
+            with contextlib.suppress(
+                OSError, h11.ProtocolError, asyncio.IncompleteReadError, asyncio.CancelledError
+            ):
                 await self._serve(reader, writer)
         finally:
             self._tasks.discard(task)

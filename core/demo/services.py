@@ -44,7 +44,8 @@ class LocalServices:
             assert task is not None
             self._tasks.add(task)
             try:
-                with contextlib.suppress(OSError, h11.ProtocolError):
+                # Ends quietly when stop() cancels it (as DemoApiServer._connection does).
+                with contextlib.suppress(OSError, h11.ProtocolError, asyncio.CancelledError):
                     await handler(reader, writer)
             finally:
                 await close_writer(writer)

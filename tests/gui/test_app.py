@@ -49,6 +49,7 @@ async def test_first_run_demo_try_it_exec_and_tray(tmp_path: Path, home: Path) -
         window, tray = app.window, app.tray
         assert app.demo is not None
         assert window.selected_cluster == "demo"
+        assert window.tabs.currentWidget() is window.try_it  # the first screen: no stream yet
         commands = window.try_it.commands
         assert commands[0] == "kubectl --context wicket-demo get pods"
 
@@ -126,6 +127,8 @@ async def test_first_run_demo_try_it_exec_and_tray(tmp_path: Path, home: Path) -
         # The tray follows the window's 5 Hz tick, not the snapshot itself.
         await wait_until(lambda: tray.state == "online", 5, what="the tray online")
         assert app.reporter.reported == []
+        app.request_quit()  # no stream is open: Quit does not ask
+        assert app.quitting and not app.quit_boxes
     finally:
         app.request_quit()
         await app.shutdown()
