@@ -41,7 +41,8 @@ def _disc(size: int, margin: int, fill: QColor, outline: QColor | None = None) -
 
 
 def overall_state(states: list[str]) -> str:
-    """The tray's state: online if every cluster is, offline if none is."""
+    """The tray's state: online if every cluster is, offline if none is (the caller
+    leaves out the clusters the user disconnected: that is a choice, not a fault)."""
     if not states or not any(s == "online" for s in states):
         return "offline"
     return "online" if all(s == "online" for s in states) else "degraded"

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QItemSelection, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtCore import (
+    QItemSelection,
+    QModelIndex,
+    QPoint,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -33,6 +41,7 @@ from core.service import ServiceSnapshot
 from gui.aio import async_slot
 from gui.backend import DEMO, Backend
 from gui.chart import TrafficChart, TrafficHistory
+from gui.cluster_menu import ClusterMenu
 from gui.icons import state_icon
 from gui.lag import LagMonitor
 from gui.models import (
@@ -40,9 +49,12 @@ from gui.models import (
     KEY_ROLE,
     STREAM_COLUMNS,
     ClustersModel,
+    StreamRow,
     StreamsFilter,
     StreamsModel,
     column,
+    online_count,
+    open_streams,
     stream_rows,
 )
 from gui.panels import DebugPanel, LogView, StreamDetail, TryItPanel
@@ -129,6 +141,9 @@ class MainWindow(QMainWindow):
         self.cluster_list.setUniformItemSizes(False)
         self.cluster_list.setWordWrap(True)
         self.cluster_list.selectionModel().selectionChanged.connect(self._cluster_changed)
+        self.cluster_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.cluster_list.customContextMenuRequested.connect(self._cluster_context_menu)
+        self.cluster_menu = ClusterMenu(self.backend, self)
         self.add_button = QPushButton("&Add cluster…")
         self.add_button.clicked.connect(self.add_cluster_requested)
         self.connect_button = QPushButton("&Disconnect")
@@ -207,6 +222,7 @@ class MainWindow(QMainWindow):
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         self.quit_action.triggered.connect(self.quit_requested)
         file_menu.addAction(self.quit_action)
+        self.menuBar().addMenu(self.cluster_menu.menu)
         self.view_menu = self.menuBar().addMenu("&View")
         find = QAction("&Find stream", self)
         find.setShortcut(QKeySequence.StandardKey.Find)
@@ -255,12 +271,12 @@ class MainWindow(QMainWindow):
         started = time.perf_counter()
         self.last_snapshot = snap
         rows = stream_rows(snap)
-        self.clusters.apply(snap)
+        self.clusters.apply(snap, self.backend.known_clusters())
         self.streams.apply(snap, rows)
         self.history.add(snap, rows)
         self.chart.update()
         self._refresh_detail()
-        self._refresh_status(snap)
+        self._refresh_status(rows)
         self._select_default_cluster()
         self.update_ms = (time.perf_counter() - started) * 1000
         self.max_update_ms = max(self.max_update_ms, self.update_ms)
@@ -278,14 +294,21 @@ class MainWindow(QMainWindow):
         return self._selected_cluster
 
     def set_try_it(self, context: str | None, server: str = "") -> None:
+        """Fill 'Try it'; it is the first screen while no stream has run yet (an empty
+        table is no welcome, the commands that fill it are)."""
         self.try_it.set_context(context, server=server)
+        if context is not None and not self.streams.rows:
+            self.tabs.setCurrentWidget(self.try_it)
 
     # -- reactions ---------------------------------------------------------------------
 
     def _select_default_cluster(self) -> None:
-        if self._selected_cluster is None and self.clusters.rows:
-            names = [r.name for r in self.clusters.rows]
-            self.select_cluster(DEMO if DEMO in names else names[0])
+        """The demo if it runs, else the first connected cluster, else the first."""
+        rows = self.clusters.rows
+        if self._selected_cluster is None and rows:
+            connected = [r.name for r in rows if r.connected]
+            first = DEMO if DEMO in connected else (connected or [rows[0].name])[0]
+            self.select_cluster(first)
 
     def _cluster_changed(self, selected: QItemSelection, _deselected: QItemSelection) -> None:
         indexes = selected.indexes()
@@ -302,10 +325,20 @@ class MainWindow(QMainWindow):
         self.proxy.set_cluster(self._selected_cluster if on else None)
 
     def _refresh_connect_button(self) -> None:
+        """The button and the Cluster menu follow the selected row, as the list shows it."""
         name = self._selected_cluster
+        row = self.clusters.row(name) if name is not None else None
+        self.cluster_menu.set_cluster(row)
         self.connect_button.setEnabled(name is not None)
-        connected = name is not None and self.backend.is_connected(name)
+        connected = row is not None and row.connected
         self.connect_button.setText("&Disconnect" if connected else "&Connect")
+
+    def _cluster_context_menu(self, pos: QPoint) -> None:
+        index = self.cluster_list.indexAt(pos)
+        if not index.isValid():
+            return
+        self.cluster_list.setCurrentIndex(index)
+        self.cluster_menu.menu.popup(self.cluster_list.viewport().mapToGlobal(pos))
 
     @async_slot()
     async def _toggle_selected(self) -> None:
@@ -340,11 +373,12 @@ class MainWindow(QMainWindow):
         key = self.selected_stream_key()
         self.detail.show_row(self.streams.row_for_key(key) if key else None)
 
-    def _refresh_status(self, snap: ServiceSnapshot) -> None:
-        open_streams = sum(1 for s in snap.streams if s.closed_at is None)
-        online = sum(1 for c in snap.clusters if c.state == "online")
+    def _refresh_status(self, rows: list[StreamRow]) -> None:
+        """Clusters as the list shows them; streams counted once, not once per hop."""
+        clusters = self.clusters.rows
         self.status.setText(
-            f"{online}/{len(snap.clusters)} clusters online · {open_streams} open streams"
+            f"{online_count(clusters)}/{len(clusters)} clusters online · "
+            f"{_streams(open_streams(rows))} open"
         )
         self._refresh_connect_button()
 
@@ -366,3 +400,7 @@ class MainWindow(QMainWindow):
         else:
             event.ignore()
             self.quit_requested.emit()
+
+
+def _streams(count: int) -> str:
+    return "1 stream" if count == 1 else f"{count} streams"

@@ -188,6 +188,12 @@ def stream_rows(snap: ServiceSnapshot) -> list[StreamRow]:
     return rows
 
 
+def open_streams(rows: Iterable[StreamRow]) -> int:
+    """Streams open now, each counted once: a stream through the relay is recorded at
+    every hop (kubectl's endpoint, the relay, the agent), and only its kubectl side counts."""
+    return sum(1 for r in rows if r.open and r.hop == "kubectl")
+
+
 class Column(NamedTuple):
     """One column of the streams table: everything that depends on its position."""
 
@@ -402,8 +408,17 @@ class StreamsFilter(QSortFilterProxyModel):
 # -- clusters ------------------------------------------------------------------------
 
 
+DISCONNECTED = "disconnected"
+
+
 @dataclass(frozen=True)
 class ClusterRow:
+    """A cluster as every part of the app shows it: the list, the tray, the status bar.
+
+    ``connected`` means the cluster has a local endpoint in the snapshot; without one the
+    cluster reads ``disconnected`` whatever the relay says of its agent (which follows).
+    """
+
     view: ClusterView
     modes: tuple[str, ...]
 
@@ -412,12 +427,22 @@ class ClusterRow:
         return self.view.name
 
     @property
+    def connected(self) -> bool:
+        return bool(self.view.endpoints)
+
+    @property
+    def state(self) -> str:
+        return self.view.state if self.connected else DISCONNECTED
+
+    @property
     def summary(self) -> str:
         v = self.view
-        parts = [v.state]
-        if v.state != "online" and v.reason:
-            parts[0] = f"{v.state}: {v.reason}"
-        if v.rtt is not None:
+        parts = [self.state]
+        if v.state != DISCONNECTED and not self.connected:
+            parts.append("agent online" if v.state == "online" else _with_reason(v))
+        elif v.state != "online" and v.reason:
+            parts[0] = _with_reason(v)
+        if v.rtt is not None and self.connected:
             parts.append(f"RTT {human_rtt(v.rtt)}")
         parts.extend(v.endpoints)
         if v.public_address:
@@ -427,11 +452,23 @@ class ClusterRow:
         return " · ".join(parts)
 
 
-def cluster_rows(snap: ServiceSnapshot) -> list[ClusterRow]:
+def _with_reason(view: ClusterView) -> str:
+    return f"{view.state}: {view.reason}" if view.reason else view.state
+
+
+def cluster_rows(snap: ServiceSnapshot, known: Sequence[str] = ()) -> list[ClusterRow]:
+    """The snapshot's clusters, then the ``known`` ones it lacks (disconnected)."""
     modes: dict[str, list[str]] = {}
     for e in snap.endpoints:
         modes.setdefault(e.cluster, []).append(e.mode)
-    return [ClusterRow(c, tuple(modes.get(c.name, ()))) for c in snap.clusters]
+    rows = [ClusterRow(c, tuple(modes.get(c.name, ()))) for c in snap.clusters]
+    seen = {c.name for c in snap.clusters}
+    missing = [n for n in known if n not in seen]
+    return rows + [ClusterRow(ClusterView(n, DISCONNECTED, None, None, None), ()) for n in missing]
+
+
+def online_count(rows: Iterable[ClusterRow]) -> int:
+    return sum(1 for r in rows if r.state == "online")
 
 
 class ClustersModel(QAbstractListModel):
@@ -444,11 +481,15 @@ class ClustersModel(QAbstractListModel):
         super().__init__()
         self.rows: list[ClusterRow] = []
 
-    def apply(self, snap: ServiceSnapshot) -> None:
-        apply_keyed(self, self.rows, cluster_rows(snap), lambda r: r.name, 1)
+    def apply(self, snap: ServiceSnapshot, known: Sequence[str] = ()) -> None:
+        """Show ``snap``'s clusters and the ``known`` (configured) ones it lacks."""
+        apply_keyed(self, self.rows, cluster_rows(snap, known), lambda r: r.name, 1)
 
     def row_of(self, name: str) -> int:
         return next((i for i, r in enumerate(self.rows) if r.name == name), -1)
+
+    def row(self, name: str) -> ClusterRow | None:
+        return next((r for r in self.rows if r.name == name), None)
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.rows)
@@ -462,9 +503,9 @@ class ClustersModel(QAbstractListModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             return row.summary
         if role == Qt.ItemDataRole.DecorationRole:
-            return STATE_COLORS.get(row.view.state, QColor("#888888"))
+            return STATE_COLORS.get(row.state, QColor("#888888"))
         if role == CLUSTER_ROLE:
             return row.name
         if role == STATE_ROLE:
-            return row.view.state
+            return row.state
         return None

@@ -8,16 +8,17 @@ directly. The icon is shown only where a tray exists.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from core.kube import MergedView
-from core.service import ServiceSnapshot
 from gui.aio import async_slot
 from gui.backend import Backend
 from gui.icons import overall_state, state_icon
+from gui.models import ClusterRow, online_count
 
 log = logging.getLogger("wicket.gui")
 CONTEXT_REFRESH_MS = 3000
@@ -40,6 +41,7 @@ class TrayController(QObject):
         self.backend = backend
         self.view: MergedView | None = None
         self.state = "offline"
+        self.rows: list[ClusterRow] = []
         self.menu = QMenu()
         self.open_action = QAction("Open Wicket", self)
         self.open_action.triggered.connect(self.open_requested)
@@ -75,22 +77,18 @@ class TrayController(QObject):
 
     # -- state from snapshots ----------------------------------------------------------
 
-    def apply(self, snap: ServiceSnapshot) -> None:
-        state = overall_state([c.state for c in snap.clusters])
+    def apply(self, rows: Sequence[ClusterRow]) -> None:
+        """Show the clusters as the window's list does (the same rows, one snapshot)."""
+        self.rows = list(rows)
+        state = overall_state([r.state for r in rows if r.connected])
         if state != self.state:
             self.state = state
             self.icon.setIcon(state_icon(state))
-        online = sum(c.state == "online" for c in snap.clusters)
-        self.icon.setToolTip(f"Wicket — {online} of {len(snap.clusters)} clusters online")
-        names = self.backend.known_clusters()
-        if names != list(self.cluster_actions):
+        self.icon.setToolTip(f"Wicket — {online_count(rows)} of {len(rows)} clusters online")
+        if [r.name for r in rows] != list(self.cluster_actions):
             self._rebuild()
-        for name, action in self.cluster_actions.items():
-            connected = self.backend.is_connected(name)
-            cluster = snap.cluster(name)
-            status = cluster.state if cluster and connected else "disconnected"
-            action.setText(f"{name} — {status}")
-            action.setChecked(connected)
+        for row in rows:
+            _show_cluster(self.cluster_actions[row.name], row)
 
     # -- contexts ----------------------------------------------------------------------
 
@@ -156,20 +154,25 @@ class TrayController(QObject):
                 self.context_actions[ctx.name] = action
         menu.addSection("Clusters")
         self.cluster_actions = {}
-        for name in self.backend.known_clusters():
-            action = QAction(name, self)
+        for row in self.rows:
+            action = QAction(row.name, self)
             action.setCheckable(True)
-            action.setChecked(self.backend.is_connected(name))  # before the next snapshot
+            _show_cluster(action, row)  # right away, not from the next snapshot
             action.setToolTip("Connect or disconnect this cluster's local endpoint")
-            action.triggered.connect(lambda _c=False, n=name: self._toggle_cluster(n))
+            action.triggered.connect(lambda _c=False, n=row.name: self._toggle_cluster(n))
             menu.addAction(action)
-            self.cluster_actions[name] = action
+            self.cluster_actions[row.name] = action
         menu.addSeparator()
         menu.addAction(self.quit_action)
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:
             self.open_requested.emit()
+
+
+def _show_cluster(action: QAction, row: ClusterRow) -> None:
+    action.setText(f"{row.name} — {row.state}")
+    action.setChecked(row.connected)
 
 
 def _context_key(view: MergedView) -> tuple[object, ...]:

@@ -68,6 +68,7 @@ async def test_live_streams_clusters_detail_and_chart(
             assert max(up for up, _ in window.history.values("lab")) > 0
             window.all_hops.setChecked(True)
             await wait_until(lambda: window.proxy.rowCount() == 3, 5, what="three hops")
+            assert "1 stream open" in window.status.text()  # one stream, three hops
             window.all_hops.setChecked(False)
 
             await pumping

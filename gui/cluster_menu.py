@@ -1,0 +1,108 @@
+"""What can be done to one cluster: the menu bar's Cluster menu and the list's context menu.
+
+Both are the same ``QMenu`` over the same actions, which act on the cluster selected in
+the list and are enabled from its row (the snapshot the list shows). Remove asks first,
+in a non-modal box (never ``exec()``: qasync).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QMenu, QMessageBox, QWidget
+
+from gui.aio import async_slot
+from gui.backend import DEMO, Backend
+from gui.models import ClusterRow
+from gui.widgets import show_kept
+
+COMING = "coming with the desktop configuration"
+DEMO_KEPT = "The built-in demo cannot be removed; Disconnect stops it"
+
+
+class ClusterMenu(QObject):
+    """Connect, Disconnect, Remove… (Edit… and Show agent command… to come).
+
+    Signals: ``removed(str)`` once a cluster was removed.
+    """
+
+    removed = Signal(str)
+
+    def __init__(self, backend: Backend, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.backend = backend
+        self.parent_widget = parent
+        self.row: ClusterRow | None = None
+        self.boxes: list[QMessageBox] = []
+        self.connect_action = self._action("&Connect", self._connect)
+        self.disconnect_action = self._action("&Disconnect", self._disconnect)
+        self.remove_action = self._action("&Remove…", self.ask_remove)
+        self.edit_action = self._action("&Edit…", None)
+        self.agent_action = self._action("Show &agent command…", None)
+        self.menu = QMenu("&Cluster", parent)
+        self.menu.setToolTipsVisible(True)
+        for action in (self.connect_action, self.disconnect_action):
+            self.menu.addAction(action)
+        self.menu.addSeparator()
+        for action in (self.edit_action, self.agent_action, self.remove_action):
+            self.menu.addAction(action)
+        self.set_cluster(None)
+
+    def _action(self, text: str, slot: object) -> QAction:
+        action = QAction(text, self)
+        if slot is None:
+            action.setEnabled(False)
+            action.setToolTip(f"{text.replace('&', '').rstrip('…')}: {COMING}")
+        else:
+            action.triggered.connect(slot)
+        return action
+
+    def set_cluster(self, row: ClusterRow | None) -> None:
+        """Act on ``row``'s cluster from now on (None: nothing is selected)."""
+        self.row = row
+        connected = row is not None and row.connected
+        self.connect_action.setEnabled(row is not None and not connected)
+        self.disconnect_action.setEnabled(connected)
+        removable = row is not None and row.name != DEMO
+        self.remove_action.setEnabled(removable)
+        self.remove_action.setToolTip(DEMO_KEPT if row is not None and not removable else "")
+
+    @async_slot()
+    async def _connect(self) -> None:
+        if self.row is not None:
+            await self.backend.connect(self.row.name)
+
+    @async_slot()
+    async def _disconnect(self) -> None:
+        if self.row is not None:
+            await self.backend.disconnect(self.row.name)
+
+    def ask_remove(self) -> None:
+        """Ask whether to remove the selected cluster; Remove in the box removes it."""
+        if self.row is None or self.row.name == DEMO:
+            return
+        name = self.row.name
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Remove cluster",
+            f"Remove the cluster {name}?",
+            parent=self.parent_widget,
+        )
+        box.setInformativeText(
+            f"Wicket disconnects it and deletes its kubectl contexts (wicket-{name}…), "
+            "its saved token and its settings."
+        )
+        remove = box.addButton("&Remove", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(box.addButton(QMessageBox.StandardButton.Cancel))
+
+        def answered(_box: QMessageBox) -> None:
+            if box.clickedButton() is remove:
+                self._remove(name)
+            box.deleteLater()
+
+        show_kept(box, self.boxes, answered)
+
+    @async_slot(str)
+    async def _remove(self, name: str) -> None:
+        await self.backend.forget(name)
+        self.removed.emit(name)

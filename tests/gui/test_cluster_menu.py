@@ -1,0 +1,145 @@
+"""The Cluster menu and the list's context menu on a real cluster (embedded relay, a real
+agent); the list, the tray, its tooltip and the status bar show the same state."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QWidget
+
+from core.kube import KubeconfigPaths
+from core.pki.tokens import parse
+from core.service import ClusterView
+from gui.aio import wait_until
+from gui.backend import CLUSTERS_FILE, DEMO, EMBEDDED, AppSettings, Backend, ClusterConfig
+from gui.cluster_menu import COMING, DEMO_KEPT, ClusterMenu
+from gui.models import ClusterRow
+from gui.shell import WicketApp
+from tests.gui.conftest import resolve
+
+DISCARD = ("127.0.0.1", 9)  # the agent's target: nothing is sent through in this test
+
+
+def save_lab(settings: AppSettings) -> None:
+    settings.demo = False
+    settings.put(ClusterConfig("lab", EMBEDDED, 0))
+
+
+def answer(menu: ClusterMenu, text: str) -> None:
+    (box,) = menu.boxes
+    assert box.isVisible()
+    (button,) = [b for b in box.buttons() if b.text() == text]
+    button.click()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_connect_disconnect_remove_and_one_state_everywhere(
+    tmp_path: Path, home: Path
+) -> None:
+    AppSettings.update(tmp_path / "app" / CLUSTERS_FILE, save_lab)
+    paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
+    app = WicketApp(Backend(tmp_path / "app", paths), show_dialogs=False)
+    ready = asyncio.get_running_loop().create_future()
+    app.ready.connect(lambda: resolve(ready, None))
+    await app.start()
+    try:
+        await asyncio.wait_for(ready, 60)
+        backend, window, tray = app.backend, app.window, app.tray
+        token = parse(await backend.issue_join_token("lab"))
+
+        async def start_agent() -> None:
+            agent = await backend.service.start_agent(
+                tmp_path / "agent", DISCARD, token, name="agent:lab"
+            )
+            await agent.wait_online(10)
+
+        await backend.core.call(start_agent())
+
+        def state() -> str:
+            row = window.clusters.row("lab")
+            return row.state if row is not None else "absent"
+
+        def tray_text() -> str:
+            action = tray.cluster_actions.get("lab")
+            return action.text() if action is not None else ""
+
+        await wait_until(lambda: state() == "online", 20, what="lab online")
+        await wait_until(lambda: tray_text() == "lab — online", 5, what="the tray says so")
+        assert window.selected_cluster == "lab"
+        assert "1/1 clusters online" in window.status.text()
+        menu = window.cluster_menu
+        assert menu.menu.menuAction() in window.menuBar().actions()
+        assert [a.text() for a in menu.menu.actions() if not a.isSeparator()] == [
+            "&Connect",
+            "&Disconnect",
+            "&Edit…",
+            "Show &agent command…",
+            "&Remove…",
+        ]
+        assert not menu.connect_action.isEnabled() and menu.disconnect_action.isEnabled()
+
+        menu.disconnect_action.trigger()
+        await wait_until(lambda: state() == "disconnected", 15, what="disconnected")
+        await wait_until(lambda: tray_text() == "lab — disconnected", 5, what="the tray too")
+        # The agent is still online at the relay; the cluster reads disconnected everywhere.
+        text = window.clusters.index(window.clusters.row_of("lab"), 0).data()
+        assert text.startswith("lab\ndisconnected · agent online")
+        assert not tray.cluster_actions["lab"].isChecked()
+        assert tray.icon.toolTip() == "Wicket — 0 of 1 clusters online"
+        assert tray.state == "offline"
+        assert "0/1 clusters online" in window.status.text()
+        assert window.connect_button.text() == "&Connect"
+        assert menu.connect_action.isEnabled() and not menu.disconnect_action.isEnabled()
+
+        # The list's context menu is the same menu, on the row under the pointer.
+        window.cluster_list.clearSelection()
+        rect = window.cluster_list.visualRect(window.clusters.index(0, 0))
+        window.cluster_list.customContextMenuRequested.emit(rect.center())
+        assert window.selected_cluster == "lab"
+        assert menu.menu.isVisible()
+        menu.menu.hide()
+        menu.connect_action.trigger()
+        await wait_until(lambda: state() == "online", 30, what="online again")
+        await wait_until(lambda: tray_text() == "lab — online", 5, what="the tray again")
+
+        menu.remove_action.trigger()
+        assert menu.boxes[0].text() == "Remove the cluster lab?"
+        answer(menu, "Cancel")
+        assert backend.cluster_config("lab") is not None and backend.is_connected("lab")
+        removed = asyncio.get_running_loop().create_future()
+        menu.removed.connect(lambda name: resolve(removed, name))
+        menu.remove_action.trigger()
+        answer(menu, "&Remove")
+        assert await asyncio.wait_for(removed, 15) == "lab"
+        assert backend.cluster_config("lab") is None
+        assert not backend.is_connected("lab")
+        saved = AppSettings.load(tmp_path / "app" / CLUSTERS_FILE)
+        assert [c.name for c in saved.clusters] == []
+        assert app.reporter.reported == []
+    finally:
+        await app.shutdown()
+
+
+def test_actions_follow_the_row_and_the_demo_is_not_removed(tmp_path: Path, home: Path) -> None:
+    parent = QWidget()
+    menu = ClusterMenu(Backend(tmp_path / "app"), parent)
+    assert not any(a.isEnabled() for a in menu.menu.actions() if not a.isSeparator())
+    demo = ClusterRow(ClusterView(DEMO, "online", None, None, None, ("127.0.0.1:1",)), ())
+    menu.set_cluster(demo)
+    assert menu.disconnect_action.isEnabled() and not menu.connect_action.isEnabled()
+    assert not menu.remove_action.isEnabled()
+    assert menu.remove_action.toolTip() == DEMO_KEPT
+    menu.ask_remove()
+    assert menu.boxes == []
+    lab = ClusterRow(ClusterView("lab", "offline", "agent not connected", None, None), ())
+    menu.set_cluster(lab)
+    assert menu.connect_action.isEnabled() and not menu.disconnect_action.isEnabled()
+    assert menu.remove_action.isEnabled() and menu.remove_action.toolTip() != DEMO_KEPT
+    for action in (menu.edit_action, menu.agent_action):
+        assert not action.isEnabled()
+        assert action.toolTip().endswith(COMING)
+    parent.deleteLater()
