@@ -119,7 +119,7 @@ def _run(argv: Sequence[str], lock: InstanceLock) -> int:
     from gui.instance import RaiseServer
     from gui.shell import WicketApp
 
-    _app = _application(argv)
+    _app = _application(argv)  # lives as long as the process
     running: list[WicketApp] = []
 
     def quit_on_signal(_signum: int, _frame: object) -> None:

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMenu, QMessageBox, QWidget
 from gui.aio import async_slot
 from gui.backend import DEMO, Backend
 from gui.models import ClusterRow
-from gui.widgets import show_kept
+from gui.widgets import confirm
 
 COMING = "coming with the desktop configuration"
 DEMO_KEPT = "The built-in demo cannot be removed; Disconnect stops it"
@@ -82,25 +82,15 @@ class ClusterMenu(QObject):
         if self.row is None or self.row.name == DEMO:
             return
         name = self.row.name
-        box = QMessageBox(
-            QMessageBox.Icon.Warning,
-            "Remove cluster",
+        confirm(
+            self.parent_widget,
+            self.boxes,
             f"Remove the cluster {name}?",
-            parent=self.parent_widget,
+            details=f"Wicket disconnects it and deletes its kubectl contexts (wicket-{name}…), "
+            "its saved token and its settings.",
+            action="&Remove",
+            then=lambda: self._remove(name),
         )
-        box.setInformativeText(
-            f"Wicket disconnects it and deletes its kubectl contexts (wicket-{name}…), "
-            "its saved token and its settings."
-        )
-        remove = box.addButton("&Remove", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(box.addButton(QMessageBox.StandardButton.Cancel))
-
-        def answered(_box: QMessageBox) -> None:
-            if box.clickedButton() is remove:
-                self._remove(name)
-            box.deleteLater()
-
-        show_kept(box, self.boxes, answered)
 
     @async_slot(str)
     async def _remove(self, name: str) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox
 
 from core.service import DemoStack
@@ -24,7 +24,7 @@ from gui.errors import ErrorReporter, describe_error
 from gui.main_window import MainWindow
 from gui.models import open_streams
 from gui.tray import TrayController
-from gui.widgets import show_kept
+from gui.widgets import confirm, show_kept
 
 log = logging.getLogger("wicket.gui")
 
@@ -90,25 +90,14 @@ class WicketApp(QObject):
     def _ask_quit(self, live: int) -> None:
         self.show_window()
         streams = "1 stream is" if live == 1 else f"{live} streams are"
-        box = QMessageBox(
-            QMessageBox.Icon.Question,
-            "Quit Wicket",
+        confirm(
+            self.window,
+            self.quit_boxes,
             f"{streams} open through Wicket. Quit anyway?",
-            parent=self.window,
+            details="Quitting closes them: kubectl exec, port-forward and logs -f sessions end.",
+            action="&Quit",
+            then=self.quit_now,
         )
-        box.setInformativeText(
-            "Quitting closes them: kubectl exec, port-forward and logs -f sessions end."
-        )
-        quit_button = box.addButton("&Quit", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(box.addButton(QMessageBox.StandardButton.Cancel))
-        box.setWindowModality(Qt.WindowModality.WindowModal)
-
-        def answered(_box: QMessageBox) -> None:
-            if box.clickedButton() is quit_button:
-                self.quit_now()
-            box.deleteLater()
-
-        show_kept(box, self.quit_boxes, answered)
 
     async def shutdown(self) -> None:
         for box in list(self.quit_boxes):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont, QFontDatabase
-from PySide6.QtWidgets import QDialog, QPlainTextEdit
+from PySide6.QtWidgets import QDialog, QMessageBox, QPlainTextEdit, QWidget
 
 D = TypeVar("D", bound=QDialog)
 
@@ -39,3 +40,29 @@ def show_kept(dialog: D, kept: list[D], closed: Callable[[D], object] | None = N
     dialog.finished.connect(finished)
     kept.append(dialog)
     dialog.show()
+
+
+def confirm(
+    parent: QWidget,
+    kept: list[QMessageBox],
+    text: str,
+    *,
+    details: str,
+    action: str,
+    then: Callable[[], object],
+) -> QMessageBox:
+    """Ask ``text`` with an ``action`` button and Cancel (the default); ``then()`` runs
+    only when ``action`` was chosen. Window-modal, never ``exec()`` (see ``show_kept``)."""
+    box = QMessageBox(QMessageBox.Icon.Warning, "Wicket", text, parent=parent)
+    box.setInformativeText(details)
+    chosen = box.addButton(action, QMessageBox.ButtonRole.DestructiveRole)
+    box.setDefaultButton(box.addButton(QMessageBox.StandardButton.Cancel))
+    box.setWindowModality(Qt.WindowModality.WindowModal)
+
+    def answered(_box: QMessageBox) -> None:
+        if box.clickedButton() is chosen:
+            then()
+        box.deleteLater()
+
+    show_kept(box, kept, answered)
+    return box
