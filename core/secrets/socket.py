@@ -163,6 +163,8 @@ class CredentialServer:
             self._handlers.add(task)
             reply = await self._answer(reader, writer)
             await self._send(writer, reply)
+        except asyncio.CancelledError:
+            pass  # only stop() cancels; asyncio would log a cancelled handler as an error
         finally:
             self._handlers.discard(task)
             writer.close()
@@ -240,7 +242,8 @@ def ask(cluster: str, *, timeout: float = 2.0, path: Path | None = None) -> wire
             sock.connect(os.fspath(path if path is not None else default_socket_path()))
             if not peer_allowed(peer_credentials(sock), os.geteuid()):
                 return None
-            sock.sendall(wire.request_to_send(cluster))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(wire.request_to_send(cluster))  # a busy server replies unasked
             line = _read_line(sock, deadline)
         return None if line is None else wire.reply_received(line)
     except (OSError, RemoteProtocolError):  # not running, gone, too slow, or garbled

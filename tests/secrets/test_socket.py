@@ -221,16 +221,18 @@ async def test_connections_beyond_the_limit_are_told_busy(sock_path: Path) -> No
     limits = Limits(read_timeout=1.0, max_connections=4)
     server = CredentialServer(_lookup, sock_path, limits=limits)
     await server.start()
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
-        idle = [await _raw(sock_path) for _ in range(4)]
+        idle += [await _raw(sock_path) for _ in range(4)]
         await asyncio.sleep(0.1)  # all four accepted (the loop accepts in order anyway)
         assert await _ask("prod", sock_path) == wire.Reply(error=wire.ReplyError.BUSY)
-        for reader, writer in idle:  # each one ends at its own read deadline
+        for reader, _ in idle:  # each one ends at its own read deadline
             line = await asyncio.wait_for(reader.readline(), 5)
             assert wire.reply_received(line).error is wire.ReplyError.TIMEOUT
-            writer.close()
         assert await asyncio.to_thread(ask_running, "prod", path=sock_path) == TOKEN
     finally:
+        for _, writer in idle:
+            writer.close()
         await server.stop()
 
 
