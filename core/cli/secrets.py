@@ -22,10 +22,10 @@ from pathlib import Path
 
 from core.cli import add_command
 from core.errors import ConfigError, SecretBackendUnavailable, SecretStoreError
-from core.secrets import StateKind, encrypted_file_store, keyring_store, probe_keyring
+from core.secrets import SecretStoreState, encrypted_file_store
 from core.secrets.passphrase import passphrase_from_environment
 from core.secrets.socket import ask
-from core.secrets.store import default_secrets_file, upstream_token_key
+from core.secrets.store import default_secrets_file, secure_keyring_store, upstream_token_key
 from core.secrets.wire import Reply
 
 START_WICKET = "start Wicket (wicket up, or the app) and run kubectl again"
@@ -63,10 +63,10 @@ def exec_credential(token: str, api_version: str = EXEC_API_VERSIONS[0]) -> str:
 
 def _from_keyring(key: str) -> tuple[str | None, str]:
     """The token in a secure keyring, and what to say when it is not there."""
-    backend, state = probe_keyring()
-    if backend is None or state.kind not in (StateKind.SECURE, StateKind.LOCKED):
-        return None, f"no secure keyring ({state.detail})"
-    return keyring_store(backend, state).get_sync(key), "not in the keyring"
+    store = secure_keyring_store()
+    if isinstance(store, SecretStoreState):
+        return None, f"no secure keyring ({store.detail})"
+    return store.get_sync(key), "not in the keyring"
 
 
 def _from_file(key: str, path: Path, interactive: bool) -> tuple[str | None, str]:

@@ -127,7 +127,9 @@ def memory_store(reason: str = "") -> SecretStore:
     return SecretStore(MemoryVault(), SecretStoreState(StateKind.NOT_REMEMBERING, reason))
 
 
-def _secure_keyring(backend: KeyringBackend | None) -> SecretStore | SecretStoreState:
+def secure_keyring_store(
+    backend: KeyringBackend | None = None,
+) -> SecretStore | SecretStoreState:
     """A store on the keyring if it is secure (or locked), else the state saying why not."""
     usable, state = probe_keyring(backend)
     if usable is not None and state.kind in (StateKind.SECURE, StateKind.LOCKED):
@@ -154,7 +156,7 @@ def open_store(
         if passphrase is None:
             raise SecretPassphraseError("the encrypted secrets file needs a passphrase")
         return encrypted_file_store(passphrase, path)
-    keyring_or_state = _secure_keyring(backend)
+    keyring_or_state = secure_keyring_store(backend)
     if isinstance(keyring_or_state, SecretStoreState):
         raise SecretBackendUnavailable(
             f"{keyring_or_state.detail}; choose the encrypted file or this session only"
@@ -172,7 +174,7 @@ def open_secret_store(
 
     The probe blocks for up to :data:`PROBE_TIMEOUT`; call this off the UI thread.
     """
-    keyring_or_state = _secure_keyring(backend)
+    keyring_or_state = secure_keyring_store(backend)
     if not isinstance(keyring_or_state, SecretStoreState):
         return keyring_or_state
     reason = keyring_or_state.detail
