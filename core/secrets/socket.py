@@ -186,7 +186,7 @@ class CredentialServer:
             return wire.Reply(error=asked)
         try:
             async with asyncio.timeout(self.limits.lookup_timeout):
-                return wire.Reply(token=await self._lookup(asked))
+                return wire.Reply(token=await self._lookup(asked) or None)
         except Exception as exc:  # the lookup's failure is ours to log, not the peer's
             log.warning("credential lookup for %r failed: %s", asked, type(exc).__name__)
             return wire.Reply(error=wire.ReplyError.UNAVAILABLE)
@@ -235,6 +235,8 @@ def ask(cluster: str, *, timeout: float = 2.0, path: Path | None = None) -> wire
     The server must run as this user too (checked with ``SO_PEERCRED``), so a socket
     someone else planted cannot feed kubectl a token.
     """
+    if not hasattr(socket, "AF_UNIX"):  # Windows: no running Wicket to ask this way
+        return None
     deadline = time.monotonic() + timeout
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -47,7 +47,7 @@ def sock_path() -> Iterator[Path]:
 
 
 async def _lookup(cluster: str) -> str | None:
-    return TOKEN if cluster == "prod" else None
+    return {"prod": TOKEN, "empty": ""}.get(cluster)
 
 
 async def _ask(cluster: str, path: Path, timeout: float = 2.0) -> wire.Reply | None:
@@ -63,6 +63,7 @@ async def test_the_running_wicket_answers(sock_path: Path) -> None:
         assert stat.S_IMODE(sock_path.parent.stat().st_mode) == 0o700
         assert await asyncio.to_thread(ask_running, "prod", path=sock_path) == TOKEN
         assert await _ask("other", sock_path) == wire.Reply(token=None)
+        assert await _ask("empty", sock_path) == wire.Reply(token=None), "'' is no token"
         assert await asyncio.to_thread(ask_running, "other", path=sock_path) is None
     finally:
         await server.stop()
