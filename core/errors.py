@@ -50,7 +50,7 @@ peer sent something invalid.
     │                                         Wicket serves it, or its path is unusable)
     ├── DisplayUnavailable                    the GUI cannot find a display
     └── AlreadyRunning                        another Wicket (the app or `wicket up`)
-                                              serves this data dir: its kind and pid
+                                              runs for this user: its kind and pid
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The running app's end of the hand-over: a second launch asks it to raise its window.
 
 The lock and the protocol are ``core.service.instance``'s; this is the listener, a
-``QLocalServer`` on the lock's ``app.sock`` (user-only, in the 0700 data directory).
+``QLocalServer`` on the lock's ``app.sock`` (user-only, in the 0700 runtime directory).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""One Wicket per data directory: the desktop app and ``wicket up`` exclude each other.
+"""One Wicket per user: the desktop app and ``wicket up`` exclude each other.
 
-Both serve the clusters kept in the same data directory (the embedded relay's port, the
-demo and its ``wicket-demo`` context, the local endpoints' ports): two at once would take
-each other's ports and rewrite each other's contexts, and the one that quits last leaves
-kubectl pointing at a dead port. So each takes :class:`InstanceLock` first.
+Both serve the user's clusters (the embedded relay's port, the demo and its
+``wicket-demo`` context, the local endpoints' ports, the credential socket): two at once
+would take each other's ports and rewrite each other's contexts, and the one that quits
+last leaves kubectl pointing at a dead port. So each takes :class:`InstanceLock` first.
 
-The lock is an ``flock`` on ``instance.lock`` in the (0700) data directory: the kernel
-drops it when its holder exits, however it exits (SIGKILL included), so it is never
-stale. The holder writes ``<kind> <pid>`` into the file, so a loser can say who runs.
-Other subcommands take no lock.
+The lock is an ``flock`` on ``instance.lock`` in the user's private runtime directory
+(``core.paths.runtime_dir``): the kernel drops it when its holder exits, however it exits
+(SIGKILL included), so it is never stale. The holder writes ``<kind> <pid>`` into the
+file, so a loser can say who runs. Other subcommands take no lock.
 
 A running app also listens on ``app.sock`` beside the lock (a ``QLocalServer``): a
 second launch of the app sends ``raise`` there (:func:`hand_over`), the first raises its
@@ -27,7 +27,7 @@ from types import TracebackType
 
 from core import fsutil
 from core.errors import AlreadyRunning, ConfigError
-from core.paths import data_dir
+from core.paths import runtime_dir
 
 LOCK_FILE = "instance.lock"
 APP_SOCKET = "app.sock"
@@ -38,8 +38,8 @@ HAND_OVER_TIMEOUT = 10.0
 
 
 def instance_dir() -> Path:
-    """Where the lock and the app's socket live: the data directory they guard."""
-    return data_dir()
+    """Where the lock and the app's socket live (0700, the user's only)."""
+    return runtime_dir()
 
 
 class InstanceLock:

@@ -79,8 +79,10 @@ def _holds(lock: Path, pid: int) -> bool:
 def test_a_second_launch_raises_the_first_and_exits_0(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()
-    env = app_env(home)
-    lock = home / ".local" / "share" / "wicket" / LOCK_FILE
+    runtime = tmp_path / "r"
+    runtime.mkdir(mode=0o700)
+    env = app_env(home, XDG_RUNTIME_DIR=str(runtime))
+    lock = runtime / "wicket" / LOCK_FILE
     with running_app(env, lock) as first:
         second = launch(env)
         assert second.returncode == 0, second.stderr
@@ -98,7 +100,8 @@ def test_a_second_launch_raises_the_first_and_exits_0(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_the_app_does_not_start_while_wicket_up_runs(tmp_path: Path) -> None:
     env = app_env(tmp_path)
-    with InstanceLock.acquire("up", tmp_path / ".local" / "share" / "wicket"):
+    no_runtime_dir = tmp_path / ".local" / "share" / "wicket" / "run"  # the fallback
+    with InstanceLock.acquire("up", no_runtime_dir):
         proc = launch(env)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
