@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.service.instance import LOCK_FILE, InstanceLock
+from core.service.instance import APP_SOCKET, LOCK_FILE, InstanceLock
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = "from gui.launcher import main; raise SystemExit(main([]))"
@@ -83,6 +84,9 @@ def test_a_second_launch_raises_the_first_and_exits_0(tmp_path: Path) -> None:
     runtime.mkdir(mode=0o700)
     env = app_env(home, XDG_RUNTIME_DIR=str(runtime))
     lock = runtime / "wicket" / LOCK_FILE
+    lock.parent.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX) as stale:  # as a SIGKILLed app leaves its socket
+        stale.bind(str(lock.parent / APP_SOCKET))
     with running_app(env, lock) as first:
         second = launch(env)
         assert second.returncode == 0, second.stderr
