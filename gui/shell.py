@@ -28,6 +28,12 @@ from gui.widgets import confirm, show_kept
 
 log = logging.getLogger("wicket.gui")
 
+#: How long Quit lets a start in progress (the demo, the saved clusters) finish first: what
+#: it started is then stopped in order by the service. A start cancelled from here cleans
+#: up on the core loop after this side has moved on, and the core thread's teardown can
+#: cut that clean-up short (a subprocess transport outliving its loop, seen once).
+START_GRACE = 5.0
+
 
 class WicketApp(QObject):
     """Signals: ``ready()`` once the demo and saved clusters were brought back."""
@@ -102,6 +108,8 @@ class WicketApp(QObject):
     async def shutdown(self) -> None:
         for box in list(self.quit_boxes):
             box.done(0)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=START_GRACE)
         await cancel_all(self._tasks)
         for wizard in list(self.wizards):
             await wizard.abandon()

@@ -97,7 +97,7 @@ def test_a_second_launch_raises_the_first_and_exits_0(tmp_path: Path) -> None:
         first.send_signal(signal.SIGTERM)
         _out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err  # a SIGTERM early in the start included
     assert lock.read_text() == ""  # released on the way out
 
 
