@@ -1,0 +1,139 @@
+"""Managing the configured clusters: the steps ``wicket cluster`` and the app share.
+
+These are blocking functions (files, the registry, the kubeconfig, a keyring); the
+runtime and the app call them in worker threads. None of them needs a running Wicket:
+the relay's registry and the configuration file are safe to change from several
+processes at once, and a running Wicket picks the change up (``core.service.desktop``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import ConfigError
+from core.format import utcnow
+from core.kube import (
+    ClusterSpec,
+    Credentials,
+    ExecCredential,
+    KubeconfigPaths,
+    add_cluster_contexts,
+    remove_cluster_contexts,
+)
+from core.kube.bundle import agent_args, build_agent_bundle
+from core.kube.model import check_cluster_name, context_names
+from core.pki.identity import Role
+from core.pki.tokens import parse
+from core.registry.state import RelayState
+from core.service.config import ClusterConfig, DesktopConfig, config_path
+from core.service.desktop import DEFAULT_RELAY_LISTEN, relay_dir
+
+AGENT_TOKEN_FILE = "./wicket-join-token"  # noqa: S105 (a file name)
+AGENT_STATE_DIR = "./wicket-agent-state"
+
+
+def check_new_name(name: str, config: DesktopConfig, reserved: tuple[str, ...] = ()) -> None:
+    """A valid cluster name that the configuration does not have yet."""
+    check_cluster_name(name)
+    if name in reserved or config.cluster(name) is not None:
+        raise ConfigError(f"Wicket already has a cluster called {name!r}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` now (for a saved address picked before the listener runs)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def embedded_relay_address(state_dir: Path) -> str:
+    """The embedded relay's saved address; picked (a free port) and saved if none yet."""
+    path = config_path(state_dir)
+    config = DesktopConfig.load(path)
+    if config.relay_listen and not config.relay_listen.endswith(":0"):
+        return config.relay_listen
+    host = DEFAULT_RELAY_LISTEN.rpartition(":")[0]
+    address = f"{host}:{free_port(host)}"
+
+    def save(c: DesktopConfig) -> None:
+        if not c.relay_listen or c.relay_listen.endswith(":0"):
+            c.relay_listen = address
+
+    return DesktopConfig.update(path, save).relay_listen
+
+
+def issue_join_token(state_dir: Path, cluster: str, address: str | None = None) -> str:
+    """A one-time agent token for ``cluster`` at the embedded relay (running or not)."""
+    relay_address = address or embedded_relay_address(state_dir)
+    with contextlib.closing(RelayState(relay_dir(state_dir))) as state:
+        return state.join_token(cluster, relay_address, None, utcnow())
+
+
+def revoke_join_token(state_dir: Path, token: str, cluster: str) -> None:
+    """Undo :func:`issue_join_token`: revoke the token, forget the cluster at the relay."""
+    with contextlib.closing(RelayState(relay_dir(state_dir))) as state:
+        with contextlib.suppress(Exception):
+            state.tokens().revoke(parse(token).token_id)
+        state.unregister_cluster(cluster)
+
+
+def unregister_embedded(state_dir: Path, cluster: str) -> int:
+    """Forget ``cluster`` at the embedded relay and revoke its agents' identities
+    (the relay refuses them from now on); returns how many were revoked."""
+    if not (relay_dir(state_dir) / "registry.db").exists():
+        return 0
+    with contextlib.closing(RelayState(relay_dir(state_dir))) as state:
+        state.unregister_cluster(cluster)
+        return state.revoke_identities(Role.AGENT, cluster)
+
+
+@dataclass(frozen=True)
+class AgentInstructions:
+    """How to run a cluster's agent: a command line, or manifests."""
+
+    token: str
+    command: str
+    manifests: str
+
+
+def agent_instructions(
+    token: str, cluster: str, target: str, token_file: str = AGENT_TOKEN_FILE
+) -> AgentInstructions:
+    argv = ["wicket", *agent_args(token_file, target, AGENT_STATE_DIR)]
+    yaml = build_agent_bundle(token, cluster).to_yaml()
+    return AgentInstructions(token, shlex.join(argv), yaml)
+
+
+def join_token_used(state_dir: Path, token: str) -> bool:
+    """Whether the agent enrolled with ``token`` already (or it is no longer usable)."""
+    with contextlib.closing(RelayState(relay_dir(state_dir))) as state:
+        record = state.store.token(parse(token).token_id)
+        return record is None or not record.usable(utcnow())
+
+
+def wicket_command() -> str:
+    """The absolute ``wicket`` the exec credential entry runs."""
+    candidate = Path(sys.executable).parent / "wicket"
+    return str(candidate if candidate.exists() else Path(sys.argv[0]).resolve())
+
+
+def write_contexts(
+    kubeconfig: KubeconfigPaths, cfg: ClusterConfig, ca_pem: bytes, credentials: Credentials
+) -> str:
+    """The cluster's kubectl contexts (through core.kube); returns the local one's name."""
+    spec = ClusterSpec(cfg.name, cfg.port, ca_pem, cfg.server_name, credentials, cfg.mode)
+    add_cluster_contexts(kubeconfig, spec)
+    return context_names(cfg.name)[0]
+
+
+def exec_credentials() -> Credentials:
+    return ExecCredential(wicket_command())
+
+
+def remove_contexts(kubeconfig: KubeconfigPaths, name: str) -> None:
+    remove_cluster_contexts(kubeconfig, name)
