@@ -32,6 +32,7 @@ from typing import Any
 from core import fsutil
 from core.errors import ConfigError
 from core.mode import Mode, mode_of
+from core.paths import data_dir
 
 SCHEMA_VERSION = 1
 CONFIG_FILE = "clusters.json"
@@ -155,6 +156,11 @@ class DesktopConfig:
 
     def drop(self, name: str) -> None:
         self.clusters = [c for c in self.clusters if c.name != name]
+
+
+def default_state_dir() -> Path:
+    """``$XDG_DATA_HOME/wicket/app``: the app's and ``wicket up``'s state."""
+    return data_dir("app")
 
 
 def config_path(state_dir: Path) -> Path:

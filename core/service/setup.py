@@ -116,7 +116,12 @@ class ClusterSetup:
         storage: SecretStorage = SecretStorage.KEYRING,
     ) -> str:
         """Store the token, write the contexts, save the cluster; returns the context."""
-        self.cfg = replace(self.cfg, server_name=server_name, secrets=storage)
+        self.cfg = replace(
+            self.cfg,
+            server_name=server_name,
+            secrets=storage,
+            cluster_ca=ca_pem.decode("ascii", errors="replace"),
+        )
         cfg, desktop = self.cfg, self.desktop
         credentials: Credentials = UserRef(user or "")
         if token is not None:

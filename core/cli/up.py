@@ -1,0 +1,92 @@
+"""``wicket up``: the desktop configuration, running without a window.
+
+For WSL, remote boxes and tests: the clusters ``wicket cluster add`` (or the app's
+wizard) configured come up on their saved local ports, the embedded relay on its saved
+address, and changes to the configuration are picked up while it runs. It stops
+cleanly on SIGINT/SIGTERM. ``--relay-port`` moves the embedded relay (agents then need
+new join tokens); without it, a taken port is an error that says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from core.cli import add_command
+from core.cli.tunnel import run_until_signal
+from core.errors import ConfigError
+from core.kube import KubeconfigPaths
+from core.service import WicketService
+from core.service.config import default_state_dir
+from core.service.desktop import DEFAULT_RELAY_LISTEN, Desktop
+
+log = logging.getLogger("wicket.up")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = add_command(sub, "up", __doc__, help="run the configured clusters without a window")
+    parser.add_argument("--state-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--relay-port",
+        type=int,
+        metavar="P",
+        help="move the embedded relay to port P (0: any free port) and save it",
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    listen = None
+    if args.relay_port is not None:
+        if not 0 <= args.relay_port <= 65535:
+            raise ConfigError(f"--relay-port {args.relay_port}: not a port")
+        listen = f"{DEFAULT_RELAY_LISTEN.rpartition(':')[0]}:{args.relay_port}"
+    service = WicketService()
+    desktop = Desktop(
+        args.state_dir or default_state_dir(),
+        KubeconfigPaths.from_process(),
+        service,
+        relay_listen=listen,
+    )
+    credentials: list[Any] = []
+
+    async def start() -> None:
+        await service.start()
+        try:
+            await desktop.start(strict=True)
+        except BaseException:
+            await service.stop()
+            raise
+        credentials.extend(await _credential_server(desktop))
+        for cfg in desktop.config.clusters:
+            state = desktop.status(cfg.name)
+            print(f"{cfg.name}: 127.0.0.1:{cfg.port} ({state})", flush=True)
+        print(f"wicket up: {len(desktop.config.clusters)} cluster(s); Ctrl+C stops", flush=True)
+
+    async def stop() -> None:
+        for server in credentials:
+            await server.stop()
+        await desktop.stop()
+        await service.stop()
+
+    return run_until_signal(start, stop, loop=args.loop, tls_over_streams=True)
+
+
+async def _credential_server(desktop: Desktop) -> list[Any]:
+    """``wicket credential`` asks the running Wicket first (core.secrets.socket, when
+    this build has it): the lookup reads the cluster's token from its configured store."""
+    try:
+        socket_module = importlib.import_module("core.secrets.socket")
+    except ImportError:
+        return []
+
+    async def lookup(cluster: str) -> str | None:
+        cfg = desktop.config.cluster(cluster)
+        return None if cfg is None else await desktop.vault.get(cfg)
+
+    server = socket_module.CredentialServer(lookup)
+    await server.start()
+    return [server]
