@@ -20,8 +20,8 @@ from core.cli.tunnel import run_until_signal
 from core.errors import ConfigError
 from core.kube import KubeconfigPaths
 from core.service import WicketService
-from core.service.config import default_state_dir
-from core.service.desktop import DEFAULT_RELAY_LISTEN, Desktop
+from core.service.config import DEFAULT_RELAY_LISTEN, default_state_dir
+from core.service.desktop import Desktop
 
 log = logging.getLogger("wicket.up")
 

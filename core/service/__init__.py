@@ -1,9 +1,9 @@
 """The service façade the desktop app and the CLI both use (never imports Qt).
 
-It is also the GUI's only door into the running parts: the few ``core.aio`` and
-``core.demo`` names the app needs (to type-check a component, configure a relay or an
-inspect endpoint, find an enrolled identity, run the demo) are re-exported here, so an
-import contract can forbid the GUI everything else below this package.
+It is also the GUI's only door into the rest of core: the few names the app needs from
+``core.aio``, ``core.demo``, ``core.kube`` and ``core.format`` (to type-check a
+component, read the kubeconfig, run the desktop configuration) are re-exported here, so
+an import contract can forbid the GUI everything else.
 """
 
 from core.aio.dial import load_enrollment
@@ -11,6 +11,20 @@ from core.aio.endpoint import InspectSettings, RelayClient
 from core.aio.relay import Relay, RelayConfig
 from core.demo.embedded import CONTEXT as DEMO_CONTEXT
 from core.demo.embedded import DemoStack
+from core.format import host_port, human_bytes
+from core.kube import KubeconfigPaths, MergedView, Mode, load_merged, use_context
+from core.pki.tokens import TokenKind
+from core.pki.tokens import parse as parse_token
+from core.service.clusters import AgentInstructions
+from core.service.config import (
+    CONFIG_FILE,
+    EMBEDDED,
+    ClusterConfig,
+    DesktopConfig,
+    SecretStorage,
+    default_state_dir,
+)
+from core.service.desktop import DEMO, Desktop
 from core.service.model import (
     ClusterView,
     EndpointView,
@@ -19,21 +33,47 @@ from core.service.model import (
     SessionView,
     StreamView,
 )
+from core.service.probe import ProbeAuth, VersionProbe
 from core.service.service import WicketService
+from core.service.setup import ClusterSetup
+from core.service.vault import TokenVault, passphrase_from_env
 
 __all__ = [
+    "CONFIG_FILE",
+    "DEMO",
     "DEMO_CONTEXT",
+    "EMBEDDED",
+    "AgentInstructions",
+    "ClusterConfig",
+    "ClusterSetup",
     "ClusterView",
     "DemoStack",
+    "Desktop",
+    "DesktopConfig",
     "EndpointView",
     "InspectSettings",
+    "KubeconfigPaths",
+    "MergedView",
+    "Mode",
+    "ProbeAuth",
     "Relay",
     "RelayClient",
     "RelayConfig",
+    "SecretStorage",
     "ServiceEvent",
     "ServiceSnapshot",
     "SessionView",
     "StreamView",
+    "TokenKind",
+    "TokenVault",
+    "VersionProbe",
     "WicketService",
+    "default_state_dir",
+    "host_port",
+    "human_bytes",
     "load_enrollment",
+    "load_merged",
+    "parse_token",
+    "passphrase_from_env",
+    "use_context",
 ]

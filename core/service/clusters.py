@@ -30,8 +30,13 @@ from core.kube.model import check_cluster_name, context_names
 from core.pki.identity import Role
 from core.pki.tokens import parse
 from core.registry.state import RelayState
-from core.service.config import ClusterConfig, DesktopConfig, config_path
-from core.service.desktop import DEFAULT_RELAY_LISTEN, relay_dir
+from core.service.config import (
+    DEFAULT_RELAY_LISTEN,
+    ClusterConfig,
+    DesktopConfig,
+    config_path,
+    relay_dir,
+)
 
 AGENT_TOKEN_FILE = "./wicket-join-token"  # noqa: S105 (a file name)
 AGENT_STATE_DIR = "./wicket-agent-state"

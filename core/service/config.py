@@ -37,6 +37,7 @@ from core.paths import data_dir
 SCHEMA_VERSION = 1
 CONFIG_FILE = "clusters.json"
 EMBEDDED = "embedded"
+DEFAULT_RELAY_LISTEN = "127.0.0.1:0"  # the embedded relay's first start: any free port
 
 
 class SecretStorage(enum.StrEnum):
@@ -161,6 +162,11 @@ class DesktopConfig:
 def default_state_dir() -> Path:
     """``$XDG_DATA_HOME/wicket/app``: the app's and ``wicket up``'s state."""
     return data_dir("app")
+
+
+def relay_dir(state_dir: Path) -> Path:
+    """The embedded relay's CA and registry."""
+    return state_dir / "relay"
 
 
 def config_path(state_dir: Path) -> Path:

@@ -36,14 +36,23 @@ from core.aio.lifecycle import cancel_and_wait
 from core.aio.relay import Relay, RelayConfig
 from core.cli.tunnel import endpoint_token, host_port
 from core.demo.embedded import DemoStack
-from core.errors import ConfigError, TunnelError
+from core.errors import ConfigError, SecretStoreError, TunnelError, WicketError
 from core.format import utcnow
 from core.kube import KubeconfigPaths
 from core.mode import Mode
 from core.pki import files
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
-from core.service.config import EMBEDDED, ClusterConfig, DesktopConfig, config_path
+from core.service import clusters
+from core.service.clusters import AgentInstructions
+from core.service.config import (
+    DEFAULT_RELAY_LISTEN,
+    EMBEDDED,
+    ClusterConfig,
+    DesktopConfig,
+    config_path,
+    relay_dir,
+)
 from core.service.service import WicketService
 from core.service.vault import TokenVault
 
@@ -53,7 +62,6 @@ RELAY = "relay"
 DEMO = "demo"
 DEMO_PARTS: tuple[str, ...] = ("relay", "agent", "client", "endpoint")
 CLIENT_NAME = "desktop"
-DEFAULT_RELAY_LISTEN = "127.0.0.1:0"
 POLL_SECONDS = 1.0
 RETRY_SECONDS = 5.0
 ONLINE_TIMEOUT = 10.0
@@ -72,10 +80,6 @@ def client_dir(state_dir: Path, relay: str) -> Path:
     if relay == EMBEDDED:
         return state_dir / "client"
     return state_dir / "clients" / re.sub(r"[^A-Za-z0-9._-]", "_", relay)
-
-
-def relay_dir(state_dir: Path) -> Path:
-    return state_dir / "relay"
 
 
 class Desktop:
@@ -102,6 +106,7 @@ class Desktop:
         self._relay_listen = relay_listen  # an override: --relay-port, or a new choice
         self._running: dict[str, ClusterConfig] = {}
         self._provisional: set[str] = set()  # a setup's endpoint, not saved yet
+        self.join_tokens: dict[str, str] = {}  # the last one issued per cluster
         self._poll = poll
         self._stamp: tuple[int, int, int] | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -218,7 +223,13 @@ class Desktop:
         inspect_dir = self.state_dir / "inspect"
         token_file = inspect_dir / f"endpoint-token-{cfg.name}"
         token = await asyncio.to_thread(endpoint_token, token_file)
-        upstream = await self.vault.get(cfg)
+        try:
+            upstream = await self.vault.get(cfg)
+        except SecretStoreError as exc:
+            log.warning(
+                "%s: no upstream token (%s); requests go upstream as they come", cfg.name, exc
+            )
+            upstream = None
         return InspectSettings(
             state_dir=inspect_dir,
             endpoint_token=token,
@@ -259,6 +270,65 @@ class Desktop:
         if isinstance(client, RelayClient) and client.state != "online":
             return f"{client.state}: {client.last_error}" if client.last_error else client.state
         return "running" if cfg else "not started"
+
+    async def remove(self, name: str) -> list[str]:
+        """Remove the cluster and what it left: for the embedded relay its registration
+        and its agents' identities (revoked), the configuration entry (which stops its
+        endpoint), its kubectl contexts and its stored token. Returns what stayed."""
+        cfg = self.config.cluster(name)
+        if cfg is None:
+            raise ConfigError(f"no cluster {name!r}")
+        if cfg.embedded:
+            await asyncio.to_thread(clusters.unregister_embedded, self.state_dir, name)
+        self.held.discard(name)
+        self.join_tokens.pop(name, None)
+        await self.update(lambda c: c.drop(name))
+        problems = []
+        try:
+            await asyncio.to_thread(clusters.remove_contexts, self.kubeconfig, name)
+        except WicketError as exc:
+            problems.append(f"the kubectl contexts stay: {exc}")
+        try:
+            await self.vault.delete(cfg)
+        except WicketError as exc:
+            problems.append(f"its token stays in {cfg.secrets.describe()}: {exc}")
+        return problems
+
+    async def edit(self, name: str, *, mode: Mode | None = None, port: int | None = None) -> None:
+        """Change the cluster's mode or local port (its contexts follow the port)."""
+        cfg = self.config.cluster(name)
+        if cfg is None:
+            raise ConfigError(f"no cluster {name!r}")
+        changed = replace(cfg, mode=mode or cfg.mode, port=cfg.port if port is None else port)
+        if changed.mode is Mode.PASSTHROUGH and changed.cluster_ca and changed.port:
+            await asyncio.to_thread(
+                clusters.write_contexts,
+                self.kubeconfig,
+                changed,
+                changed.cluster_ca.encode(),
+                clusters.exec_credentials(),
+            )
+        await self.update(lambda c: c.put(changed))
+
+    async def agent_instructions(self, name: str) -> AgentInstructions:
+        """The agent's command and manifests again: the join token issued last time
+        while it is unused, else a fresh one (embedded relay only)."""
+        cfg = self.config.cluster(name)
+        if cfg is None:
+            raise ConfigError(f"no cluster {name!r}")
+        if not cfg.embedded:
+            raise ConfigError(f"{name}: the agent's join token comes from the relay {cfg.relay}")
+        token = self.join_tokens.get(name)
+        if token is None or await asyncio.to_thread(
+            clusters.join_token_used, self.state_dir, token
+        ):
+            address = (await self.ensure_relay()).address
+            token = await asyncio.to_thread(
+                clusters.issue_join_token, self.state_dir, name, address
+            )
+            self.join_tokens[name] = token
+        target = cfg.target or "HOST:PORT"
+        return await asyncio.to_thread(clusters.agent_instructions, token, name, target)
 
     # -- a setup's endpoint (core.service.setup) ---------------------------------------
 
