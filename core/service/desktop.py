@@ -336,10 +336,17 @@ class Desktop:
         """An endpoint for a cluster not saved yet; the reconciler leaves it alone."""
         self._provisional.add(cfg.name)
         try:
-            return (await self._start_cluster(cfg)).port
+            endpoint = await self._start_cluster(cfg)
+            try:
+                await endpoint.client.wait_online(ONLINE_TIMEOUT)
+            except TimeoutError:
+                reason = endpoint.client.last_error or endpoint.client.state
+                raise TunnelError(f"no session to the relay: {reason}") from None
         except BaseException:
+            await self.stop_provisional(cfg.name)
             self._provisional.discard(cfg.name)
             raise
+        return endpoint.port
 
     async def confirm(self, cfg: ClusterConfig) -> None:
         """Save a setup's cluster; its running endpoint becomes the configured one."""
