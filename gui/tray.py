@@ -13,8 +13,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from core.kube import MergedView
-from core.service import ServiceSnapshot
+from core.service import MergedView, ServiceSnapshot
 from gui.aio import async_slot
 from gui.backend import Backend
 from gui.icons import overall_state, state_icon

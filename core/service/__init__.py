@@ -3,12 +3,14 @@
 It is also the GUI's only door into the rest of core: the few names the app needs from
 ``core.aio``, ``core.demo``, ``core.kube`` and ``core.format`` (to type-check a
 component, read the kubeconfig, run the desktop configuration) are re-exported here, so
-an import contract can forbid the GUI everything else.
+an import contract can forbid the GUI everything else. ``cli_main`` is here for the
+launcher, which hands a sub-command (``wicket up``, ``wicket cluster``…) to the CLI.
 """
 
 from core.aio.dial import load_enrollment
 from core.aio.endpoint import InspectSettings, RelayClient
 from core.aio.relay import Relay, RelayConfig
+from core.cli import main as cli_main
 from core.demo.embedded import CONTEXT as DEMO_CONTEXT
 from core.demo.embedded import DemoStack
 from core.format import host_port, human_bytes
@@ -68,6 +70,7 @@ __all__ = [
     "TokenVault",
     "VersionProbe",
     "WicketService",
+    "cli_main",
     "default_state_dir",
     "host_port",
     "human_bytes",

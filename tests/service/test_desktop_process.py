@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
@@ -84,7 +84,12 @@ def procs(tmp_path: Path, env: dict[str, str]) -> Iterator[Processes]:
 
 def wicket(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "wicket"), *args], env=env, capture_output=True, text=True, timeout=60
+        [str(BIN / "wicket"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -96,7 +101,7 @@ def private_cluster(tmp: Path, procs: Processes) -> tuple[str, Path, str]:
     while not kubeconfig.exists() or "demo apiserver on" not in procs.log("demo"):
         assert time.monotonic() < deadline, procs.log("demo")
         time.sleep(0.1)
-    doc = yaml.safe_load(kubeconfig.read_text())
+    doc = YAML(typ="safe").load(kubeconfig.read_text())
     cluster, user = doc["clusters"][0]["cluster"], doc["users"][0]["user"]
     ca = tmp / "cluster-ca.pem"
     ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
@@ -113,6 +118,7 @@ def get_pods(env: dict[str, str], token: str, within: float) -> subprocess.Compl
             capture_output=True,
             text=True,
             timeout=30,
+            check=False,
         )
         if got.returncode == 0 or time.monotonic() > deadline:
             return got
@@ -166,7 +172,12 @@ def test_add_up_sigkill_up_remove(tmp_path: Path, env: dict[str, str], procs: Pr
     assert "relay refused" in procs.log("agent")
     assert agent.poll() is None  # refused, and still trying: it was not told to stop
     secret = subprocess.run(
-        [sys.executable, "-c", SECRET_GONE], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SECRET_GONE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert secret.stdout.strip() == "None", secret.stderr
 
