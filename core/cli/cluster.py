@@ -16,7 +16,9 @@ from pathlib import Path
 
 from core.cli import add_command
 from core.cli.tunnel import host_port, read_secret, read_token
-from core.errors import ConfigError, KubeconfigError, SecretStoreError
+from core.errors import (
+    ConfigError,
+)
 from core.kube import KubeconfigPaths
 from core.mode import Mode
 from core.pki import files
@@ -176,23 +178,14 @@ def _list(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
     cfg = _known(args, args.name)
-    revoked = clusters.unregister_embedded(state_dir, cfg.name) if cfg.embedded else 0
+    paths = KubeconfigPaths.from_process()
+    removal = clusters.remove_cluster(state_dir, paths, TokenVault(), cfg)
     DesktopConfig.update(config_path(state_dir), lambda c: c.drop(cfg.name))
-    problems = []
-    try:
-        clusters.remove_contexts(KubeconfigPaths.from_process(), cfg.name)
-    except KubeconfigError as exc:
-        problems.append(f"the kubectl contexts stay: {exc}")
-    try:
-        TokenVault().store_sync(cfg.secrets).delete_sync(upstream_token_key(cfg.name))
-    except SecretStoreError as exc:
-        problems.append(f"its token stays in {cfg.secrets.describe()}: {exc}")
-    print(
-        f"cluster {cfg.name} removed" + (f"; {revoked} agent identity revoked" if revoked else "")
-    )
-    for problem in problems:
+    revoked = f"; {removal.revoked} agent identity revoked" if removal.revoked else ""
+    print(f"cluster {cfg.name} removed{revoked}")
+    for problem in removal.problems:
         print(f"wicket: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return 1 if removal.problems else 0
 
 
 def _set(args: argparse.Namespace) -> int:

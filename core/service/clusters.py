@@ -9,13 +9,14 @@ processes at once, and a running Wicket picks the change up (``core.service.desk
 from __future__ import annotations
 
 import contextlib
+import logging
 import shlex
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import ConfigError
+from core.errors import ConfigError, KubeconfigError, SecretBackendUnavailable, SecretStoreError
 from core.format import utcnow
 from core.kube import (
     ClusterSpec,
@@ -30,6 +31,7 @@ from core.kube.model import check_cluster_name, context_names
 from core.pki.identity import Role
 from core.pki.tokens import parse
 from core.registry.state import RelayState
+from core.secrets import upstream_token_key
 from core.service.config import (
     DEFAULT_RELAY_LISTEN,
     ClusterConfig,
@@ -37,6 +39,9 @@ from core.service.config import (
     config_path,
     relay_dir,
 )
+from core.service.vault import TokenVault
+
+log = logging.getLogger("wicket.clusters")
 
 AGENT_TOKEN_FILE = "./wicket-join-token"  # noqa: S105 (a file name)
 AGENT_STATE_DIR = "./wicket-agent-state"
@@ -142,3 +147,33 @@ def exec_credentials() -> Credentials:
 
 def remove_contexts(kubeconfig: KubeconfigPaths, name: str) -> None:
     remove_cluster_contexts(kubeconfig, name)
+
+
+@dataclass
+class Removal:
+    """What removing a cluster did, and what stayed behind (and why)."""
+
+    revoked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def remove_cluster(
+    state_dir: Path, kubeconfig: KubeconfigPaths, vault: TokenVault, cfg: ClusterConfig
+) -> Removal:
+    """Everything but the configuration entry (the caller drops it, which stops a
+    running endpoint): at the embedded relay the cluster's registration and its agents'
+    identities (revoked), its kubectl contexts, its stored token."""
+    removal = Removal()
+    if cfg.embedded:
+        removal.revoked = unregister_embedded(state_dir, cfg.name)
+    try:
+        remove_cluster_contexts(kubeconfig, cfg.name)
+    except KubeconfigError as exc:
+        removal.problems.append(f"the kubectl contexts stay: {exc}")
+    try:
+        vault.store_sync(cfg.secrets).delete_sync(upstream_token_key(cfg.name))
+    except SecretBackendUnavailable as exc:  # it holds nothing Wicket could read
+        log.info("%s: no token to delete in %s (%s)", cfg.name, cfg.secrets.describe(), exc)
+    except SecretStoreError as exc:
+        removal.problems.append(f"its token stays in {cfg.secrets.describe()}: {exc}")
+    return removal

@@ -36,7 +36,11 @@ from core.aio.lifecycle import cancel_and_wait
 from core.aio.relay import Relay, RelayConfig
 from core.cli.tunnel import endpoint_token, host_port
 from core.demo.embedded import DemoStack
-from core.errors import ConfigError, SecretStoreError, TunnelError, WicketError
+from core.errors import (
+    ConfigError,
+    SecretStoreError,
+    TunnelError,
+)
 from core.format import utcnow
 from core.kube import KubeconfigPaths
 from core.mode import Mode
@@ -273,26 +277,18 @@ class Desktop:
 
     async def remove(self, name: str) -> list[str]:
         """Remove the cluster and what it left: for the embedded relay its registration
-        and its agents' identities (revoked), the configuration entry (which stops its
-        endpoint), its kubectl contexts and its stored token. Returns what stayed."""
+        and its agents' identities (revoked), its kubectl contexts, its stored token and
+        the configuration entry (which stops its endpoint). Returns what stayed."""
         cfg = self.config.cluster(name)
         if cfg is None:
             raise ConfigError(f"no cluster {name!r}")
-        if cfg.embedded:
-            await asyncio.to_thread(clusters.unregister_embedded, self.state_dir, name)
+        removal = await asyncio.to_thread(
+            clusters.remove_cluster, self.state_dir, self.kubeconfig, self.vault, cfg
+        )
         self.held.discard(name)
         self.join_tokens.pop(name, None)
         await self.update(lambda c: c.drop(name))
-        problems = []
-        try:
-            await asyncio.to_thread(clusters.remove_contexts, self.kubeconfig, name)
-        except WicketError as exc:
-            problems.append(f"the kubectl contexts stay: {exc}")
-        try:
-            await self.vault.delete(cfg)
-        except WicketError as exc:
-            problems.append(f"its token stays in {cfg.secrets.describe()}: {exc}")
-        return problems
+        return removal.problems
 
     async def edit(self, name: str, *, mode: Mode | None = None, port: int | None = None) -> None:
         """Change the cluster's mode or local port (its contexts follow the port)."""

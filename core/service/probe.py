@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,8 +70,17 @@ async def probe_version(
     except (OSError, ssl.SSLError, TimeoutError, h11.ProtocolError) as exc:
         refusal = last_refusal()
         if refusal and (refusal != refused_before or isinstance(exc, ssl.SSLError)):
-            raise UpstreamUnavailable(refusal) from exc
+            raise UpstreamUnavailable(plain_refusal(refusal)) from exc
         raise TunnelError(f"/version through the tunnel failed: {_describe(exc)}") from exc
+
+
+def plain_refusal(refusal: str) -> str:
+    """An endpoint's refusal (``target_unreachable: agent cannot reach its target:
+    [Errno 111] …``) as a person reads it: ``target unreachable: connection refused``."""
+    code, _, message = refusal.partition(": ")
+    errno = re.search(r"\[Errno (\d+)\]", message)
+    detail = os.strerror(int(errno.group(1))).lower() if errno else message
+    return f"{code.replace('_', ' ')}: {detail}" if detail else code.replace("_", " ")
 
 
 def _context(ca_pem: bytes, auth: ProbeAuth) -> ssl.SSLContext:
