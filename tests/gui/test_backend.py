@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,31 @@ async def test_shutdown_waits_for_clean_up_run_to_end(tmp_path: Path, home: Path
     gc.collect()  # the backend, not the loop's weak reference, keeps the task alive
     await backend.shutdown()
     assert done == ["undone"]
+
+
+@pytest.mark.timeout(60)
+async def test_edit_and_remove_a_cluster_through_the_backend(tmp_path: Path, home: Path) -> None:
+    def save(settings: AppSettings) -> None:
+        settings.demo = False
+        settings.put(ClusterConfig("lab", EMBEDDED, 0))
+
+    AppSettings.update(tmp_path / "app" / CLUSTERS_FILE, save)
+    backend = Backend(tmp_path / "app", KubeconfigPaths.resolve(env=os.environ, home=str(home)))
+    await backend.start()
+    try:
+        assert await backend.restore() == []
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        await backend.edit_cluster("lab", port=free)
+        assert backend.cluster_config("lab") == ClusterConfig("lab", EMBEDDED, free)
+        (endpoint,) = backend.latest.endpoints
+        assert endpoint.address.endswith(f":{free}")
+        shown = await backend.agent_instructions("lab")
+        assert shown.command.startswith("wicket agent --token-file")
+        assert await backend.agent_instructions("lab") == shown  # unused: the same token
+        assert await backend.remove_cluster("lab") == []
+        assert backend.cluster_config("lab") is None
+        assert not backend.is_connected("lab")
+    finally:
+        await backend.shutdown()
