@@ -24,7 +24,7 @@ from core.mode import Mode
 from core.pki import files
 from core.pki.tokens import Token, TokenKind
 from core.secrets import upstream_token_key
-from core.service import clusters
+from core.service import WicketService, clusters
 from core.service.config import (
     EMBEDDED,
     ClusterConfig,
@@ -32,7 +32,7 @@ from core.service.config import (
     config_path,
     default_state_dir,
 )
-from core.service.desktop import client_dir
+from core.service.desktop import Desktop
 from core.service.vault import TokenVault
 
 
@@ -127,27 +127,17 @@ def _add(args: argparse.Namespace) -> int:
 
 def _enroll_remote(state_dir: Path, token: Token) -> str:
     """Enroll at the external relay now (a refused token is an error here, not later)."""
-    from core.aio.dial import load_enrollment
-    from core.aio.endpoint import RelayClient
-    from core.pki.identity import Role
 
-    target = client_dir(state_dir, token.relay)
-    if load_enrollment(target, Role.CLIENT) is not None:
-        return token.relay
-
-    async def enroll() -> None:
-        client = RelayClient(target, token)
-        await client.start()
+    async def enroll() -> str:
+        service = WicketService()
         try:
-            await client.wait_online(10.0)
+            return await Desktop(state_dir, KubeconfigPaths.from_process(), service).enroll_remote(
+                token
+            )
         finally:
-            await client.stop()
+            await service.stop()
 
-    try:
-        asyncio.run(enroll())
-    except TimeoutError:
-        raise ConfigError(f"no answer from the relay {token.relay} in time") from None
-    return token.relay
+    return asyncio.run(enroll())
 
 
 def _print_agent(state_dir: Path, cfg: ClusterConfig, out: Path | None) -> None:

@@ -395,10 +395,10 @@ class Desktop:
             token = await asyncio.to_thread(_embedded_client_token, embedded, state_dir)
         return await self.service.start_client(state_dir, token, name=client_name(relay))
 
-    async def enroll_remote(self, relay_token: str) -> str:
+    async def enroll_remote(self, relay_token: str | Token) -> str:
         """Enroll at an external relay with a client token (unless enrolled there
         already) and wait until the session is up; returns the relay's address."""
-        token = parse(relay_token.strip())
+        token = relay_token if isinstance(relay_token, Token) else parse(relay_token.strip())
         name = client_name(token.relay)
         state_dir = client_dir(self.state_dir, token.relay)
         if isinstance(self.service.component(name), RelayClient):
