@@ -18,6 +18,7 @@ from core.cli import add_command
 from core.cli.tunnel import host_port, read_secret, read_token
 from core.errors import (
     ConfigError,
+    WicketError,
 )
 from core.kube import KubeconfigPaths
 from core.mode import Mode
@@ -83,46 +84,55 @@ def _known(args: argparse.Namespace, name: str) -> ClusterConfig:
 
 
 def _add(args: argparse.Namespace) -> int:
-    state_dir = _state_dir(args)
+    state_dir, paths = _state_dir(args), KubeconfigPaths.from_process()
     clusters.check_new_name(args.name, _load(args))
-    host, _ = host_port(args.target)
-    try:
-        ca_pem = args.ca_file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the CA file {args.ca_file}: {exc.strerror}") from exc
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port {args.port}: not a port")
-    cfg = ClusterConfig(
-        args.name,
-        EMBEDDED,
-        args.port or clusters.free_port(),
-        Mode(args.mode),
-        ca_pem.decode("ascii", errors="replace"),
-        args.server_name or host,
-        args.target,
-    )
-    upstream = (
-        read_secret(args.upstream_token_file, "upstream token")
-        if args.upstream_token_file
-        else None
-    )
-    if args.relay_token_file:
-        cfg = replace(
-            cfg,
-            relay=_enroll_remote(state_dir, read_token(args.relay_token_file, TokenKind.CLIENT)),
-        )
+    cfg = _new_cluster(args, state_dir)
+    upstream = None
+    if args.upstream_token_file:
+        upstream = read_secret(args.upstream_token_file, "upstream token")
     vault = TokenVault()
-    if upstream is not None:
-        cfg = replace(cfg, secrets=vault.usable())
-        vault.store_sync(cfg.secrets).set_sync(upstream_token_key(cfg.name), upstream)
-    context = clusters.write_contexts(
-        KubeconfigPaths.from_process(), cfg, ca_pem, clusters.exec_credentials()
-    )
-    DesktopConfig.update(config_path(state_dir), lambda c: c.put(cfg))
-    print(f"cluster {cfg.name}: kubectl --context {context} (local port {cfg.port})")
+    try:
+        if upstream is not None:
+            cfg = replace(cfg, secrets=vault.usable())
+            vault.store_sync(cfg.secrets).set_sync(upstream_token_key(cfg.name), upstream)
+        context = clusters.sync_contexts(paths, cfg)
+        DesktopConfig.update(config_path(state_dir), lambda c: c.put(cfg))
+    except WicketError:
+        clusters.remove_cluster(state_dir, paths, vault, cfg)  # nothing half-added stays
+        raise
+    _print_contexts(cfg, context)
     if cfg.relay == EMBEDDED:
         _print_agent(state_dir, cfg, args.join_token_out)
     return 0
+
+
+def _new_cluster(args: argparse.Namespace, state_dir: Path) -> ClusterConfig:
+    """The cluster the flags describe (enrolled at its external relay, if one is given)."""
+    host, _ = host_port(args.target)
+    try:
+        ca_pem = args.ca_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the CA file {args.ca_file}: {exc}") from exc
+    if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+        raise ConfigError(f"{args.ca_file}: no PEM certificate in it")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: not a port")
+    relay = EMBEDDED
+    if args.relay_token_file:
+        relay = _enroll_remote(state_dir, read_token(args.relay_token_file, TokenKind.CLIENT))
+    port = args.port or clusters.free_port()
+    server_name = args.server_name or host
+    return ClusterConfig(args.name, relay, port, Mode(args.mode), ca_pem, server_name, args.target)
+
+
+def _print_contexts(cfg: ClusterConfig, context: str | None) -> None:
+    if context is not None:
+        print(f"cluster {cfg.name}: kubectl --context {context} (local port {cfg.port})")
+    else:
+        print(
+            f"cluster {cfg.name}: inspect endpoint on local port {cfg.port}; no kubectl "
+            "context is written for inspect mode yet (see docs/inspect.md)"
+        )
 
 
 def _enroll_remote(state_dir: Path, token: Token) -> str:
@@ -187,13 +197,7 @@ def _set(args: argparse.Namespace) -> int:
         mode=Mode(args.mode) if args.mode else cfg.mode,
         port=args.port if args.port is not None else cfg.port,
     )
-    if changed.mode is Mode.PASSTHROUGH:
-        clusters.write_contexts(
-            KubeconfigPaths.from_process(),
-            changed,
-            changed.cluster_ca.encode(),
-            clusters.exec_credentials(),
-        )
+    context = clusters.sync_contexts(KubeconfigPaths.from_process(), changed)
     DesktopConfig.update(config_path(_state_dir(args)), lambda c: c.put(changed))
-    print(f"cluster {changed.name}: {changed.mode.value} on local port {changed.port}")
+    _print_contexts(changed, context)
     return 0

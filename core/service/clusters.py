@@ -23,11 +23,13 @@ from core.kube import (
     Credentials,
     ExecCredential,
     KubeconfigPaths,
+    UserRef,
     add_cluster_contexts,
     remove_cluster_contexts,
 )
 from core.kube.bundle import agent_args, build_agent_bundle
 from core.kube.model import check_cluster_name, context_names
+from core.mode import Mode
 from core.pki.identity import Role
 from core.pki.tokens import parse
 from core.registry.state import RelayState
@@ -132,17 +134,21 @@ def wicket_command() -> str:
     return str(candidate if candidate.exists() else Path(sys.argv[0]).resolve())
 
 
-def write_contexts(
-    kubeconfig: KubeconfigPaths, cfg: ClusterConfig, ca_pem: bytes, credentials: Credentials
-) -> str:
-    """The cluster's kubectl contexts (through core.kube); returns the local one's name."""
-    spec = ClusterSpec(cfg.name, cfg.port, ca_pem, cfg.server_name, credentials, cfg.mode)
+def sync_contexts(kubeconfig: KubeconfigPaths, cfg: ClusterConfig) -> str | None:
+    """Make the cluster's kubectl contexts match ``cfg`` (through core.kube); returns the
+    local context's name. Passthrough only: kubectl trusts the cluster's CA and uses the
+    configured user, or Wicket's exec credential plugin. An inspect endpoint has no
+    context yet (kubectl would need Wicket's CA and the endpoint token: docs/inspect.md),
+    so its old ones are removed rather than left pointing at the wrong CA."""
+    if cfg.mode is Mode.INSPECT:
+        remove_cluster_contexts(kubeconfig, cfg.name)
+        return None
+    credentials: Credentials = UserRef(cfg.user) if cfg.user else ExecCredential(wicket_command())
+    spec = ClusterSpec(
+        cfg.name, cfg.port, cfg.cluster_ca.encode(), cfg.server_name, credentials, cfg.mode
+    )
     add_cluster_contexts(kubeconfig, spec)
     return context_names(cfg.name)[0]
-
-
-def exec_credentials() -> Credentials:
-    return ExecCredential(wicket_command())
 
 
 def remove_contexts(kubeconfig: KubeconfigPaths, name: str) -> None:

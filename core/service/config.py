@@ -12,7 +12,8 @@ Schema (version 1)::
      "relay": {"listen": "127.0.0.1:41234"},       # the embedded relay's saved address
      "clusters": [{"name": "lab", "relay": "embedded" | "HOST:PORT", "port": 43120,
                    "mode": "passthrough" | "inspect", "cluster_ca": PEM, "server_name": "",
-                   "target": "HOST:PORT", "secrets": "keyring" | "encrypted-file" | "session"}]}
+                   "target": "HOST:PORT", "secrets": "keyring" | "encrypted-file" | "session",
+                   "user": ""}]}                  # a kubeconfig user, or "": the exec plugin
 
 A file without ``version`` is the format the app wrote before (``{"demo", "clusters"}``)
 and is read as version 0; the next write saves it as version 1. A newer version, or a
@@ -67,6 +68,7 @@ class ClusterConfig:
     server_name: str = ""
     target: str = ""  # HOST:PORT of the apiserver as the agent sees it
     secrets: SecretStorage = SecretStorage.KEYRING
+    user: str = ""  # the kubeconfig user kubectl uses; "": Wicket's credential plugin
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", mode_of(self.mode))
@@ -222,7 +224,9 @@ def _from_doc(doc: dict[str, Any], where: _Where) -> DesktopConfig:
 def _cluster(item: object, where: _Where) -> ClusterConfig:
     if not isinstance(item, dict):
         raise where.error("expected an object")
-    text = {k: _get(item, k, str, "", where) for k in ("cluster_ca", "server_name", "target")}
+    text = {
+        k: _get(item, k, str, "", where) for k in ("cluster_ca", "server_name", "target", "user")
+    }
     port = _get(item, "port", int, 0, where)
     if not 0 <= port <= 65535:
         raise where.child("port").error(f"port {port} is out of range")

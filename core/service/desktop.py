@@ -296,14 +296,8 @@ class Desktop:
         if cfg is None:
             raise ConfigError(f"no cluster {name!r}")
         changed = replace(cfg, mode=mode or cfg.mode, port=cfg.port if port is None else port)
-        if changed.mode is Mode.PASSTHROUGH and changed.cluster_ca and changed.port:
-            await asyncio.to_thread(
-                clusters.write_contexts,
-                self.kubeconfig,
-                changed,
-                changed.cluster_ca.encode(),
-                clusters.exec_credentials(),
-            )
+        if changed.cluster_ca and changed.port:
+            await asyncio.to_thread(clusters.sync_contexts, self.kubeconfig, changed)
         await self.update(lambda c: c.put(changed))
 
     async def agent_instructions(self, name: str) -> AgentInstructions:

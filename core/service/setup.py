@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from core.errors import WicketError
-from core.kube import Credentials, UserRef
 from core.service import clusters
 from core.service.clusters import AgentInstructions
 from core.service.config import EMBEDDED, ClusterConfig, SecretStorage
@@ -121,23 +120,20 @@ class ClusterSetup:
             server_name=server_name,
             secrets=storage,
             cluster_ca=ca_pem.decode("ascii", errors="replace"),
+            user="" if token is not None else user or "",
         )
         cfg, desktop = self.cfg, self.desktop
-        credentials: Credentials = UserRef(user or "")
         if token is not None:
             await desktop.vault.set(cfg, token)
             self._undo.append(("secret", lambda: _forget_secret(desktop, cfg)))
-            credentials = clusters.exec_credentials()
-        context = await asyncio.to_thread(
-            clusters.write_contexts, desktop.kubeconfig, cfg, ca_pem, credentials
-        )
         paths = desktop.kubeconfig
+        context = await asyncio.to_thread(clusters.sync_contexts, paths, cfg)
         self._undo.append(
             ("contexts", lambda: asyncio.to_thread(clusters.remove_contexts, paths, cfg.name))
         )
         await desktop.confirm(cfg)
         self._undo.append(("settings", lambda: desktop.update(lambda c: c.drop(cfg.name))))
-        return context
+        return context or ""
 
     def commit(self) -> None:
         """Keep everything: the cluster is added."""
