@@ -43,8 +43,8 @@ from core.service import (
     TokenVault,
     WicketService,
     default_state_dir,
+    headless_passphrase,
     load_merged,
-    passphrase_from_env,
     use_context,
 )
 from gui.aio import spawn
@@ -84,7 +84,7 @@ class Backend:
         self._to_end: set[asyncio.Task[None]] = set()
 
     def _passphrase(self) -> str | None:
-        return self.passphrase or passphrase_from_env()
+        return self.passphrase or headless_passphrase()
 
     @property
     def service(self) -> WicketService:

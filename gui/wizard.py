@@ -45,6 +45,7 @@ from core.service import (
     ProbeAuth,
     SecretStorage,
     TokenKind,
+    describe_storage,
     parse_token,
 )
 from gui.aio import async_slot, cancel_all, spawn
@@ -301,7 +302,7 @@ class EndpointPage(_Page):
         self.storage = QComboBox()
         self.storage.setAccessibleName("Keep the token in")
         for storage in SecretStorage:
-            self.storage.addItem(storage.describe(), storage.value)
+            self.storage.addItem(describe_storage(storage), storage.value)
         self.storage.currentIndexChanged.connect(lambda _i: self._describe_store())
         self.passphrase = QLineEdit()
         self.passphrase.setEchoMode(QLineEdit.EchoMode.Password)
@@ -344,7 +345,7 @@ class EndpointPage(_Page):
         if storage is SecretStorage.ENCRYPTED_FILE and self.passphrase.text():
             self.wiz().backend.passphrase = self.passphrase.text()
         state = await self.wiz().backend.secret_storage_state(storage)
-        self.store_state.setText(f"Token kept in {storage.describe()}: {state}")
+        self.store_state.setText(f"Token kept in {describe_storage(storage)}: {state}")
 
     def initializePage(self) -> None:
         self._load()
@@ -632,7 +633,7 @@ class AddClusterWizard(QWizard):
             setup.finish(ca_pem, server_name, token=token, user=user, storage=storage)
         )
         if token is not None:
-            note(f"Token kept in {storage.describe()}.")
+            note(f"Token kept in {describe_storage(storage)}.")
         note(f"Wrote kubectl context <b>{context}</b>: kubectl --context {context} get ns")
 
     # -- finishing and cancelling ------------------------------------------------------

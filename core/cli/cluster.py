@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from core.cli import add_command
@@ -24,12 +24,13 @@ from core.kube import KubeconfigPaths
 from core.mode import Mode
 from core.pki import files
 from core.pki.tokens import Token, TokenKind
-from core.secrets import upstream_token_key
+from core.secrets import passphrase_from_environment, upstream_token_key
 from core.service import WicketService, clusters
 from core.service.config import (
     EMBEDDED,
     ClusterConfig,
     DesktopConfig,
+    cluster_doc,
     config_path,
     default_state_dir,
 )
@@ -65,6 +66,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     change.set_defaults(func=_set)
 
 
+def _vault() -> TokenVault:
+    """The stores; the encrypted file's passphrase from WICKET_PASSPHRASE_FILE, or asked
+    on the terminal when there is one."""
+    return TokenVault(lambda: passphrase_from_environment(interactive=sys.stdin.isatty()))
+
+
 def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir) if args.state_dir else default_state_dir()
 
@@ -90,7 +97,7 @@ def _add(args: argparse.Namespace) -> int:
     upstream = None
     if args.upstream_token_file:
         upstream = read_secret(args.upstream_token_file, "upstream token")
-    vault = TokenVault()
+    vault = _vault()
     try:
         if upstream is not None:
             cfg = replace(cfg, secrets=vault.usable())
@@ -165,7 +172,9 @@ def _print_agent(state_dir: Path, cfg: ClusterConfig, out: Path | None) -> None:
 def _list(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.json:
-        rows = [{k: v for k, v in asdict(c).items() if k != "cluster_ca"} for c in config.clusters]
+        rows = [
+            {k: v for k, v in cluster_doc(c).items() if k != "cluster_ca"} for c in config.clusters
+        ]
         json.dump({"relay": config.relay_listen, "clusters": rows}, sys.stdout, indent=2)
         print()
         return 0
@@ -179,7 +188,7 @@ def _remove(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
     cfg = _known(args, args.name)
     paths = KubeconfigPaths.from_process()
-    removal = clusters.remove_cluster(state_dir, paths, TokenVault(), cfg)
+    removal = clusters.remove_cluster(state_dir, paths, _vault(), cfg)
     DesktopConfig.update(config_path(state_dir), lambda c: c.drop(cfg.name))
     revoked = f"; {removal.revoked} agent identity revoked" if removal.revoked else ""
     print(f"cluster {cfg.name} removed{revoked}")

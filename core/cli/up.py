@@ -3,17 +3,17 @@
 For WSL, remote boxes and tests: the clusters ``wicket cluster add`` (or the app's
 wizard) configured come up on their saved local ports, the embedded relay on its saved
 address, and changes to the configuration are picked up while it runs. It stops
-cleanly on SIGINT/SIGTERM. ``--relay-port`` moves the embedded relay (agents then need
-new join tokens); without it, a taken port is an error that says so.
+cleanly on SIGINT/SIGTERM. While it runs, ``wicket credential`` (kubectl's plugin)
+gets the tokens from it over the user-only credential socket. ``--relay-port`` moves
+the embedded relay (agents then need new join tokens); without it, a taken port is an
+error that says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 from pathlib import Path
-from typing import Any
 
 from core.cli import add_command
 from core.cli.tunnel import run_until_signal
@@ -51,7 +51,6 @@ def _run(args: argparse.Namespace) -> int:
         service,
         relay_listen=listen,
     )
-    credentials: list[Any] = []
 
     async def start() -> None:
         await service.start()
@@ -60,33 +59,13 @@ def _run(args: argparse.Namespace) -> int:
         except BaseException:
             await service.stop()
             raise
-        credentials.extend(await _credential_server(desktop))
         for cfg in desktop.config.clusters:
             state = desktop.status(cfg.name)
             print(f"{cfg.name}: 127.0.0.1:{cfg.port} ({state})", flush=True)
         print(f"wicket up: {len(desktop.config.clusters)} cluster(s); Ctrl+C stops", flush=True)
 
     async def stop() -> None:
-        for server in credentials:
-            await server.stop()
         await desktop.stop()
         await service.stop()
 
     return run_until_signal(start, stop, loop=args.loop, tls_over_streams=True)
-
-
-async def _credential_server(desktop: Desktop) -> list[Any]:
-    """``wicket credential`` asks the running Wicket first (core.secrets.socket, when
-    this build has it): the lookup reads the cluster's token from its configured store."""
-    try:
-        socket_module = importlib.import_module("core.secrets.socket")
-    except ImportError:
-        return []
-
-    async def lookup(cluster: str) -> str | None:
-        cfg = desktop.config.cluster(cluster)
-        return None if cfg is None else await desktop.vault.get(cfg)
-
-    server = socket_module.CredentialServer(lookup)
-    await server.start()
-    return [server]

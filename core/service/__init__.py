@@ -25,6 +25,7 @@ from core.service.config import (
     DesktopConfig,
     SecretStorage,
     default_state_dir,
+    describe_storage,
 )
 from core.service.desktop import DEMO, Desktop
 from core.service.model import (
@@ -38,7 +39,7 @@ from core.service.model import (
 from core.service.probe import ProbeAuth, VersionProbe
 from core.service.service import WicketService
 from core.service.setup import ClusterSetup
-from core.service.vault import TokenVault, passphrase_from_env
+from core.service.vault import TokenVault, headless_passphrase
 
 __all__ = [
     "CONFIG_FILE",
@@ -72,11 +73,12 @@ __all__ = [
     "WicketService",
     "cli_main",
     "default_state_dir",
+    "describe_storage",
     "host_port",
     "human_bytes",
     "load_enrollment",
     "load_merged",
     "parse_token",
-    "passphrase_from_env",
+    "headless_passphrase",
     "use_context",
 ]

@@ -39,6 +39,7 @@ from core.service.config import (
     ClusterConfig,
     DesktopConfig,
     config_path,
+    describe_storage,
     relay_dir,
 )
 from core.service.vault import TokenVault
@@ -179,7 +180,7 @@ def remove_cluster(
     try:
         vault.store_sync(cfg.secrets).delete_sync(upstream_token_key(cfg.name))
     except SecretBackendUnavailable as exc:  # it holds nothing Wicket could read
-        log.info("%s: no token to delete in %s (%s)", cfg.name, cfg.secrets.describe(), exc)
+        log.info("%s: no token to delete in %s (%s)", cfg.name, describe_storage(cfg.secrets), exc)
     except SecretStoreError as exc:
-        removal.problems.append(f"its token stays in {cfg.secrets.describe()}: {exc}")
+        removal.problems.append(f"its token stays in {describe_storage(cfg.secrets)}: {exc}")
     return removal

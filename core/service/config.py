@@ -23,7 +23,6 @@ file and the field, and is left exactly as it is.
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from core import fsutil
 from core.errors import ConfigError
 from core.mode import Mode, mode_of
 from core.paths import data_dir
+from core.secrets import Storage
 
 SCHEMA_VERSION = 1
 CONFIG_FILE = "clusters.json"
@@ -41,19 +41,18 @@ EMBEDDED = "embedded"
 DEFAULT_RELAY_LISTEN = "127.0.0.1:0"  # the embedded relay's first start: any free port
 
 
-class SecretStorage(enum.StrEnum):
-    """Where a cluster's upstream token is kept (the user's choice, per cluster)."""
+#: Where a cluster's upstream token is kept: the user's choice, per cluster.
+SecretStorage = Storage
 
-    KEYRING = "keyring"
-    ENCRYPTED_FILE = "encrypted-file"
-    SESSION = "session"  # in the running Wicket's memory only
+_STORAGE_TEXT = {
+    Storage.KEYRING: "the desktop keyring",
+    Storage.ENCRYPTED_FILE: "the passphrase-encrypted file",
+    Storage.SESSION: "this session only (forgotten when Wicket quits)",
+}
 
-    def describe(self) -> str:
-        return {
-            SecretStorage.KEYRING: "the desktop keyring",
-            SecretStorage.ENCRYPTED_FILE: "the passphrase-encrypted file",
-            SecretStorage.SESSION: "this session only (forgotten when Wicket quits)",
-        }[self]
+
+def describe_storage(storage: Storage) -> str:
+    return _STORAGE_TEXT[storage]
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ class DesktopConfig:
             "version": SCHEMA_VERSION,
             "demo": self.demo,
             "relay": {"listen": self.relay_listen},
-            "clusters": [_cluster_doc(c) for c in self.clusters],
+            "clusters": [cluster_doc(c) for c in self.clusters],
         }
         return (json.dumps(doc, indent=1) + "\n").encode()
 
@@ -246,7 +245,8 @@ def _cluster(item: object, where: _Where) -> ClusterConfig:
     return ClusterConfig(name, relay, port, mode, secrets=storage, **text)
 
 
-def _cluster_doc(cfg: ClusterConfig) -> dict[str, Any]:
+def cluster_doc(cfg: ClusterConfig) -> dict[str, Any]:
+    """The cluster as the file (and ``wicket cluster list --json``) has it."""
     doc = asdict(cfg)
     doc["mode"], doc["secrets"] = cfg.mode.value, cfg.secrets.value
     return doc

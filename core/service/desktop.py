@@ -36,17 +36,14 @@ from core.aio.lifecycle import cancel_and_wait
 from core.aio.relay import Relay, RelayConfig
 from core.cli.tunnel import endpoint_token, host_port
 from core.demo.embedded import DemoStack
-from core.errors import (
-    ConfigError,
-    SecretStoreError,
-    TunnelError,
-)
+from core.errors import ConfigError, SecretStoreError, TunnelError, WicketError
 from core.format import utcnow
 from core.kube import KubeconfigPaths
 from core.mode import Mode
 from core.pki import files
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
+from core.secrets.socket import CredentialServer
 from core.service import clusters
 from core.service.clusters import AgentInstructions
 from core.service.config import (
@@ -98,6 +95,7 @@ class Desktop:
         vault: TokenVault | None = None,
         relay_listen: str | None = None,
         poll: float = POLL_SECONDS,
+        credential_socket: Path | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.path = config_path(state_dir)
@@ -115,6 +113,8 @@ class Desktop:
         self._stamp: tuple[int, int, int] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
+        self.credentials = CredentialServer(self.token_of, credential_socket)
+        self._serving = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -126,15 +126,41 @@ class Desktop:
         """
         self._stamp = await asyncio.to_thread(_stamp, self.path)
         self.config = await asyncio.to_thread(DesktopConfig.load, self.path)
-        if strict and (self._relay_listen or any(c.embedded for c in self.config.clusters)):
-            await self.ensure_relay()
-        await self.reconcile()
+        await self._serve_credentials(strict=strict)
+        try:
+            if strict and (self._relay_listen or any(c.embedded for c in self.config.clusters)):
+                await self.ensure_relay()
+            await self.reconcile()
+        except BaseException:
+            await self.stop()
+            raise
         self._watch = asyncio.create_task(self._watch_loop(), name="wicket-desktop-config")
 
     async def stop(self) -> None:
-        """Stop watching; the service stops the components."""
+        """Stop watching and answering ``wicket credential``; the service stops the
+        components."""
         await cancel_and_wait(self._watch)
         self._watch = None
+        if self._serving:
+            await self.credentials.stop()
+            self._serving = False
+
+    async def _serve_credentials(self, *, strict: bool) -> None:
+        """Answer ``wicket credential`` (core.secrets.socket), so every context Wicket
+        wrote works while it runs, whichever store holds the token."""
+        try:
+            await self.credentials.start()
+        except WicketError as exc:
+            if strict:
+                raise
+            log.warning("wicket credential cannot ask this Wicket: %s", exc)
+            return
+        self._serving = True
+
+    async def token_of(self, cluster: str) -> str | None:
+        """A configured cluster's upstream token, from the store it names."""
+        cfg = self.config.cluster(cluster)
+        return None if cfg is None else await self.vault.get(cfg)
 
     # -- the configuration -------------------------------------------------------------
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import signal
@@ -19,9 +18,6 @@ from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
-#: Until ``wicket credential`` can ask the running Wicket (core.secrets.socket) or read
-#: WICKET_PASSPHRASE_FILE, kubectl gets the token by flag, not from the exec plugin.
-CREDENTIAL_SOCKET = importlib.util.find_spec("core.secrets.socket") is not None
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,6 +32,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     home.mkdir()
     (tmp_path / "run").mkdir(mode=0o700)
     (tmp_path / "passphrase").write_text("correct horse battery staple\n")
+    (tmp_path / "passphrase").chmod(0o600)
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "PYTHONPATH")}
     return keep | {
         "HOME": str(home),
@@ -108,12 +105,11 @@ def private_cluster(tmp: Path, procs: Processes) -> tuple[str, Path, str]:
     return cluster["server"].removeprefix("https://"), ca, user["token"]
 
 
-def get_pods(env: dict[str, str], token: str, within: float) -> subprocess.CompletedProcess[str]:
-    extra = [] if CREDENTIAL_SOCKET else ["--token", token]
+def get_pods(env: dict[str, str], within: float) -> subprocess.CompletedProcess[str]:
     deadline = time.monotonic() + within
     while True:
         got = subprocess.run(
-            [str(BIN / "kubectl"), "--context", "wicket-lab", *extra, "get", "pods"],
+            [str(BIN / "kubectl"), "--context", "wicket-lab", "get", "pods"],
             env=env,
             capture_output=True,
             text=True,
@@ -145,7 +141,7 @@ def test_add_up_sigkill_up_remove(tmp_path: Path, env: dict[str, str], procs: Pr
 
     agent = procs.start("agent", str(BIN / "wicket"), *command[1:-1], str(tmp_path / "agent"))
     up = procs.start("up", str(BIN / "wicket"), "up")
-    got = get_pods(env, token, within=20)
+    got = get_pods(env, within=20)
     assert got.returncode == 0, got.stderr[-500:] + procs.log("up") + procs.log("agent")
     assert "web" in got.stdout
 
@@ -153,7 +149,7 @@ def test_add_up_sigkill_up_remove(tmp_path: Path, env: dict[str, str], procs: Pr
     up.wait(10)
     started = time.monotonic()
     procs.start("up", str(BIN / "wicket"), "up")
-    got = get_pods(env, token, within=10)
+    got = get_pods(env, within=10)
     assert got.returncode == 0, got.stderr + procs.log("up")
     assert time.monotonic() - started < 10
     assert (
