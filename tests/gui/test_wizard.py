@@ -6,24 +6,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import keyring
 import pytest
+from keyring.backends.SecretService import Keyring as SecretServiceKeyring
 from PySide6.QtWidgets import QWizard
 
 from core.aio.relay import Relay
 from core.demo.apiserver import DemoApiServer
 from core.kube import KubeconfigPaths, load_merged
 from core.pki.tokens import parse
-from core.service import WicketService
+from core.service import SecretStorage, WicketService, describe_storage
 from gui.aio import wait_until
-from gui.backend import Backend
+from gui.backend import CLUSTERS_FILE, AppSettings, Backend
 from gui.core_thread import CoreThread
 from gui.wizard import AddClusterWizard
 from tests.gui.conftest import resolve
 from tests.gui.kubectl import kubectl
+from tests.secrets.conftest import secret_service
+from tests.secrets.test_secret_service import _items_for
+
+
+@pytest.fixture
+def real_keyring(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """tests/secrets' gnome-keyring on a private D-Bus, in a directory of its own (the
+    test's tmp_path has the GUI's fresh HOME)."""
+    start = secret_service.__wrapped__  # type: ignore[attr-defined]
+    yield from start(tmp_path_factory.mktemp("keyring"), monkeypatch)
 
 
 @dataclass
@@ -44,8 +58,10 @@ class Setup:
 @contextlib.asynccontextmanager
 async def private_cluster(tmp: Path, home: Path) -> AsyncIterator[Setup]:
     paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
+    AppSettings.update(tmp / "app" / CLUSTERS_FILE, lambda c: setattr(c, "demo", False))
     backend = Backend(tmp / "app", paths)
     await backend.start()
+    assert await backend.restore() == []  # as the app starts: the runtime, no demo
     private = CoreThread(WicketService())
     await asyncio.to_thread(private.start)
 
@@ -78,7 +94,9 @@ async def signal_once(signal: object) -> None:
     await asyncio.wait_for(future, 10)
 
 
-async def drive_to_agent_online(s: Setup) -> AddClusterWizard:
+async def drive_to_agent_online(s: Setup, storage: SecretStorage | None = None) -> AddClusterWizard:
+    """Through the pages; kubectl uses the kubeconfig user, or (``storage``) the token,
+    kept where ``storage`` says."""
     wizard = AddClusterWizard(s.backend)
     wizard.show()
     assert not wizard.isModal()
@@ -109,11 +127,17 @@ async def drive_to_agent_online(s: Setup) -> AddClusterWizard:
     next_button.click()
     assert wizard.currentPage() is wizard.endpoint_page
 
-    # Endpoint: use the existing kubeconfig user.
+    # Endpoint: use the existing kubeconfig user, or the token in the chosen store.
     endpoint = wizard.endpoint_page
     await wait_until(lambda: endpoint.user.count() > 0, 10, what="kubeconfig users")
-    endpoint.use_user.setChecked(True)
-    endpoint.user.setCurrentText("lab-admin")
+    if storage is None:
+        endpoint.use_user.setChecked(True)
+        endpoint.user.setCurrentText("lab-admin")
+    else:
+        endpoint.storage.setCurrentIndex(endpoint.storage.findData(storage.value))
+        await wait_until(
+            lambda: describe_storage(storage) in endpoint.store_state.text(), 10, what="store"
+        )
     next_button.click()
     assert wizard.currentPage() is wizard.agent_page
 
@@ -138,8 +162,8 @@ async def drive_to_agent_online(s: Setup) -> AddClusterWizard:
     return wizard
 
 
-async def drive_to_test_page(s: Setup) -> AddClusterWizard:
-    wizard = await drive_to_agent_online(s)
+async def drive_to_test_page(s: Setup, storage: SecretStorage | None = None) -> AddClusterWizard:
+    wizard = await drive_to_agent_online(s, storage)
     wizard.button(QWizard.WizardButton.NextButton).click()
     assert wizard.currentPage() is wizard.test_page
     finish = wizard.button(QWizard.WizardButton.FinishButton)
@@ -236,3 +260,28 @@ async def test_the_test_page_names_the_real_cause_and_goes_back(tmp_path: Path, 
         wizard.reject()
         await s.backend.wait_run_to_end()
         assert not s.backend.is_connected("lab")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_the_token_lands_in_the_real_keyring_and_kubectl_gets_it(
+    tmp_path: Path, home: Path, real_keyring: str
+) -> None:
+    previous = keyring.get_keyring()
+    keyring.set_keyring(SecretServiceKeyring())
+    try:
+        async with private_cluster(tmp_path, home) as s:
+            wizard = await drive_to_test_page(s, SecretStorage.KEYRING)
+            state = wizard.endpoint_page.store_state.text()
+            assert "the desktop keyring" in state and "SecretService" in state
+            assert "Token kept in the desktop keyring" in wizard.test_page.steps.text()
+            wizard.button(QWizard.WizardButton.FinishButton).click()
+            assert _items_for("cluster/lab/upstream-token") == [s.apiserver.bearer_token.encode()]
+            # kubectl's exec plugin (wicket credential) asks the running app for it.
+            got = await kubectl(home, "--context", "wicket-lab", "get", "pods")
+            assert got.returncode == 0, got.stderr
+            assert "web" in got.stdout
+            assert await s.backend.remove_cluster("lab") == []
+            assert _items_for("cluster/lab/upstream-token") == []
+    finally:
+        keyring.set_keyring(previous)
