@@ -27,6 +27,7 @@ from gui.wizard import AddClusterWizard
 from tests.gui.conftest import resolve
 from tests.gui.kubectl import kubectl
 from tests.secrets.conftest import secret_service
+from tests.secrets.fakes import new_backend
 from tests.secrets.test_secret_service import _items_for
 
 
@@ -268,7 +269,7 @@ async def test_the_token_lands_in_the_real_keyring_and_kubectl_gets_it(
     tmp_path: Path, home: Path, real_keyring: str
 ) -> None:
     previous = keyring.get_keyring()
-    keyring.set_keyring(SecretServiceKeyring())
+    keyring.set_keyring(new_backend(SecretServiceKeyring))
     try:
         async with private_cluster(tmp_path, home) as s:
             wizard = await drive_to_test_page(s, SecretStorage.KEYRING)
