@@ -189,11 +189,14 @@ class Desktop:
         while True:
             await asyncio.sleep(self._poll)
             since_retry += self._poll
-            if await asyncio.to_thread(_stamp, self.path) != self._stamp:
-                await self.reload()
-            elif self.problems and since_retry >= RETRY_SECONDS:
-                since_retry = 0.0
-                await self.reconcile()
+            try:
+                if await asyncio.to_thread(_stamp, self.path) != self._stamp:
+                    await self.reload()
+                elif self.problems and since_retry >= RETRY_SECONDS:
+                    since_retry = 0.0
+                    await self.reconcile()
+            except Exception:  # the watch must outlive one bad pass
+                log.exception("reconciling the desktop configuration failed")
 
     # -- reconciling -------------------------------------------------------------------
 
@@ -205,7 +208,8 @@ class Desktop:
             wanted = {c.name: c for c in self.config.clusters if c.name not in self.held}
             for name, running in list(self._running.items()):
                 if name not in self._provisional and wanted.get(name) != running:
-                    await self._stop_cluster(name, removed=name not in wanted)
+                    removed = self.config.cluster(name) is None
+                    await self._stop_cluster(name, removed=removed)
             for name in set(self.problems) - set(wanted):
                 del self.problems[name]
             for cfg in wanted.values():
@@ -232,6 +236,8 @@ class Desktop:
         self._running[cfg.name] = started
         if cfg.port != endpoint.port and cfg.name not in self._provisional:
             await self._save(lambda c: c.put(started))  # the port kubectl's context names
+            if started.cluster_ca:
+                await asyncio.to_thread(clusters.sync_contexts, self.kubeconfig, started)
         log.info("cluster %s: local endpoint %s", cfg.name, endpoint.url)
         return endpoint
 
@@ -280,7 +286,11 @@ class Desktop:
             raise ConfigError(f"no cluster {name!r}")
         self.held.discard(name)
         if name not in self._running:
-            await self._start_cluster(cfg)
+            try:
+                await self._start_cluster(cfg)
+            except Exception as exc:
+                self.problems[name] = str(exc)
+                raise
             self.problems.pop(name, None)
 
     async def disconnect(self, name: str) -> None:
