@@ -27,7 +27,8 @@ from core.service.config import (
     default_state_dir,
     describe_storage,
 )
-from core.service.desktop import DEMO, Desktop
+from core.service.demo import DEMO
+from core.service.desktop import Desktop
 from core.service.model import (
     ClusterView,
     EndpointView,

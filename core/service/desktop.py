@@ -44,7 +44,7 @@ from core.pki import files
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
 from core.secrets.socket import CredentialServer
-from core.service import clusters
+from core.service import clusters, demo
 from core.service.clusters import AgentInstructions
 from core.service.config import (
     DEFAULT_RELAY_LISTEN,
@@ -54,14 +54,13 @@ from core.service.config import (
     config_path,
     relay_dir,
 )
+from core.service.demo import DEMO
 from core.service.service import WicketService
 from core.service.vault import TokenVault
 
 log = logging.getLogger("wicket.desktop")
 
 RELAY = "relay"
-DEMO = "demo"
-DEMO_PARTS: tuple[str, ...] = ("relay", "agent", "client", "endpoint")
 CLIENT_NAME = "desktop"
 POLL_SECONDS = 1.0
 RETRY_SECONDS = 5.0
@@ -447,26 +446,11 @@ class Desktop:
 
     async def start_demo(self) -> DemoStack:
         """The demo stack (its context goes into the user's kubeconfig)."""
-        existing = self.service.component(DEMO)
-        if isinstance(existing, DemoStack):
-            return existing
-        stack = DemoStack(self.state_dir / DEMO, kubeconfig=Path(self.kubeconfig.default_file))
-        await self.service.add(DEMO, stack, lambda: None)
-        assert stack.relay and stack.agent and stack.client and stack.endpoint
-        snapshots: dict[str, Callable[[], object]] = {
-            "relay": stack.relay.snapshot,
-            "agent": stack.agent.snapshot,
-            "client": stack.client.snapshot,
-            "endpoint": stack.endpoint.snapshot,
-        }
-        for part in DEMO_PARTS:
-            await self.service.add(f"{DEMO}/{part}", _Passive(), snapshots[part])
-        return stack
+        target = Path(self.kubeconfig.default_file)
+        return await demo.start_demo(self.service, self.state_dir / DEMO, target)
 
     async def stop_demo(self) -> None:
-        for part in DEMO_PARTS:
-            await self.service.remove(f"{DEMO}/{part}")
-        await self.service.remove(DEMO)
+        await demo.stop_demo(self.service)
 
 
 def relay_port_taken(listen: str, exc: OSError) -> str:
@@ -477,16 +461,6 @@ def relay_port_taken(listen: str, exc: OSError) -> str:
         "silently: stop what holds the port, or choose another one "
         "(wicket up --relay-port P, 0 for any free port; agents then need new join tokens)"
     )
-
-
-class _Passive:
-    """Lets a part of a composite (the demo stack) show in the service's snapshot."""
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -19,7 +19,8 @@ from core.errors import WicketError
 from core.service import clusters
 from core.service.clusters import AgentInstructions
 from core.service.config import EMBEDDED, ClusterConfig, SecretStorage
-from core.service.desktop import DEMO, Desktop
+from core.service.demo import DEMO
+from core.service.desktop import Desktop
 from core.service.probe import ProbeAuth, VersionProbe, probe_version
 
 log = logging.getLogger("wicket.setup")
