@@ -210,6 +210,16 @@ class Backend:
         """A setup for the wizard to drive (its steps run through :meth:`call`)."""
         return ClusterSetup(self.desktop, name)
 
+    async def unlock_encrypted_file(self, passphrase: str) -> None:
+        """Open the encrypted secrets file with ``passphrase`` (a dialog's): raises
+        ``SecretPassphraseError`` if it is wrong; kept for this session when right."""
+        self.passphrase = passphrase
+        try:
+            await self.vault.store(SecretStorage.ENCRYPTED_FILE)
+        except Exception:
+            self.passphrase = None
+            raise
+
     async def secret_storage_state(self, storage: SecretStorage) -> str:
         """Whether ``storage`` can be used now, in a sentence for the wizard."""
         try:
