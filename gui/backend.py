@@ -57,6 +57,7 @@ from core.service import (
     ServiceSnapshot,
     WicketService,
     load_enrollment,
+    use_relay,
 )
 from gui.aio import spawn
 from gui.core_thread import CoreThread
@@ -468,10 +469,9 @@ async def _stop_demo(service: WicketService) -> None:
 
 def _embedded_client_token(relay: Relay, state_dir: Path) -> Token | None:
     """A client token for the embedded relay unless this app enrolled there already."""
-    creds = load_enrollment(state_dir, Role.CLIENT)
-    ca_pem = relay.state.ca().cert_pem
-    if creds is not None and (state_dir / "ca.pem").read_bytes() == ca_pem:
-        files.write_private(state_dir / "client-relay", relay.address.encode())
+    ca_fingerprint = relay.state.ca().fingerprint
+    if load_enrollment(state_dir, Role.CLIENT, ca_fingerprint) is not None:
+        use_relay(state_dir, Role.CLIENT, ca_fingerprint, relay.address)
         return None
     return parse(relay.state.client_token(CLIENT_NAME, relay.address, utcnow()))
 

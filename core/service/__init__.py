@@ -6,7 +6,7 @@ inspect endpoint, find an enrolled identity, run the demo) are re-exported here,
 import contract can forbid the GUI everything else below this package.
 """
 
-from core.aio.dial import load_enrollment
+from core.aio.dial import load_enrollment, use_relay
 from core.aio.endpoint import InspectSettings, RelayClient
 from core.aio.relay import Relay, RelayConfig
 from core.demo.embedded import CONTEXT as DEMO_CONTEXT
@@ -36,4 +36,5 @@ __all__ = [
     "StreamView",
     "WicketService",
     "load_enrollment",
+    "use_relay",
 ]
