@@ -224,7 +224,8 @@ async def test_wicket_demo_command(tmp_path: Path) -> None:
         assert snapshot["state"] == "running" and snapshot["enrolled"] is True
         assert snapshot["endpoint"]["mode"] == "passthrough"
         assert f"https://127.0.0.1:{snapshot['endpoint_port']}" in kubeconfig.read_text()
-        identity = (state / "agent" / "agent.pem").read_bytes()
+        (agent_pem,) = (state / "agent").glob("relays/*/agent.pem")  # one per relay CA
+        identity = agent_pem.read_bytes()
 
         children = _descendants(first.proc.pid)
         assert children, "the demo apiserver's chat process should be a child"
@@ -242,7 +243,7 @@ async def test_wicket_demo_command(tmp_path: Path) -> None:
         assert await second.start_demo() == kubeconfig
         log = second.log.read_text()
         assert "enrolling" not in log, log
-        assert (state / "agent" / "agent.pem").read_bytes() == identity
+        assert agent_pem.read_bytes() == identity
         result = await Kubectl(tmp_path / "kubectl-home-2", kubeconfig, "spdy").run(
             "exec", "web", "--", "echo", "again"
         )
