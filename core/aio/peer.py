@@ -121,12 +121,13 @@ class RelayPeer:
     # -- the loop ----------------------------------------------------------------------
 
     async def _enrollment(self) -> Enrollment:
-        """The identity to dial with: the token's relay wins over the one in use (a
-        token for another relay enrolls there; for a known relay, it says where it is)."""
+        """The identity to dial with: a token wins over the identity in use. A token for
+        another relay, or for another name at this one, enrolls; one for the identity
+        already held there only says where its relay is now."""
         token = self._token
         fingerprint = token.ca_fingerprint if token is not None else None
         creds = load_enrollment(self.state_dir, self.role, fingerprint)
-        if creds is not None:
+        if creds is not None and (token is None or creds.identity.name == token.name):
             if token is not None:
                 use_relay(self.state_dir, self.role, token.ca_fingerprint, token.relay)
                 creds = dataclasses.replace(creds, relay=token.relay)

@@ -76,9 +76,11 @@ async def test_a_token_for_another_relay_enrolls_there(
     # Without a token, the identity in use is the last relay's.
     assert await run_client(state, None) == (b.address, "alice-b")
     # A token for the first relay again: its identity is still there, the token unused.
-    again = client_token(a, "alice-again")
+    again = client_token(a, "alice-a")
     assert await run_client(state, again) == (a.address, "alice-a")
     assert await run_client(state, None) == (a.address, "alice-a")
+    (record,) = [r for r in a.state.tokens().records() if r.token_id == again.token_id]
+    assert record.used_at is None
     for relay, name in ((a, "alice-a"), (b, "alice-b")):
         directory = identity_dir(state, fingerprint_of(relay))
         assert sorted(p.name for p in directory.iterdir()) == [
@@ -87,6 +89,16 @@ async def test_a_token_for_another_relay_enrolls_there(
         creds = load_enrollment(state, Role.CLIENT, fingerprint_of(relay))
         assert creds is not None and creds.identity.name == name
     assert stat.S_IMODE((state / RELAYS_DIR).stat().st_mode) == 0o700
+
+
+async def test_a_token_for_another_name_at_the_same_relay_enrolls_anew(
+    tmp_path: Path, relays: tuple[Relay, Relay]
+) -> None:
+    a, _ = relays
+    state = tmp_path / "agent-like-client"
+    assert await run_client(state, client_token(a, "laptop")) == (a.address, "laptop")
+    assert await run_client(state, client_token(a, "desk")) == (a.address, "desk")
+    assert await run_client(state, None) == (a.address, "desk")
 
 
 def to_legacy_layout(state: Path, fingerprint: str) -> None:
@@ -130,7 +142,7 @@ async def test_a_token_for_a_known_relay_says_where_it_is_now(
     relay_file = identity_dir(state, fingerprint) / "client-relay"
     relay_file.write_bytes(b"127.0.0.1:1")  # where it was once
     host, port = a.address.rsplit(":", 1)
-    moved = client_token(a, "unused")
+    moved = client_token(a, "alice")
     assert await run_client(state, moved) == (a.address, "alice")
     assert relay_file.read_text() == f"{host}:{port}"
     assert stat.S_IMODE(relay_file.stat().st_mode) == 0o600
