@@ -43,8 +43,11 @@ peer sent something invalid.
     │   ├── SecretBackendUnavailable          no usable backend (fail, plaintext, ...)
     │   │   └── SecretStoreLocked             the keyring is locked (unlock it, retry)
     │   ├── SecretTimeout (TimeoutError)      a backend call hung past its deadline
-    │   ├── SecretPassphraseError             wrong passphrase for the encrypted file
-    │   └── SecretFileCorrupt                 the encrypted file is damaged (kept as is)
+    │   ├── SecretPassphraseError             wrong passphrase for the encrypted file, or
+    │   │                                     no safe source for one (WICKET_PASSPHRASE_FILE)
+    │   ├── SecretFileCorrupt                 the encrypted file is damaged (kept as is)
+    │   └── CredentialSocketError             the credential socket cannot be served (a live
+    │                                         Wicket serves it, or its path is unusable)
     └── DisplayUnavailable                    the GUI cannot find a display
 """
 
@@ -214,11 +217,17 @@ class SecretStoreLocked(SecretBackendUnavailable):
 
 
 class SecretPassphraseError(SecretStoreError):
-    """The passphrase does not open the encrypted secrets file."""
+    """The passphrase does not open the encrypted secrets file, or none can be had safely
+    (no terminal, or a ``WICKET_PASSPHRASE_FILE`` that others could read)."""
 
 
 class SecretFileCorrupt(SecretStoreError):
     """The encrypted secrets file is truncated or was altered; it is left untouched."""
+
+
+class CredentialSocketError(SecretStoreError):
+    """The credential socket cannot be served: another live Wicket serves it already, or
+    its path is not a socket Wicket may replace or is too long for a Unix socket."""
 
 
 # -- desktop -------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core import fsutil
+
 APP_NAME = "wicket"
 
 
@@ -12,3 +14,17 @@ def data_dir(*parts: str) -> Path:
     """``$XDG_DATA_HOME/wicket/<parts>`` (default ``~/.local/share/wicket/<parts>``)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base, APP_NAME, *parts)
+
+
+def runtime_dir() -> Path:
+    """``$XDG_RUNTIME_DIR/wicket``, else ``data_dir("run")``; created 0700 if missing.
+
+    For files that live only while Wicket runs (the credential socket, the instance
+    lock). The XDG runtime dir is per-user, private and emptied at logout; without it
+    (no systemd login, WSL, ssh) the data dir stands in. A relative
+    ``$XDG_RUNTIME_DIR`` is ignored, as the XDG spec asks. Only the owner may enter the
+    directory: its 0700 mode is what keeps other users off the sockets inside.
+    """
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    path = Path(base, APP_NAME) if os.path.isabs(base) else data_dir("run")
+    return fsutil.ensure_private_dir(path)

@@ -21,7 +21,7 @@ from typing import Any
 
 from core.aio.status import read_all_status_sync
 from core.cli import add_command
-from core.format import human_bytes
+from core.format import human_bytes, utcnow
 
 _DURATION_NAMES = ("age", "uptime", "duration", "rtt", "idle", "elapsed", "latency")
 _UNIT_SUFFIX = re.compile(r"_(ms|s|secs|seconds|bps)$")
@@ -124,7 +124,7 @@ def _uptime(started_at: object, now: dt.datetime) -> str:
 
 def render_process(doc: Mapping[str, Any], now: dt.datetime | None = None) -> list[str]:
     """The block for one process: a heading line, then its snapshot."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utcnow()
     role, pid = _printable(str(doc.get("role"))), doc.get("pid")
     lines = [f"{role}  pid {pid}  up {_uptime(doc.get('started_at'), now)}"]
     if "error" in doc:
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     if not docs:
         print("no running Wicket processes")
         return 0
-    now = dt.datetime.now(dt.UTC)
+    now = utcnow()
     print("\n\n".join("\n".join(render_process(doc, now)) for doc in docs))
     return 0
 

@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core import fsutil
 from core.errors import PKIError
+from core.format import utcnow
 from core.pki.ca import cert_builder
 
 SERVER_NAMES = ("localhost", "kubernetes.default.svc", "wicket-demo.local")
@@ -74,7 +75,7 @@ def _issue(
     server: bool = False,
     days: int = 825,
 ) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
+    now = utcnow()
     not_after = now + datetime.timedelta(days=days)
     builder = (
         cert_builder(subject, issuer, key.public_key(), now, not_after)

@@ -18,7 +18,7 @@ from pathlib import Path
 import keyring
 from keyring.backend import KeyringBackend
 
-from core.errors import SecretBackendUnavailable
+from core.errors import SecretBackendUnavailable, SecretPassphraseError
 from core.paths import data_dir
 from core.secrets.deadline import DeadlineRunner
 from core.secrets.encrypted_file import EncryptedFileVault, ScryptCost
@@ -34,6 +34,18 @@ CALL_TIMEOUT = 10.0
 LOCKED_CALL_TIMEOUT = 60.0
 #: Deadline for the probe; a keyring slower than this at a lookup is not usable.
 PROBE_TIMEOUT = 3.0
+
+
+class Storage(enum.Enum):
+    """Where the user chose to keep secrets; the app and the CLI read the same choice.
+
+    The value is what the desktop configuration stores. ``SESSION`` keeps secrets in the
+    running Wicket's memory, which still answers ``wicket credential`` while it runs.
+    """
+
+    KEYRING = "keyring"
+    ENCRYPTED_FILE = "encrypted-file"
+    SESSION = "session"
 
 
 class Fallback(enum.Enum):
@@ -115,6 +127,43 @@ def memory_store(reason: str = "") -> SecretStore:
     return SecretStore(MemoryVault(), SecretStoreState(StateKind.NOT_REMEMBERING, reason))
 
 
+def secure_keyring_store(
+    backend: KeyringBackend | None = None,
+) -> SecretStore | SecretStoreState:
+    """A store on the keyring if it is secure (or locked), else the state saying why not."""
+    usable, state = probe_keyring(backend)
+    if usable is not None and state.kind in (StateKind.SECURE, StateKind.LOCKED):
+        return keyring_store(usable, state)
+    return state
+
+
+def open_store(
+    storage: Storage,
+    passphrase: str | None = None,
+    *,
+    path: Path | None = None,
+    backend: KeyringBackend | None = None,
+) -> SecretStore:
+    """The store the user chose; ``passphrase`` is for :attr:`Storage.ENCRYPTED_FILE` only.
+
+    Raises :class:`SecretBackendUnavailable` when the keyring was chosen but is not
+    usable (any more), :class:`SecretPassphraseError` for a missing or wrong passphrase.
+    The keyring probe blocks for up to :data:`PROBE_TIMEOUT`; call this off the UI thread.
+    """
+    if storage is Storage.SESSION:
+        return memory_store()
+    if storage is Storage.ENCRYPTED_FILE:
+        if passphrase is None:
+            raise SecretPassphraseError("the encrypted secrets file needs a passphrase")
+        return encrypted_file_store(passphrase, path)
+    keyring_or_state = secure_keyring_store(backend)
+    if isinstance(keyring_or_state, SecretStoreState):
+        raise SecretBackendUnavailable(
+            f"{keyring_or_state.detail}; choose the encrypted file or this session only"
+        )
+    return keyring_or_state
+
+
 def open_secret_store(
     fallback: Fallback,
     passphrase: str | None = None,
@@ -125,13 +174,12 @@ def open_secret_store(
 
     The probe blocks for up to :data:`PROBE_TIMEOUT`; call this off the UI thread.
     """
-    usable, state = probe_keyring(backend)
-    if usable is not None and state.kind in (StateKind.SECURE, StateKind.LOCKED):
-        return keyring_store(usable, state)
+    keyring_or_state = secure_keyring_store(backend)
+    if not isinstance(keyring_or_state, SecretStoreState):
+        return keyring_or_state
+    reason = keyring_or_state.detail
     if fallback is Fallback.NOT_REMEMBERING:
-        return memory_store(state.detail)
+        return memory_store(reason)
     if passphrase is None:
-        raise SecretBackendUnavailable(
-            f"{state.detail}; the encrypted-file fallback needs a passphrase"
-        )
-    return encrypted_file_store(passphrase, path, state.detail)
+        raise SecretBackendUnavailable(f"{reason}; the encrypted-file fallback needs a passphrase")
+    return encrypted_file_store(passphrase, path, reason)

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import datetime
-import http.server
-import ipaddress
 import json
 import os
 import select
 import shutil
-import ssl
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from keyring.backends import SecretService
 
 from core.cli.secrets import exec_credential, parse_exec_info
@@ -183,74 +172,6 @@ def test_encrypted_file_with_passphrase_on_the_terminal(tmp_path: Path) -> None:
     assert b"file-passphrase" not in output, "the passphrase was echoed"
     reply = json.loads(output[output.index(b"{") :])
     assert reply["status"] == {"token": TOKEN}
-
-
-class _RecordingHandler(http.server.BaseHTTPRequestHandler):
-    seen: ClassVar[list[str | None]] = []
-
-    def do_GET(self) -> None:
-        self.seen.append(self.headers.get("Authorization"))
-        body = json.dumps({"major": "1", "minor": "33", "gitVersion": "v1.33.0"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A throwaway certificate for 127.0.0.1 (client-go sends tokens over TLS only)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-apiserver")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-@pytest.fixture
-def fake_apiserver(tmp_path: Path) -> Iterator[tuple[str, Path, list[str | None]]]:
-    """An HTTPS server on loopback that answers /version and records Authorization."""
-    seen: list[str | None] = []
-    cert_path, key_path = _self_signed(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    handler = type("Handler", (_RecordingHandler,), {"seen": seen})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", cert_path, seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_kubectl_uses_the_plugin(
