@@ -7,7 +7,7 @@ an import contract can forbid the GUI everything else. ``cli_main`` is here for 
 launcher, which hands a sub-command (``wicket up``, ``wicket cluster``…) to the CLI.
 """
 
-from core.aio.dial import load_enrollment
+from core.aio.dial import load_enrollment, use_relay
 from core.aio.endpoint import InspectSettings, RelayClient
 from core.aio.relay import Relay, RelayConfig
 from core.cli import main as cli_main
@@ -82,4 +82,5 @@ __all__ = [
     "parse_token",
     "headless_passphrase",
     "use_context",
+    "use_relay",
 ]

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from core.aio.dial import load_enrollment
+from core.aio.dial import load_enrollment, use_relay
 from core.aio.endpoint import InspectSettings, LocalEndpoint, RelayClient
 from core.aio.lifecycle import cancel_and_wait
 from core.aio.relay import Relay, RelayConfig
@@ -40,7 +40,6 @@ from core.errors import ConfigError, SecretStoreError, TunnelError, WicketError
 from core.format import utcnow
 from core.kube import KubeconfigPaths
 from core.mode import Mode
-from core.pki import files
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
 from core.secrets.socket import CredentialServer
@@ -425,15 +424,15 @@ class Desktop:
         return await self.service.start_client(state_dir, token, name=client_name(relay))
 
     async def enroll_remote(self, relay_token: str | Token) -> str:
-        """Enroll at an external relay with a client token (unless enrolled there
-        already) and wait until the session is up; returns the relay's address."""
+        """Enroll at an external relay with a client token (the peer reuses an identity
+        it holds there already) and wait until the session is up; returns the relay's
+        address."""
         token = relay_token if isinstance(relay_token, Token) else parse(relay_token.strip())
         name = client_name(token.relay)
         state_dir = client_dir(self.state_dir, token.relay)
         if isinstance(self.service.component(name), RelayClient):
             return token.relay
-        enrolled = await asyncio.to_thread(load_enrollment, state_dir, Role.CLIENT)
-        client = await self.service.start_client(state_dir, None if enrolled else token, name=name)
+        client = await self.service.start_client(state_dir, token, name=name)
         try:
             await client.wait_online(ONLINE_TIMEOUT)
         except TimeoutError:
@@ -472,9 +471,8 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 def _embedded_client_token(relay: Relay, state_dir: Path) -> Token | None:
     """A client token for the embedded relay unless this app enrolled there already."""
-    creds = load_enrollment(state_dir, Role.CLIENT)
-    ca_pem = relay.state.ca().cert_pem
-    if creds is not None and (state_dir / "ca.pem").read_bytes() == ca_pem:
-        files.write_private(state_dir / "client-relay", relay.address.encode())
+    ca_fingerprint = relay.state.ca().fingerprint
+    if load_enrollment(state_dir, Role.CLIENT, ca_fingerprint) is not None:
+        use_relay(state_dir, Role.CLIENT, ca_fingerprint, relay.address)
         return None
     return parse(relay.state.client_token(CLIENT_NAME, relay.address, utcnow()))

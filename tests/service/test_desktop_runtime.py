@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from core.aio.endpoint import RelayClient
+from core.aio.relay import RelayConfig
 from core.errors import ConfigError, UpstreamUnavailable
 from core.format import utcnow
 from core.kube import KubeconfigPaths
@@ -231,3 +233,34 @@ def _agent_fingerprint(state_dir: Path) -> str:
         p for p in state_dir.rglob("*.pem") if p.name not in ("ca.pem",) and "key" not in p.name
     ]
     return fingerprint(x509.load_pem_x509_certificate(pem.read_bytes()))
+
+
+async def test_an_external_relay_survives_a_relaunch_and_its_own_restart(
+    run: Running, tmp_path: Path
+) -> None:
+    remote = WicketService(publish_hz=20)
+    await remote.start()
+    config = RelayConfig(state_dir=tmp_path / "remote-relay")
+    relay = await remote.start_relay(config)
+    address = relay.address
+    try:
+        token = relay.state.client_token("laptop", address, utcnow())
+        app = await run.start()
+        assert await app.enroll_remote(token) == address
+        await app.update(lambda c: c.put(ClusterConfig("far", address, 0)))
+        assert app.is_running("far") and app.status("far") == "running"
+        await run.stop(app)
+
+        again = await run.start()  # a relaunch: the enrolled identity, no token
+        client = again.service.component(f"client@{address}")
+        assert isinstance(client, RelayClient)
+        await client.wait_online(10)
+        await remote.remove("relay")  # the relay goes away ...
+        await until(lambda: "reconnecting" in again.status("far"), "the reason shown")
+        assert run.config().cluster("far") is not None
+        host, port = address.rsplit(":", 1)
+        await remote.start_relay(RelayConfig(state_dir=config.state_dir, host=host, port=int(port)))
+        await client.wait_online(15)  # ... and comes back: the session too, by itself
+        assert again.status("far") == "running"
+    finally:
+        await remote.stop()
