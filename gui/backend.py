@@ -204,6 +204,11 @@ class Backend:
         one shown before was used)."""
         return await self.core.call(self.desktop.agent_instructions(name))
 
+    async def move_relay(self, port: int = 0) -> str:
+        """When the embedded relay's saved port is taken (``restore`` says so): listen
+        on ``port`` (0: any free one) and save it; returns the new address."""
+        return await self.core.call(self.desktop.move_relay(port))
+
     # -- adding a cluster --------------------------------------------------------------
 
     def begin_setup(self, name: str) -> ClusterSetup:

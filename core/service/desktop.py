@@ -200,9 +200,7 @@ class Desktop:
 
     async def reconcile(self) -> None:
         """Start what the configuration has and nothing runs for; stop the rest."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self._guard():
             wanted = {c.name: c for c in self.config.clusters if c.name not in self.held}
             for name, running in list(self._running.items()):
                 if name not in self._provisional and wanted.get(name) != running:
@@ -213,6 +211,12 @@ class Desktop:
             for cfg in wanted.values():
                 if cfg.name not in self._running:
                     await self._try_start(cfg)
+
+    def _guard(self) -> asyncio.Lock:
+        """One change of the running parts at a time (made on first use, on the loop)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     async def _try_start(self, cfg: ClusterConfig) -> None:
         try:
@@ -410,6 +414,21 @@ class Desktop:
             log.info("the embedded relay's address is now %s (saved)", relay.address)
         self._relay_listen = None
         return relay
+
+    async def move_relay(self, port: int = 0) -> str:
+        """The user's choice when the saved address is taken: listen on ``port`` (0: any
+        free one) from now on, and save it. Agents need new join tokens afterwards."""
+        host = (self.config.relay_listen or DEFAULT_RELAY_LISTEN).rpartition(":")[0]
+        self._relay_listen = f"{host}:{port}"
+        async with self._guard():
+            for name, cfg in list(self._running.items()):
+                if cfg.embedded:
+                    await self._stop_cluster(name, removed=False)
+            await self.service.remove(client_name(EMBEDDED))
+            await self.service.remove(RELAY)
+            relay = await self.ensure_relay()
+        await self.reconcile()
+        return relay.address
 
     async def client_for(self, relay: str) -> RelayClient:
         """The session to ``relay`` (EMBEDDED or an address), started if needed."""
