@@ -7,6 +7,7 @@ from pathlib import Path
 
 from core.demo.embedded import DemoStack
 from core.service.service import WicketService
+from core.service.status import Passive
 
 DEMO = "demo"
 DEMO_PARTS: tuple[str, ...] = ("relay", "agent", "client", "endpoint")
@@ -27,7 +28,7 @@ async def start_demo(service: WicketService, state_dir: Path, kubeconfig: Path) 
         "endpoint": stack.endpoint.snapshot,
     }
     for part in DEMO_PARTS:
-        await service.add(f"{DEMO}/{part}", _Passive(), snapshots[part])
+        await service.add(f"{DEMO}/{part}", Passive(), snapshots[part])
     return stack
 
 
@@ -35,13 +36,3 @@ async def stop_demo(service: WicketService) -> None:
     for part in DEMO_PARTS:
         await service.remove(f"{DEMO}/{part}")
     await service.remove(DEMO)
-
-
-class _Passive:
-    """Lets a part of a composite (the demo stack) show in the service's snapshot."""
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None

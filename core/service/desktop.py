@@ -55,11 +55,13 @@ from core.service.config import (
 )
 from core.service.demo import DEMO
 from core.service.service import WicketService
+from core.service.status import ClusterStatus, DesktopSnapshot, Passive
 from core.service.vault import TokenVault
 
 log = logging.getLogger("wicket.desktop")
 
 RELAY = "relay"
+DESKTOP = "desktop"
 CLIENT_NAME = "desktop"
 POLL_SECONDS = 1.0
 RETRY_SECONDS = 5.0
@@ -125,6 +127,7 @@ class Desktop:
         self._stamp = await asyncio.to_thread(_stamp, self.path)
         self.config = await asyncio.to_thread(DesktopConfig.load, self.path)
         await self._serve_credentials(strict=strict)
+        await self.service.add(DESKTOP, Passive(), self.snapshot)
         try:
             if strict and (self._relay_listen or any(c.embedded for c in self.config.clusters)):
                 await self.ensure_relay()
@@ -139,6 +142,7 @@ class Desktop:
         components."""
         await cancel_and_wait(self._watch)
         self._watch = None
+        await self.service.remove(DESKTOP)
         if self._serving:
             await self.credentials.stop()
             self._serving = False
@@ -301,17 +305,31 @@ class Desktop:
         if name in self._running:
             await self._stop_cluster(name, removed=False)
 
-    def status(self, name: str) -> str:
-        """Why the cluster is as it is, in a few words (the cluster list's reason)."""
-        if name in self.problems:
-            return self.problems[name]
-        if name in self.held:
-            return "disconnected"
-        cfg = self._running.get(name)
-        client = self.service.component(client_name(cfg.relay)) if cfg else None
+    def snapshot(self) -> DesktopSnapshot:
+        """The configured clusters whose state the running parts cannot tell."""
+        found = (self._status_of(c) for c in self.config.clusters)
+        return DesktopSnapshot(tuple(s for s in found if s is not None))
+
+    def _status_of(self, cfg: ClusterConfig) -> ClusterStatus | None:
+        if cfg.name in self.held:
+            return ClusterStatus(cfg.name, "disconnected", "disconnected")
+        if cfg.name in self.problems:
+            return ClusterStatus(cfg.name, "offline", self.problems[cfg.name])
+        if cfg.name not in self._running:
+            return ClusterStatus(cfg.name, "offline", "not started")
+        client = self.service.component(client_name(cfg.relay))
         if isinstance(client, RelayClient) and client.state != "online":
-            return f"{client.state}: {client.last_error}" if client.last_error else client.state
-        return "running" if cfg else "not started"
+            reason = f"relay {client.state}: {client.last_error or 'no session yet'}"
+            return ClusterStatus(cfg.name, "reconnecting", reason)
+        return None
+
+    def status(self, name: str) -> str:
+        """Why the cluster is as it is, in a few words (the snapshot's reason)."""
+        cfg = self.config.cluster(name)
+        if cfg is None:
+            return "not configured"
+        status = self._status_of(cfg)
+        return "running" if status is None else status.reason or status.state
 
     async def remove(self, name: str) -> list[str]:
         """Remove the cluster and what it left: for the embedded relay its registration

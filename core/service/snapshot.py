@@ -17,6 +17,7 @@ from core.aio.endpoint import ClientSnapshot, EndpointSnapshot
 from core.aio.relay import RelaySnapshot
 from core.aio.tunnel import StreamInfo
 from core.service.model import ClusterView, EndpointView, ServiceSnapshot, SessionView, StreamView
+from core.service.status import ClusterStatus, DesktopSnapshot
 
 #: The moving average's time constant (s). A stream that trickles (``logs -f``, a watch)
 #: moves a few bytes now and then, mostly between two snapshots a few hundred ms apart:
@@ -66,8 +67,11 @@ def compose(now: float, parts: Iterable[tuple[str, object]], rates: Rates) -> Se
     endpoints: list[EndpointView] = []
     streams: list[StreamView] = []
     fresh: Rates = {}
+    desktop: tuple[ClusterStatus, ...] = ()
     for name, snap in parts:
-        if isinstance(snap, RelaySnapshot):
+        if isinstance(snap, DesktopSnapshot):
+            desktop = snap.clusters
+        elif isinstance(snap, RelaySnapshot):
             clusters.update((c.name, c) for c in _relay_clusters(snap))
         elif isinstance(snap, AgentSnapshot):
             sessions.append(_session(name, "agent", snap.cluster, snap))
@@ -88,6 +92,8 @@ def compose(now: float, parts: Iterable[tuple[str, object]], rates: Rates) -> Se
                 fresh[key] = meter
     rates.clear()
     rates.update(fresh)
+    for status in desktop:
+        clusters[status.name] = _with_status(clusters.get(status.name), status)
     return ServiceSnapshot(
         now,
         tuple(sorted(clusters.values(), key=lambda c: c.name)),
@@ -135,6 +141,18 @@ def _with_endpoint(known: ClusterView | None, snap: EndpointSnapshot) -> Cluster
             state = "offline"
         known = ClusterView(snap.cluster, state, snap.last_refusal, snap.rtt, None)
     return dataclasses.replace(known, endpoints=(*known.endpoints, snap.address))
+
+
+def _with_status(known: ClusterView | None, status: ClusterStatus) -> ClusterView:
+    """The desktop runtime's word on a configured cluster: a user's Disconnect wins over
+    an agent the relay still sees, and a reason fills in where the parts gave none."""
+    if known is None:
+        return ClusterView(status.name, status.state, status.reason, None, None)
+    if status.state == "disconnected":
+        return dataclasses.replace(known, state=status.state, reason=status.reason)
+    if known.state != "online" and known.reason is None:
+        return dataclasses.replace(known, reason=status.reason)
+    return known
 
 
 #: The stream fields a ``StreamView`` carries under the same names (all but ``id``,

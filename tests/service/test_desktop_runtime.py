@@ -141,6 +141,8 @@ async def test_changes_are_picked_up_and_failures_keep_the_cluster(run: Running)
         await until(lambda: "lab" in app.problems, "the failed start is reported")
         assert run.config().cluster("lab") is not None  # never dropped
         assert app.status("lab") == app.problems["lab"]
+        view = app.service.refresh().cluster("lab")
+        assert view is not None and (view.state, view.reason) == ("offline", app.problems["lab"])
     await until(lambda: app.is_running("lab"), "retried once the port is free")
     assert app.service.component("endpoint:lab") is not None
     assert "lab" not in app.problems
@@ -161,6 +163,8 @@ async def test_changes_are_picked_up_and_failures_keep_the_cluster(run: Running)
 
     await app.disconnect("far")
     assert app.status("far") == "disconnected"
+    view = app.service.refresh().cluster("far")
+    assert view is not None and view.state == "disconnected"
     await app.reload()
     assert not app.is_running("far")  # a disconnect holds across config reloads
     await app.connect("far")
@@ -215,6 +219,13 @@ async def test_a_removed_clusters_agent_is_refused(
     await setup.finish(ca, "127.0.0.1", user="someone")
     setup.commit()
     assert run.config().cluster("lab") is not None
+    await app.disconnect("lab")  # the relay still sees the agent; the list says what the user did
+    view = app.service.refresh().cluster("lab")
+    assert view is not None and view.state == "disconnected"
+    await app.connect("lab")
+    await until(
+        lambda: getattr(app.service.refresh().cluster("lab"), "state", "") == "online", "up"
+    )
     again = await app.agent_instructions("lab")
     assert again.token != instructions.token  # the first one was used by the agent
     assert await app.agent_instructions("lab") == again  # unused: shown again as it was
@@ -263,6 +274,9 @@ async def test_an_external_relay_survives_a_relaunch_and_its_own_restart(
         await client.wait_online(10)
         await remote.remove("relay")  # the relay goes away ...
         await until(lambda: "reconnecting" in again.status("far"), "the reason shown")
+        view = again.service.refresh().cluster("far")
+        assert view is not None and view.state != "online"
+        assert "reconnecting" in (view.reason or "")
         assert run.config().cluster("far") is not None
         host, port = address.rsplit(":", 1)
         await remote.start_relay(RelayConfig(state_dir=config.state_dir, host=host, port=int(port)))
