@@ -460,6 +460,11 @@ class Desktop:
             token = await asyncio.to_thread(_embedded_client_token, embedded, state_dir)
         return await self.service.start_client(state_dir, token, name=client_name(relay))
 
+    async def drop_unused_client(self, relay: str) -> None:
+        """Stop the session to ``relay`` unless a configured cluster uses it."""
+        if relay != EMBEDDED and not any(c.relay == relay for c in self.config.clusters):
+            await self.service.remove(client_name(relay))
+
     async def enroll_remote(self, relay_token: str | Token) -> str:
         """Enroll at an external relay with a client token (the peer reuses an identity
         it holds there already) and wait until the session is up; returns the relay's

@@ -65,10 +65,13 @@ class ClusterSetup:
         return self.join_token
 
     async def remote_relay(self, client_token: str, join_token: str) -> None:
-        """Use an external relay: enroll there (the session is kept up from now on)."""
-        relay = await self.desktop.enroll_remote(client_token)
+        """Use an external relay: enroll there (the session is kept up from now on;
+        undone only if no configured cluster uses that relay)."""
+        desktop = self.desktop
+        relay = await desktop.enroll_remote(client_token)
         self.cfg = replace(self.cfg, relay=relay)
         self.join_token = join_token.strip()
+        self._undo.append(("relay session", lambda: desktop.drop_unused_client(relay)))
 
     async def agent_instructions(self, target: str) -> AgentInstructions:
         self.cfg = replace(self.cfg, target=target)
@@ -137,8 +140,11 @@ class ClusterSetup:
         return context or ""
 
     def commit(self) -> None:
-        """Keep everything: the cluster is added."""
+        """Keep everything: the cluster is added (its join token is shown again by
+        ``Desktop.agent_instructions`` while the agent has not used it)."""
         self._undo.clear()
+        if self.join_token is not None and self.cfg.embedded:
+            self.desktop.join_tokens[self.name] = self.join_token
 
     async def cancel(self) -> None:
         """Undo every step taken, newest first (each failure is logged, not raised)."""

@@ -284,3 +284,27 @@ async def test_an_external_relay_survives_a_relaunch_and_its_own_restart(
         assert again.status("far") == "running"
     finally:
         await remote.stop()
+
+
+async def test_a_cancelled_setup_at_an_external_relay_leaves_no_session(
+    run: Running, tmp_path: Path
+) -> None:
+    remote = WicketService(publish_hz=20)
+    await remote.start()
+    relay = await remote.start_relay(RelayConfig(state_dir=tmp_path / "remote-relay"))
+    try:
+        client_token = relay.state.client_token("laptop", relay.address, utcnow())
+        join_token = relay.state.join_token("far", relay.address, None, utcnow())
+        app = await run.start()
+        setup = ClusterSetup(app, "far")
+        await setup.remote_relay(client_token, join_token)
+        shown = await setup.agent_instructions("10.0.0.1:6443")
+        assert shown.token == join_token  # the relay's operator issued it
+        await setup.start_endpoint(0)
+        assert app.service.component(f"client@{relay.address}") is not None
+        await setup.cancel()
+        assert app.service.component("endpoint:far") is None
+        assert app.service.component(f"client@{relay.address}") is None
+        assert run.config().clusters == []
+    finally:
+        await remote.stop()
