@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.format import human_bytes
+from core.service import human_bytes
 
 __all__ = ["human_bytes", "human_duration", "human_rate", "human_rtt"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from core.cli import main as cli_main
 from core.errors import AlreadyRunning, DisplayUnavailable
+from core.service import cli_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:

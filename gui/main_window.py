@@ -49,12 +49,10 @@ from gui.models import (
     KEY_ROLE,
     STREAM_COLUMNS,
     ClustersModel,
-    StreamRow,
     StreamsFilter,
     StreamsModel,
     column,
     online_count,
-    open_streams,
     stream_rows,
 )
 from gui.panels import DebugPanel, LogView, StreamDetail, TryItPanel
@@ -276,7 +274,7 @@ class MainWindow(QMainWindow):
         self.history.add(snap, rows)
         self.chart.update()
         self._refresh_detail()
-        self._refresh_status(rows)
+        self._refresh_status(snap)
         self._select_default_cluster()
         self.update_ms = (time.perf_counter() - started) * 1000
         self.max_update_ms = max(self.max_update_ms, self.update_ms)
@@ -373,12 +371,12 @@ class MainWindow(QMainWindow):
         key = self.selected_stream_key()
         self.detail.show_row(self.streams.row_for_key(key) if key else None)
 
-    def _refresh_status(self, rows: list[StreamRow]) -> None:
+    def _refresh_status(self, snap: ServiceSnapshot) -> None:
         """Clusters as the list shows them; streams counted once, not once per hop."""
         clusters = self.clusters.rows
         self.status.setText(
             f"{online_count(clusters)}/{len(clusters)} clusters online · "
-            f"{_streams(open_streams(rows))} open"
+            f"{_streams(snap.open_streams)} open"
         )
         self._refresh_connect_button()
 

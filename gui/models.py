@@ -188,12 +188,6 @@ def stream_rows(snap: ServiceSnapshot) -> list[StreamRow]:
     return rows
 
 
-def open_streams(rows: Iterable[StreamRow]) -> int:
-    """Streams open now, each counted once: a stream through the relay is recorded at
-    every hop (kubectl's endpoint, the relay, the agent), and only its kubectl side counts."""
-    return sum(1 for r in rows if r.open and r.hop == "kubectl")
-
-
 class Column(NamedTuple):
     """One column of the streams table: everything that depends on its position."""
 
@@ -415,8 +409,9 @@ DISCONNECTED = "disconnected"
 class ClusterRow:
     """A cluster as every part of the app shows it: the list, the tray, the status bar.
 
-    ``connected`` means the cluster has a local endpoint in the snapshot; without one the
-    cluster reads ``disconnected`` whatever the relay says of its agent (which follows).
+    The state is the snapshot's (the desktop runtime's word on a configured cluster: a
+    user's Disconnect wins over an agent the relay still sees); ``connected`` means the
+    cluster has a local endpoint in it.
     """
 
     view: ClusterView
@@ -432,16 +427,14 @@ class ClusterRow:
 
     @property
     def state(self) -> str:
-        return self.view.state if self.connected else DISCONNECTED
+        return self.view.state
 
     @property
     def summary(self) -> str:
         v = self.view
-        parts = [self.state]
-        if v.state != DISCONNECTED and not self.connected:
-            parts.append("agent online" if v.state == "online" else _with_reason(v))
-        elif v.state != "online" and v.reason:
-            parts[0] = _with_reason(v)
+        parts = [v.state]
+        if v.state != "online" and v.reason and v.reason != v.state:
+            parts[0] = f"{v.state}: {v.reason}"
         if v.rtt is not None and self.connected:
             parts.append(f"RTT {human_rtt(v.rtt)}")
         parts.extend(v.endpoints)
@@ -450,10 +443,6 @@ class ClusterRow:
         if self.modes:
             parts.append("/".join(sorted(set(self.modes))))
         return " · ".join(parts)
-
-
-def _with_reason(view: ClusterView) -> str:
-    return f"{view.state}: {view.reason}" if view.reason else view.state
 
 
 def cluster_rows(snap: ServiceSnapshot, known: Sequence[str] = ()) -> list[ClusterRow]:

@@ -22,7 +22,6 @@ from gui.aio import cancel_all, spawn
 from gui.backend import DEMO, Backend
 from gui.errors import ErrorReporter, describe_error
 from gui.main_window import MainWindow
-from gui.models import open_streams
 from gui.tray import TrayController
 from gui.widgets import confirm, show_kept
 
@@ -78,7 +77,8 @@ class WicketApp(QObject):
 
     def request_quit(self) -> None:
         """Quit, after asking when open streams would be cut (Ctrl+Q, the tray's Quit)."""
-        live = open_streams(self.window.streams.rows)  # as the status bar counts them
+        shown = self.window.last_snapshot or self.backend.latest
+        live = shown.open_streams  # as the status bar counts them
         if live == 0:
             self.quit_now()
         elif self.quit_boxes:

@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from core.errors import KubeconfigError
-from core.format import host_port
+from core.service import host_port
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from core.kube import MergedView
+from core.service import MergedView
 from gui.aio import async_slot
 from gui.backend import Backend
 from gui.icons import overall_state, state_icon
-from gui.models import ClusterRow, online_count
+from gui.models import DISCONNECTED, ClusterRow, online_count
 
 log = logging.getLogger("wicket.gui")
 CONTEXT_REFRESH_MS = 3000
@@ -80,7 +80,7 @@ class TrayController(QObject):
     def apply(self, rows: Sequence[ClusterRow]) -> None:
         """Show the clusters as the window's list does (the same rows, one snapshot)."""
         self.rows = list(rows)
-        state = overall_state([r.state for r in rows if r.connected])
+        state = overall_state([r.state for r in rows if r.state != DISCONNECTED])
         if state != self.state:
             self.state = state
             self.icon.setIcon(state_icon(state))

@@ -4,17 +4,15 @@ Each page validates before Next with a message next to the field. Slow steps (re
 a kubeconfig, issuing a join token, starting the endpoint, the ``/version`` probe, the
 kubeconfig write, the keyring) run as tasks off the UI thread; the page shows progress
 and enables Next when its step is done. Everything the wizard created is recorded in
-an undo list, so Cancel (or closing it, or quitting) leaves nothing behind.
+an undo list (``core.service.ClusterSetup``, which does the work), so Cancel (or closing
+it, or quitting) leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import shlex
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -40,13 +38,18 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import WicketError
-from core.kube import ClusterSpec, ExecCredential, Mode, UserRef
-from core.kube.bundle import agent_args, build_agent_bundle
-from core.kube.model import check_cluster_name, context_names
-from core.pki.tokens import TokenKind, parse
-from core.secrets import upstream_token_key
+from core.service import (
+    AgentInstructions,
+    ClusterSetup,
+    Mode,
+    ProbeAuth,
+    SecretStorage,
+    TokenKind,
+    describe_storage,
+    parse_token,
+)
 from gui.aio import async_slot, cancel_all, spawn
-from gui.backend import EMBEDDED, Backend, ClusterConfig, ProbeAuth
+from gui.backend import Backend
 from gui.errors import describe_error
 from gui.sources import SourceContext, read_source_kubeconfig
 from gui.widgets import mono_text
@@ -105,11 +108,9 @@ class NamePage(_Page):
     def validatePage(self) -> bool:
         name = self.name.text().strip()
         try:
-            check_cluster_name(name)
+            self.wiz().setup_for(name).check_name()
         except WicketError as exc:
-            return self.fail(str(exc))
-        if name in self.wiz().backend.known_clusters():
-            return self.fail(f"Wicket already has a cluster called {name!r}.")
+            return self.fail(f"{exc}.")
         return self.ok()
 
 
@@ -160,7 +161,7 @@ class RelayPage(_Page):
             (self.join_token, TokenKind.JOIN, "join"),
         ):
             try:
-                token = parse(field.text())
+                token = parse_token(field.text())
             except WicketError as exc:
                 return self.fail(f"The {label} token: {exc}")
             if token.kind is not kind:
@@ -298,16 +299,27 @@ class EndpointPage(_Page):
         self.token.setAccessibleName("Token")
         self.user = QComboBox()
         self.user.setAccessibleName("Kubeconfig user")
+        self.storage = QComboBox()
+        self.storage.setAccessibleName("Keep the token in")
+        for storage in SecretStorage:
+            self.storage.addItem(describe_storage(storage), storage.value)
+        self.storage.currentIndexChanged.connect(lambda _i: self._describe_store())
+        self.passphrase = QLineEdit()
+        self.passphrase.setEchoMode(QLineEdit.EchoMode.Password)
+        self.passphrase.setAccessibleName("Passphrase of the encrypted file")
         self.store_state = QLabel()
         self.store_state.setWordWrap(True)
+        self.store_state.setAccessibleName("Secret store in use")
         form = QFormLayout(self)
         form.addRow("&Mode", self.mode)
         form.addRow("Local &port", self.port)
         form.addRow(self.use_token)
         form.addRow("Token", self.token)
+        form.addRow("Keep it &in", self.storage)
+        form.addRow("Pass&phrase", self.passphrase)
+        form.addRow(self.store_state)
         form.addRow(self.use_user)
         form.addRow("User", self.user)
-        form.addRow(self.store_state)
         form.addRow(self.error)
         self.use_token.toggled.connect(self._kind_changed)
         self._kind_changed(True)
@@ -318,7 +330,22 @@ class EndpointPage(_Page):
 
     def _kind_changed(self, _on: bool) -> None:
         self.token.setEnabled(self.use_token.isChecked())
+        self.storage.setEnabled(self.use_token.isChecked())
         self.user.setEnabled(self.use_user.isChecked())
+        self.passphrase.setEnabled(self.use_token.isChecked())
+
+    def chosen_storage(self) -> SecretStorage:
+        return SecretStorage(self.storage.currentData())
+
+    @async_slot()
+    async def _describe_store(self) -> None:
+        """Which store the token goes to, and whether it can be used now."""
+        storage = self.chosen_storage()
+        self.passphrase.setVisible(storage is SecretStorage.ENCRYPTED_FILE)
+        if storage is SecretStorage.ENCRYPTED_FILE and self.passphrase.text():
+            self.wiz().backend.passphrase = self.passphrase.text()
+        state = await self.wiz().backend.secret_storage_state(storage)
+        self.store_state.setText(f"Token kept in {describe_storage(storage)}: {state}")
 
     def initializePage(self) -> None:
         self._load()
@@ -337,8 +364,7 @@ class EndpointPage(_Page):
         self.user.addItems(users)
         if current in users:
             self.user.setCurrentText(current)
-        store = await backend.secret_store()
-        self.store_state.setText(store.state.describe())
+        await self._describe_store()
 
     def validatePage(self) -> bool:
         if self.mode.currentData() != Mode.PASSTHROUGH.value:
@@ -347,6 +373,10 @@ class EndpointPage(_Page):
             return self.fail("Enter the token kubectl should use, or pick a kubeconfig user.")
         if self.use_user.isChecked() and not self.user.currentText():
             return self.fail("Your kubeconfig has no users; use a token instead.")
+        if self.use_token.isChecked() and self.chosen_storage() is SecretStorage.ENCRYPTED_FILE:
+            if not self.passphrase.text():
+                return self.fail("Enter the passphrase of Wicket's encrypted file.")
+            self.wiz().backend.passphrase = self.passphrase.text()
         return self.ok()
 
 
@@ -400,12 +430,11 @@ class AgentPage(_Page):
 
     async def _prepare(self) -> None:
         wiz = self.wiz()
-        self.token = await wiz.join_token()
-        bundle = await asyncio.to_thread(build_agent_bundle, self.token, wiz.name)
         target = wiz.apiserver_page.target.text().strip()
-        argv = ["wicket", *agent_args("./wicket-join-token", target, "./wicket-agent-state")]
-        self.command.setText(shlex.join(argv))
-        self.yaml = bundle.to_yaml()
+        instructions = await wiz.agent_instructions(target)
+        self.token = instructions.token
+        self.command.setText(instructions.command)
+        self.yaml = instructions.manifests
         self.manifests.setPlainText(self.yaml)
         self.status.setText(f"Waiting for the agent of {wiz.name!r} to connect…")
         self._timer.start()
@@ -416,8 +445,7 @@ class AgentPage(_Page):
         if wiz.relay_is_remote():
             self._set_online("The relay is remote: the next step checks the agent.")
             return
-        cluster = wiz.backend.latest.cluster(wiz.name)
-        if cluster is not None and cluster.state == "online":
+        if wiz.setup is not None and wiz.setup.agent_online():
             self._set_online(f"The agent of {wiz.name!r} is connected.")
 
     def _set_online(self, text: str) -> None:
@@ -502,7 +530,6 @@ class AddClusterWizard(QWizard):
         self.backend = backend
         self.setWindowTitle("Add a cluster")
         self.setModal(False)
-        self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
         self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)
         self.name_page = NamePage()
         self.relay_page = RelayPage()
@@ -520,11 +547,8 @@ class AddClusterWizard(QWizard):
         ):
             self.addPage(page)
         self.resize(720, 560)
-        self._undo: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._join_token: str | None = None
-        self.endpoint_port: int | None = None
-        self._relay = EMBEDDED
+        self.setup: ClusterSetup | None = None
         self.completed = False
         self.rejected.connect(self._cancelled)
 
@@ -536,6 +560,19 @@ class AddClusterWizard(QWizard):
 
     def relay_is_remote(self) -> bool:
         return self.relay_page.remote.isChecked()
+
+    @property
+    def endpoint_port(self) -> int | None:
+        return self.setup.port if self.setup else None
+
+    def setup_for(self, name: str) -> ClusterSetup:
+        """The setup of ``name``; a renamed cluster drops the old one's steps."""
+        if self.setup is not None and self.setup.name != name:
+            self.backend.run_to_end(self.backend.call(self.setup.cancel()))
+            self.setup = None
+        if self.setup is None:
+            self.setup = self.backend.begin_setup(name)
+        return self.setup
 
     # -- steps -------------------------------------------------------------------------
 
@@ -561,39 +598,26 @@ class AddClusterWizard(QWizard):
 
         return spawn(step(), self._tasks)
 
-    async def join_token(self) -> str:
-        """The agent's one-time token: issued by the embedded relay, or the one given."""
-        if self._join_token is not None:
-            return self._join_token
+    async def agent_instructions(self, target: str) -> AgentInstructions:
+        """The agent's token, command and manifests: a join token issued by the embedded
+        relay, or the one given for an external relay (after enrolling there)."""
+        setup, call = self.setup_for(self.name), self.backend.call
         if self.relay_is_remote():
-            self._join_token = self.relay_page.join_token.text().strip()
-            return self._join_token
-        address = self.relay_page.advertise.text().strip() or None
-        token = await self.backend.issue_join_token(self.name, address)
-        self._join_token = token
-        name = self.name
-        self._undo.append(("join token", lambda: self.backend.revoke_join_token(token, name)))
-        return token
+            client, join = self.relay_page.client_token.text(), self.relay_page.join_token.text()
+            await call(setup.remote_relay(client, join))
+        else:
+            await call(setup.embedded_join_token(self.relay_page.advertise.text().strip() or None))
+        return await call(setup.agent_instructions(target))
 
     async def connect_and_write(self, note: Callable[[str], None]) -> None:
-        backend, name = self.backend, self.name
+        setup, call = self.setup_for(self.name), self.backend.call
         endpoint_page, api = self.endpoint_page, self.apiserver_page
-        if self.endpoint_port is None:
-            if self.relay_is_remote():
-                client = await backend.remote_client(self.relay_page.client_token.text())
-                relay = parse(self.relay_page.client_token.text()).relay
-            else:
-                client = await backend.client_for(EMBEDDED)
-                relay = EMBEDDED
-            port = await backend.start_endpoint(name, client, endpoint_page.port.value())
-            self.endpoint_port = port
-            self._undo.append(("endpoint", lambda: backend.remove_component(f"endpoint:{name}")))
-            self._relay = relay
+        if setup.port is None:
+            port = await call(setup.start_endpoint(endpoint_page.port.value()))
             note(f"Local endpoint listening on 127.0.0.1:{port}.")
-        port = self.endpoint_port
         ca_pem, server_name = api.ca_pem(), api.server_name.text().strip()
         token = endpoint_page.token.text().strip() if endpoint_page.use_token.isChecked() else None
-        probe = await backend.probe_version(port, ca_pem, server_name, ProbeAuth(token=token))
+        probe = await call(setup.probe(ca_pem, server_name, ProbeAuth(token=token)))
         if probe.status == 200:
             note(f"The apiserver answered through the tunnel: {probe.git_version or probe.body}.")
         elif probe.status in (401, 403):
@@ -603,28 +627,21 @@ class AddClusterWizard(QWizard):
             )
         else:
             raise WicketError(f"/version through the tunnel answered HTTP {probe.status}")
-
+        storage = endpoint_page.chosen_storage()
+        user = None if token is not None else endpoint_page.user.currentText()
+        context = await call(
+            setup.finish(ca_pem, server_name, token=token, user=user, storage=storage)
+        )
         if token is not None:
-            store = await backend.secret_store()
-            await store.set(upstream_token_key(name), token)
-            self._undo.append(("secret", lambda: _forget_secret(backend, name)))
-            credentials: ExecCredential | UserRef = ExecCredential(_wicket_command())
-            note(f"Token stored: {store.state.describe()}.")
-        else:
-            credentials = UserRef(endpoint_page.user.currentText())
-        spec = ClusterSpec(name, port, ca_pem, server_name, credentials, Mode.PASSTHROUGH)
-        await backend.write_contexts(spec)
-        self._undo.append(("contexts", lambda: backend.remove_contexts(name)))
-        await backend.save_cluster(ClusterConfig(name, self._relay, port))
-        self._undo.append(("settings", lambda: _forget_settings(backend, name)))
-        context = context_names(name)[0]
+            note(f"Token kept in {describe_storage(storage)}.")
         note(f"Wrote kubectl context <b>{context}</b>: kubectl --context {context} get ns")
 
     # -- finishing and cancelling ------------------------------------------------------
 
     def accept(self) -> None:
         self.completed = True
-        self._undo.clear()
+        if self.setup is not None:
+            self.setup.commit()
         self.cluster_added.emit(self.name)
         super().accept()
 
@@ -635,31 +652,9 @@ class AddClusterWizard(QWizard):
         """Undo every step taken (newest first) unless the wizard finished."""
         await cancel_all(self._tasks)
         self.agent_page.cleanupPage()
-        while self._undo:
-            what, undo = self._undo.pop()
-            try:
-                await undo()
-            except Exception as exc:
-                log.warning("undoing the wizard's %s failed: %s", what, exc)
-        self._join_token = None
-        self.endpoint_port = None
+        if self.setup is not None:
+            await self.backend.call(self.setup.cancel())
 
 
 async def _write(path: Path, text: str) -> None:
     await asyncio.to_thread(path.write_text, text)
-
-
-async def _forget_secret(backend: Backend, name: str) -> None:
-    store = await backend.secret_store()
-    with contextlib.suppress(WicketError):
-        await store.delete(upstream_token_key(name))
-
-
-async def _forget_settings(backend: Backend, name: str) -> None:
-    await backend.update_settings(lambda s: s.drop(name))
-
-
-def _wicket_command() -> str:
-    """The absolute ``wicket`` the exec credential plugin entry runs."""
-    candidate = Path(sys.executable).parent / "wicket"
-    return str(candidate if candidate.exists() else Path(sys.argv[0]).resolve())

@@ -9,6 +9,8 @@ stores its certificate; every later connection is mutual TLS.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from core.errors import AuthError, PKIError, TunnelError, WicketError
 from core.pki import files, tls
 from core.pki.certs import make_csr, write_identity_files
 from core.pki.identity import Identity, Role
-from core.pki.keys import cert_from_pem, generate_key
+from core.pki.keys import cert_from_pem, fingerprint, generate_key
 from core.pki.tokens import Token, split_relay_address
 from core.protocol.control import PROTOCOL_VERSION, Sender
 from core.protocol.mux import MuxConfig
@@ -46,15 +48,42 @@ class Enrollment:
         return tls.client_context(self.ca, cert_file=self.cert_file, key_file=self.key_file)
 
 
-def _stem(role: Role) -> str:
-    return role.value
+#: Identities are kept per relay, under the fingerprint of the relay's CA (which every
+#: token carries): ``<state>/relays/<fingerprint>/{ca.pem,<role>.pem,<role>-key.pem,
+#: <role>-relay}``, and ``<state>/<role>-relay-ca`` names the one in use. A token for
+#: another relay then enrolls there instead of dialing an identity it never issued.
+RELAYS_DIR = "relays"
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
-def load_enrollment(state_dir: Path, role: Role) -> Enrollment | None:
-    """The stored identity for ``role``, or None if this peer has not enrolled yet."""
-    stem = _stem(role)
-    cert_file, key_file = state_dir / f"{stem}.pem", state_dir / f"{stem}-key.pem"
-    relay_file, ca_file = state_dir / f"{stem}-relay", state_dir / "ca.pem"
+def identity_dir(state_dir: Path, ca_fingerprint: str) -> Path:
+    """Where the identities issued by the relay whose CA has ``ca_fingerprint`` live."""
+    return state_dir / RELAYS_DIR / ca_fingerprint
+
+
+def _private_identity_dir(state_dir: Path, ca_fingerprint: str) -> Path:
+    """``identity_dir``, created 0700 with its parent (``mkdir -p`` leaves parents 0755)."""
+    files.ensure_private_dir(state_dir / RELAYS_DIR)
+    return files.ensure_private_dir(identity_dir(state_dir, ca_fingerprint))
+
+
+def load_enrollment(
+    state_dir: Path, role: Role, ca_fingerprint: str | None = None
+) -> Enrollment | None:
+    """The stored identity for ``role`` at the relay whose CA has ``ca_fingerprint``
+    (default: the one in use), or None if this peer has not enrolled there yet.
+
+    A single identity kept by an older Wicket (``<role>.pem`` beside ``ca.pem``) is
+    moved into its relay's directory first, and stays the one in use.
+    """
+    _migrate(state_dir, role)
+    chosen = ca_fingerprint or _in_use(state_dir, role)
+    if chosen is None:
+        return None
+    directory = identity_dir(state_dir, chosen)
+    stem = role.value
+    cert_file, key_file = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
+    relay_file, ca_file = directory / f"{stem}-relay", directory / "ca.pem"
     if not cert_file.exists():
         return None
     cert = cert_from_pem(files.read_file(cert_file), source=str(cert_file))
@@ -62,6 +91,55 @@ def load_enrollment(state_dir: Path, role: Role) -> Enrollment | None:
     identity = _identity_of(cert, cert_file)
     relay = files.read_file(relay_file, private=True).decode().strip()
     return Enrollment(identity, relay, ca, cert_file, key_file)
+
+
+def use_relay(state_dir: Path, role: Role, ca_fingerprint: str, address: str) -> None:
+    """Make the identity issued by that relay the one in use, dialed at ``address`` (a
+    relay keeps its CA when it moves: a fresh token or a new port says where it is)."""
+    relay_file = _private_identity_dir(state_dir, ca_fingerprint) / f"{role.value}-relay"
+    if not relay_file.exists() or relay_file.read_bytes().decode().strip() != address:
+        files.write_private(relay_file, address.encode())
+    if _in_use(state_dir, role) != ca_fingerprint:
+        files.write_private(_in_use_file(state_dir, role), ca_fingerprint.encode())
+
+
+def _in_use_file(state_dir: Path, role: Role) -> Path:
+    return state_dir / f"{role.value}-relay-ca"
+
+
+def _in_use(state_dir: Path, role: Role) -> str | None:
+    path = _in_use_file(state_dir, role)
+    if not path.exists():
+        return None
+    fingerprint = files.read_file(path, private=True).decode().strip()
+    if not _FINGERPRINT.fullmatch(fingerprint):
+        raise PKIError(f"{path}: not a CA fingerprint")
+    return fingerprint
+
+
+def _migrate(state_dir: Path, role: Role) -> None:
+    """Move a legacy ``<role>.pem``, its key and relay file into ``relays/<fp>/``.
+
+    The certificate moves last: a migration cut short is finished by the next load.
+    """
+    stem = role.value
+    legacy = state_dir / f"{stem}.pem"
+    if not legacy.exists():
+        return
+    ca_pem = files.read_file(state_dir / "ca.pem")
+    ca_fingerprint = fingerprint(cert_from_pem(ca_pem, source=str(state_dir / "ca.pem")))
+    directory = _private_identity_dir(state_dir, ca_fingerprint)
+    files.write_private(directory / "ca.pem", ca_pem)
+    try:
+        for name in (f"{stem}-key.pem", f"{stem}-relay"):
+            if (state_dir / name).exists():
+                os.replace(state_dir / name, directory / name)
+        files.write_private(_in_use_file(state_dir, role), ca_fingerprint.encode())
+        os.replace(legacy, directory / f"{stem}.pem")
+    except OSError as exc:
+        raise PKIError(f"{state_dir}: cannot move the identity into {directory}: {exc}") from exc
+    if not any((state_dir / f"{r.value}.pem").exists() for r in Role):
+        (state_dir / "ca.pem").unlink(missing_ok=True)
 
 
 def _identity_of(cert: x509.Certificate, source: Path) -> Identity:
@@ -151,10 +229,11 @@ async def enroll(token: Token, state_dir: Path, role: Role, config: MuxConfig) -
         conn.abort()
     cert = cert_from_pem(str(reply["cert_pem"]).encode(), source="relay reply")
     files.ensure_private_dir(state_dir)
+    directory = _private_identity_dir(state_dir, token.ca_fingerprint)
     cert_file, key_file = write_identity_files(
-        state_dir, _stem(role), key, cert, str(reply["ca_pem"]).encode()
+        directory, role.value, key, cert, str(reply["ca_pem"]).encode()
     )
-    files.write_private(state_dir / f"{_stem(role)}-relay", token.relay.encode())
+    use_relay(state_dir, role, token.ca_fingerprint, token.relay)
     identity = _identity_of(cert, cert_file)
     return Enrollment(identity, token.relay, ca, cert_file, key_file)
 

@@ -31,7 +31,7 @@ from core.errors import ConfigError, UpstreamUnavailable
 from core.format import host_port
 from core.mode import Mode, mode_of
 from core.pki.identity import Role
-from core.protocol.preamble import EndpointKind, StreamRequest, StreamStatus
+from core.protocol.preamble import INSPECT_CLIENT, EndpointKind, StreamRequest, StreamStatus
 
 log = logging.getLogger("wicket.endpoint")
 
@@ -231,7 +231,7 @@ class LocalEndpoint:
     def _inspect_connector(self) -> Connector:
         """A tunnel stream per kubectl connection; a refusal is remembered like
         passthrough's (and answered with a 503 by the inspector)."""
-        request = StreamRequest(self.cluster, EndpointKind.LOCAL, "inspect")
+        request = StreamRequest(self.cluster, EndpointKind.LOCAL, INSPECT_CLIENT)
         connect = tunnel_connector(self._conn, request)
 
         async def connector() -> asyncio.Transport:

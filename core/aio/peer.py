@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
 from pathlib import Path
 
 from core.aio.channel import ControlChannel
-from core.aio.dial import Enrollment, connect_mux, enroll, hello, load_enrollment
+from core.aio.dial import Enrollment, connect_mux, enroll, hello, load_enrollment, use_relay
 from core.aio.lifecycle import cancel_and_wait
 from core.aio.mux import MuxConnection, StreamHandler
 from core.errors import (
@@ -120,10 +121,17 @@ class RelayPeer:
     # -- the loop ----------------------------------------------------------------------
 
     async def _enrollment(self) -> Enrollment:
-        creds = load_enrollment(self.state_dir, self.role)
-        if creds is not None:
-            return creds
+        """The identity to dial with: a token wins over the identity in use. A token for
+        another relay, or for another name at this one, enrolls; one for the identity
+        already held there only says where its relay is now."""
         token = self._token
+        fingerprint = token.ca_fingerprint if token is not None else None
+        creds = load_enrollment(self.state_dir, self.role, fingerprint)
+        if creds is not None and (token is None or creds.identity.name == token.name):
+            if token is not None:
+                use_relay(self.state_dir, self.role, token.ca_fingerprint, token.relay)
+                creds = dataclasses.replace(creds, relay=token.relay)
+            return creds
         if token is None:
             raise ConfigError(f"{self.state_dir}: not enrolled yet, and no token was given")
         self.state = "enrolling"

@@ -42,7 +42,7 @@ from core.pki import tls
 from core.pki.ca import CertificateAuthority
 from core.pki.certs import load_or_create_server_cert, sign_csr
 from core.pki.identity import Identity, Role
-from core.pki.keys import cert_to_pem
+from core.pki.keys import cert_to_pem, fingerprint
 from core.pki.tokens import TokenKind
 from core.protocol.control import PROTOCOL_VERSION, ErrorCode, Message, Sender, redacted
 from core.protocol.mux import MuxConfig
@@ -212,6 +212,14 @@ class Relay:
                 continue
             log.info("public endpoint for %s on %s:%s", name, host, record.public_port)
 
+    def disconnect_agent(self, cluster: str) -> bool:
+        """Close the session of ``cluster``'s agent (after its cluster was removed, so
+        that its reconnection is refused); False if it had none."""
+        peer = self._agents.get(cluster)
+        if peer is not None:
+            peer.conn.abort()
+        return peer is not None
+
     def public_address(self, cluster: str) -> str | None:
         record = self.state.clusters().get(cluster)
         if record is None or record.public_port is None or self.config.public_host is None:
@@ -307,7 +315,7 @@ class Relay:
                 exc.__traceback__ = None
                 return
             self._conns.add(conn)
-            identity = tls.peer_identity(tls_transport.get_extra_info("ssl_object"))
+            identity = self._unrevoked(tls_transport.get_extra_info("ssl_object"), address)
             try:
                 async with asyncio.timeout(cfg.auth_timeout):
                     control = ControlChannel(conn, await conn.accept(), Sender.RELAY)
@@ -405,6 +413,15 @@ class Relay:
             await self._agent_session(peer, control)
         else:
             await self._client_session(peer, control)
+
+    def _unrevoked(self, ssl_object: ssl.SSLObject, address: str) -> Identity | None:
+        """The peer's identity, unless it was revoked (its cluster was removed)."""
+        identity = tls.peer_identity(ssl_object)
+        der = ssl_object.getpeercert(binary_form=True)
+        if identity is not None and der and self.state.identity_revoked(fingerprint(der)):
+            log.warning("refused %s: the identity of %s was revoked", address, identity)
+            return None
+        return identity
 
     def _refuse(
         self, control: ControlChannel, code: ErrorCode, message: str, source: str | None = None

@@ -5,6 +5,10 @@ on each side: bytes read on one side are written to the other as they arrive, a 
 write buffer pauses reading on the far side, an EOF becomes a half-close (``write_eof``)
 and the other direction keeps flowing until it ends too. No task, no copy beyond the
 transports' own. Byte counts and the close reason are kept for the statistics.
+
+Only data loss is a failure: a side that goes away (even with a reset, ENOTCONN or
+EPIPE) after it said EOF has closed normally, and the far side gets a FIN, not a
+reset; a side that goes away before its EOF cut its bytes off, and that is an error.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ class _Side(asyncio.Protocol):
                     # A socket the far end already reset: asyncio's write_eof raises
                     # (shutdown() -> ENOTCONN) instead of reporting it; left to
                     # propagate, it would end the whole mux session, not this splice.
-                    self.splice._finish(exc)
+                    self.splice._finish(None if peer.eof else exc)
                     return True
             else:
                 self.splice._finish(None)
@@ -73,11 +77,11 @@ class _Side(asyncio.Protocol):
             peer.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # After its EOF, a side's reset is how a full close answers the bytes still
+        # coming its way (TCP cannot tell a full close from a half close): it wanted
+        # nothing more, so that is a normal close. Before its EOF, bytes were cut off.
         self.lost = True
-        if exc is None and self.eof and self.peer is not None and self.peer.eof:
-            self.splice._finish(None)
-        else:
-            self.splice._finish(exc if exc is not None else None, abrupt=not self.eof)
+        self.splice._finish(None if self.eof else exc, abrupt=not self.eof)
 
 
 class Splice:

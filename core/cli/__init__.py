@@ -24,10 +24,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.secrets",
     "core.cli.agent_bundle",
     "core.cli.agent_health",
+    "core.cli.cluster",
     "core.cli.demo",
     "core.cli.kubeconfig",
     "core.cli.status",
     "core.cli.tunnel",
+    "core.cli.up",
 )
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from core.aio.agent import Agent, AgentSnapshot
-from core.aio.dial import load_enrollment
+from core.aio.dial import load_enrollment, use_relay
 from core.aio.endpoint import EndpointSnapshot, InspectSettings, LocalEndpoint, RelayClient
 from core.aio.peer import RelayPeer
 from core.aio.relay import Relay, RelayConfig, RelaySnapshot
@@ -273,15 +273,15 @@ class DemoStack:
     def _enrollment(self, relay: Relay) -> tuple[Token | None, Token | None]:
         """One-time tokens for the parts not enrolled with this relay yet (in a thread)."""
         now = dt.datetime.now(dt.UTC)
-        ca_pem = relay.state.ca(now).cert_pem
+        ca_fingerprint = relay.state.ca(now).fingerprint
         address = relay.address
         known = CLUSTER in relay.state.clusters()
 
         def token(role: Role, issue: Callable[[], str]) -> Token | None:
             path = self.state_dir / role.value
-            if _enrolled_here(path, role, ca_pem) and (known or role == Role.CLIENT):
+            if _enrolled_here(path, role, ca_fingerprint) and (known or role == Role.CLIENT):
                 # The relay's port may differ from the last run: point the identity at it.
-                files.write_private(path / f"{role.value}-relay", address.encode())
+                use_relay(path, role, ca_fingerprint, address)
                 return None
             if path.exists():
                 log.info("resetting the demo %s identity in %s", role.value, path)
@@ -354,11 +354,10 @@ class DemoStack:
         ]
 
 
-def _enrolled_here(path: Path, role: Role, relay_ca_pem: bytes) -> bool:
+def _enrolled_here(path: Path, role: Role, relay_ca_fingerprint: str) -> bool:
     """Whether ``path`` holds an identity issued by this relay's CA."""
     try:
-        creds = load_enrollment(path, role)
-        return creds is not None and (path / "ca.pem").read_bytes() == relay_ca_pem
+        return load_enrollment(path, role, relay_ca_fingerprint) is not None
     except (OSError, WicketError, ValueError):
         return False
 

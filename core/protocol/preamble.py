@@ -53,6 +53,9 @@ class Status(enum.IntEnum):
 
 _KINDS = frozenset(int(k) for k in EndpointKind)
 _STATUSES = frozenset(int(s) for s in Status)
+#: The ``client`` of an inspect endpoint's streams: it is their TLS client, and the
+#: requests they carry are what the user counts (``ServiceSnapshot.open_streams``).
+INSPECT_CLIENT = "inspect"
 
 
 @dataclass(frozen=True)

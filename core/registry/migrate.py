@@ -59,6 +59,11 @@ SCHEMAS = (
         public_port INTEGER UNIQUE CHECK (public_port BETWEEN 1 AND 65535)
     );
     """,
+    # 2: an identity can be revoked (its cluster was removed): the relay refuses it.
+    """
+    ALTER TABLE identities ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0
+        CHECK (revoked IN (0, 1));
+    """,
 )
 SCHEMA_VERSION = len(SCHEMAS)
 

@@ -140,6 +140,16 @@ class SqliteStore:
             for s, r, n, f, i, a, t in rows
         ]
 
+    def revoke_identities(self, role: Role, name: str) -> int:
+        return self._execute(
+            "UPDATE identities SET revoked = 1 WHERE role = ? AND name = ? AND revoked = 0",
+            (role.value, name),
+        )
+
+    def identity_revoked(self, fingerprint: str) -> bool:
+        rows = self._query("SELECT revoked FROM identities WHERE fingerprint = ?", (fingerprint,))
+        return bool(rows and rows[0][0])
+
     # -- clusters ----------------------------------------------------------------------
 
     def clusters(self) -> dict[str, ClusterRecord]:

@@ -93,6 +93,13 @@ class RelayState:
         self.store.add_identity(record)
         return record
 
+    def revoke_identities(self, role: Role, name: str) -> int:
+        """Revoke what was issued to ``role`` ``name`` (the relay refuses it from now on)."""
+        return self.store.revoke_identities(role, name)
+
+    def identity_revoked(self, fingerprint: str) -> bool:
+        return self.store.identity_revoked(fingerprint)
+
     # -- clusters ----------------------------------------------------------------------
 
     def clusters(self) -> dict[str, ClusterRecord]:

@@ -87,6 +87,12 @@ class RegistryStore(Protocol):
     def identities(self) -> list[IdentityRecord]:
         """Every issued identity, oldest first."""
 
+    def revoke_identities(self, role: Role, name: str) -> int:
+        """Revoke every identity issued to ``role`` ``name``; returns how many."""
+
+    def identity_revoked(self, fingerprint: str) -> bool:
+        """Whether the identity with this certificate fingerprint was revoked."""
+
     def clusters(self) -> dict[str, ClusterRecord]:
         """The registered clusters; cheap when nothing changed (the relay asks per stream)."""
 

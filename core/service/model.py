@@ -7,7 +7,10 @@ handed to another thread (the GUI's) as is.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+
+from core.protocol.preamble import INSPECT_CLIENT
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,33 @@ class ServiceSnapshot:
 
     def cluster(self, name: str) -> ClusterView | None:
         return next((c for c in self.clusters if c.name == name), None)
+
+    @property
+    def open_streams(self) -> int:
+        """Open end-to-end streams, each counted once, not once per hop.
+
+        One kubectl connection is a record at the local endpoint, the relay and the
+        agent alike, all carrying the same request: cluster, endpoint kind and client
+        address. Hops with the same request are one stream per component that sees it
+        (the most any component sees: a shared client such as an inspect endpoint's
+        connections still counts each). In inspect mode each request is a stream, and the
+        tunnel connections carrying an inspect endpoint's requests are not counted again.
+        """
+        inspecting = {e.cluster for e in self.endpoints if e.mode == "inspect"}
+        requests = 0
+        hops: Counter[tuple[str, str, str | None, str]] = Counter()
+        for s in self.streams:
+            if s.closed_at is not None:
+                continue
+            if s.inspected:
+                requests += 1
+            elif not (s.client == INSPECT_CLIENT and s.cluster in inspecting):
+                hops[(s.cluster, s.endpoint, s.client, s.component)] += 1
+        streams: dict[tuple[str, str, str | None], int] = {}
+        for (cluster, endpoint, client, _), count in hops.items():
+            key = (cluster, endpoint, client)
+            streams[key] = max(streams.get(key, 0), count)
+        return requests + sum(streams.values())
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from core.aio.relay import Relay, RelayConfig
 from core.errors import ConfigError
 from core.pki.tokens import Token
 from core.service.model import ServiceEvent, ServiceSnapshot
-from core.service.snapshot import compose
+from core.service.snapshot import Rates, compose
 
 PUBLISH_HZ = 5.0
 EVENT_QUEUE = 1000
@@ -44,7 +44,7 @@ class WicketService:
         self._publish_every = 1.0 / publish_hz
         self._publisher: asyncio.Task[None] | None = None
         self._subscribers: set[asyncio.Queue[ServiceEvent]] = set()
-        self._last_rates: dict[str, tuple[float, int, int]] = {}
+        self._last_rates: Rates = {}
         self._seen_streams: set[str] = set()
         self._last_states: dict[str, str] = {}
         self.latest = ServiceSnapshot(time.time())

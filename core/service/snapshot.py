@@ -2,22 +2,62 @@
 
 Each running component (relay, agent, client session, local endpoint) snapshots itself
 in ``core.aio`` terms; ``compose`` turns them into the service's views, with stream
-rates from the previous snapshot's byte counts.
+rates as a short moving average of the byte counts seen snapshot after snapshot.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from core.aio.agent import AgentSnapshot
 from core.aio.endpoint import ClientSnapshot, EndpointSnapshot
 from core.aio.relay import RelaySnapshot
 from core.aio.tunnel import StreamInfo
 from core.service.model import ClusterView, EndpointView, ServiceSnapshot, SessionView, StreamView
+from core.service.status import ClusterStatus, DesktopSnapshot
 
-#: Per stream key: when its bytes were last counted, and the counts (up, down).
-Rates = dict[str, tuple[float, int, int]]
+#: The moving average's time constant (s). A stream that trickles (``logs -f``, a watch)
+#: moves a few bytes now and then, mostly between two snapshots a few hundred ms apart:
+#: the rate over one interval would read 0 B/s most of the time while its count grows.
+RATE_TIME_CONSTANT = 2.5
+
+
+@dataclass(frozen=True)
+class Meter:
+    """One stream's byte counts when last seen, and its smoothed rates (bytes/s)."""
+
+    at: float
+    up: int
+    down: int
+    rate_up: float = 0.0
+    rate_down: float = 0.0
+
+    def advanced(self, now: float, up: int, down: int) -> Meter:
+        """The meter at ``now``: an exponential moving average of the rate over each
+        interval, weighted by the interval's length (so the snapshot cadence does not
+        matter), which stays above 0 while the stream has moved lately."""
+        elapsed = now - self.at
+        if elapsed <= 0:
+            return self
+        weight = 1.0 - math.exp(-elapsed / RATE_TIME_CONSTANT)
+
+        def average(rate: float, moved: int) -> float:
+            return rate + weight * (max(moved, 0) / elapsed - rate)
+
+        return Meter(
+            now,
+            up,
+            down,
+            average(self.rate_up, up - self.up),
+            average(self.rate_down, down - self.down),
+        )
+
+
+#: Per stream key: its meter.
+Rates = dict[str, Meter]
 
 
 def compose(now: float, parts: Iterable[tuple[str, object]], rates: Rates) -> ServiceSnapshot:
@@ -27,8 +67,11 @@ def compose(now: float, parts: Iterable[tuple[str, object]], rates: Rates) -> Se
     endpoints: list[EndpointView] = []
     streams: list[StreamView] = []
     fresh: Rates = {}
+    desktop: tuple[ClusterStatus, ...] = ()
     for name, snap in parts:
-        if isinstance(snap, RelaySnapshot):
+        if isinstance(snap, DesktopSnapshot):
+            desktop = snap.clusters
+        elif isinstance(snap, RelaySnapshot):
             clusters.update((c.name, c) for c in _relay_clusters(snap))
         elif isinstance(snap, AgentSnapshot):
             sessions.append(_session(name, "agent", snap.cluster, snap))
@@ -44,10 +87,13 @@ def compose(now: float, parts: Iterable[tuple[str, object]], rates: Rates) -> Se
         if isinstance(snap, (RelaySnapshot, AgentSnapshot, EndpointSnapshot)):
             for info in snap.streams:
                 key = f"{name}/{info.id}"
-                streams.append(_stream(now, key, name, info, rates.get(key)))
-                fresh[key] = (now, info.bytes_up, info.bytes_down)
+                meter = _meter(now, info, rates.get(key))
+                streams.append(_stream(key, name, info, meter))
+                fresh[key] = meter
     rates.clear()
     rates.update(fresh)
+    for status in desktop:
+        clusters[status.name] = _with_status(clusters.get(status.name), status)
     return ServiceSnapshot(
         now,
         tuple(sorted(clusters.values(), key=lambda c: c.name)),
@@ -97,22 +143,35 @@ def _with_endpoint(known: ClusterView | None, snap: EndpointSnapshot) -> Cluster
     return dataclasses.replace(known, endpoints=(*known.endpoints, snap.address))
 
 
+def _with_status(known: ClusterView | None, status: ClusterStatus) -> ClusterView:
+    """The desktop runtime's word on a configured cluster: a user's Disconnect wins over
+    an agent the relay still sees, and a reason fills in where the parts gave none."""
+    if known is None:
+        return ClusterView(status.name, status.state, status.reason, None, None)
+    if status.state == "disconnected":
+        return dataclasses.replace(known, state=status.state, reason=status.reason)
+    if known.state != "online" and known.reason is None:
+        return dataclasses.replace(known, reason=status.reason)
+    return known
+
+
 #: The stream fields a ``StreamView`` carries under the same names (all but ``id``,
 #: which becomes part of its key), including an ``InspectedStream``'s request fields.
 _SKIPPED = frozenset({"id"})
 
 
-def _stream(
-    now: float, key: str, component: str, info: StreamInfo, prev: tuple[float, int, int] | None
-) -> StreamView:
-    """The view of one stream; its rates from ``prev`` (time and counts last seen)."""
-    up = down = 0.0
-    if prev is not None and info.closed_at is None and now > prev[0]:
-        dt = now - prev[0]
-        up, down = (info.bytes_up - prev[1]) / dt, (info.bytes_down - prev[2]) / dt
+def _meter(now: float, info: StreamInfo, prev: Meter | None) -> Meter:
+    """The stream's meter now: a new one when first seen, at rest once it closed."""
+    if prev is None or info.closed_at is not None:
+        return Meter(now, info.bytes_up, info.bytes_down)
+    return prev.advanced(now, info.bytes_up, info.bytes_down)
+
+
+def _stream(key: str, component: str, info: StreamInfo, meter: Meter) -> StreamView:
+    """The view of one stream, with its smoothed rates."""
     carried = {
         f.name: getattr(info, f.name) for f in dataclasses.fields(info) if f.name not in _SKIPPED
     }
     return StreamView(
-        key=key, component=component, rate_up=max(up, 0.0), rate_down=max(down, 0.0), **carried
+        key=key, component=component, rate_up=meter.rate_up, rate_down=meter.rate_down, **carried
     )

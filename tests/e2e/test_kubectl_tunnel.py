@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.aio.status import read_all_status
+from core.aio.tunnel import StreamBook, StreamRecord
 from core.demo.embedded import CONTEXT, DemoStack
 from core.errors import KubeconfigError
 from tests.demo import scenarios
@@ -62,6 +63,32 @@ async def test_port_forward_two_connections_and_64_mib(kubectl: Kubectl) -> None
 async def test_logs_follow_and_get_watch(stack: DemoStack, tmp_path: Path) -> None:
     async with scenarios.following(Kubectl(tmp_path / "home", stack.kubeconfig_path)):
         pass
+
+
+# -- normal closes are recorded closed -----------------------------------------------------
+
+
+async def test_normal_kubectl_runs_close_every_hop_cleanly(
+    stack: DemoStack, tmp_path: Path
+) -> None:
+    """kubectl closes first and the apiserver's TLS close_notify follows: that is a normal
+    close at the endpoint, the relay and the agent, never a "failed" row (ENOTCONN)."""
+    assert stack.endpoint is not None and stack.relay is not None and stack.agent is not None
+    books = (stack.endpoint.book, stack.relay.book, stack.agent.book)
+    before = max((r.id for book in books for r in (*book.open.values(), *book.closed)), default=0)
+    kubectl = Kubectl(tmp_path / "home", stack.kubeconfig_path)
+    results = await asyncio.gather(*(kubectl.run("get", "pods") for _ in range(20)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
+
+    def closed_since(book: StreamBook) -> list[StreamRecord]:
+        return [r for r in book.closed if r.id > before]
+
+    async with asyncio.timeout(10):
+        while any(len(closed_since(book)) < 20 for book in books):
+            await asyncio.sleep(0.05)
+    records = [r for book in books for r in closed_since(book)]
+    failed = [(r.endpoint, r.close_reason) for r in records if r.state != "closed"]
+    assert not failed, f"{len(failed)} of {len(records)} hops recorded failed: {failed[:3]}"
 
 
 # -- --kubeconfig naming an existing file --------------------------------------------------
@@ -197,7 +224,8 @@ async def test_wicket_demo_command(tmp_path: Path) -> None:
         assert snapshot["state"] == "running" and snapshot["enrolled"] is True
         assert snapshot["endpoint"]["mode"] == "passthrough"
         assert f"https://127.0.0.1:{snapshot['endpoint_port']}" in kubeconfig.read_text()
-        identity = (state / "agent" / "agent.pem").read_bytes()
+        (agent_pem,) = (state / "agent").glob("relays/*/agent.pem")  # one per relay CA
+        identity = agent_pem.read_bytes()
 
         children = _descendants(first.proc.pid)
         assert children, "the demo apiserver's chat process should be a child"
@@ -215,7 +243,7 @@ async def test_wicket_demo_command(tmp_path: Path) -> None:
         assert await second.start_demo() == kubeconfig
         log = second.log.read_text()
         assert "enrolling" not in log, log
-        assert (state / "agent" / "agent.pem").read_bytes() == identity
+        assert agent_pem.read_bytes() == identity
         result = await Kubectl(tmp_path / "kubectl-home-2", kubeconfig, "spdy").run(
             "exec", "web", "--", "echo", "again"
         )

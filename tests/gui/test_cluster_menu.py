@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from core.pki.tokens import parse
 from core.service import ClusterView
 from gui.aio import wait_until
 from gui.backend import CLUSTERS_FILE, DEMO, EMBEDDED, AppSettings, Backend, ClusterConfig
-from gui.cluster_menu import COMING, DEMO_KEPT, ClusterMenu
+from gui.cluster_dialogs import AgentCommandDialog, EditClusterDialog
+from gui.cluster_menu import DEMO_KEPT, ClusterMenu
 from gui.models import ClusterRow
 from gui.shell import WicketApp
 from tests.gui.conftest import resolve
@@ -49,7 +51,7 @@ async def test_connect_disconnect_remove_and_one_state_everywhere(
     try:
         await asyncio.wait_for(ready, 60)
         backend, window, tray = app.backend, app.window, app.tray
-        token = parse(await backend.issue_join_token("lab"))
+        token = parse((await backend.agent_instructions("lab")).token)
 
         async def start_agent() -> None:
             agent = await backend.service.start_agent(
@@ -86,8 +88,9 @@ async def test_connect_disconnect_remove_and_one_state_everywhere(
         await wait_until(lambda: state() == "disconnected", 15, what="disconnected")
         await wait_until(lambda: tray_text() == "lab — disconnected", 5, what="the tray too")
         # The agent is still online at the relay; the cluster reads disconnected everywhere.
-        text = window.clusters.index(window.clusters.row_of("lab"), 0).data()
-        assert text.startswith("lab\ndisconnected · agent online")
+        assert window.clusters.index(window.clusters.row_of("lab"), 0).data() == (
+            "lab\ndisconnected"
+        )
         assert not tray.cluster_actions["lab"].isChecked()
         assert tray.icon.toolTip() == "Wicket — 0 of 1 clusters online"
         assert tray.state == "offline"
@@ -105,6 +108,33 @@ async def test_connect_disconnect_remove_and_one_state_everywhere(
         menu.connect_action.trigger()
         await wait_until(lambda: state() == "online", 30, what="online again")
         await wait_until(lambda: tray_text() == "lab — online", 5, what="the tray again")
+
+        # Edit: the local port, applied by Save; the endpoint moves there.
+        assert menu.edit_action.isEnabled() and menu.agent_action.isEnabled()
+        menu.edit_action.trigger()
+        (edit,) = menu.dialogs
+        assert isinstance(edit, EditClusterDialog)
+        assert edit.mode.currentText() == "passthrough"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        edit.port.setValue(free)
+        edit.accept()
+        await wait_until(
+            lambda: any(e.address.endswith(f":{free}") for e in backend.latest.endpoints),
+            15,
+            what="the endpoint on the edited port",
+        )
+        cfg = backend.cluster_config("lab")
+        assert cfg is not None and cfg.port == free
+        # The agent's command again, from the same menu.
+        menu.agent_action.trigger()
+        await wait_until(lambda: bool(menu.dialogs), 15, what="the agent dialog")
+        (shown,) = menu.dialogs
+        assert isinstance(shown, AgentCommandDialog)
+        assert shown.command.toPlainText().startswith("wicket agent --token-file")
+        assert "kind: Deployment" in shown.manifests.toPlainText()
+        shown.reject()
 
         menu.remove_action.trigger()
         assert menu.boxes[0].text() == "Remove the cluster lab?"
@@ -140,6 +170,5 @@ def test_actions_follow_the_row_and_the_demo_is_not_removed(tmp_path: Path, home
     assert menu.connect_action.isEnabled() and not menu.disconnect_action.isEnabled()
     assert menu.remove_action.isEnabled() and menu.remove_action.toolTip() != DEMO_KEPT
     for action in (menu.edit_action, menu.agent_action):
-        assert not action.isEnabled()
-        assert action.toolTip().endswith(COMING)
+        assert not action.isEnabled()  # neither is a configured cluster of this backend
     parent.deleteLater()

@@ -18,9 +18,7 @@ from gui.models import (
     cluster_rows,
     column,
     online_count,
-    open_streams,
     ranges,
-    stream_rows,
 )
 from tests.gui.conftest import check_model
 
@@ -149,27 +147,21 @@ def test_clusters_model(qtmodeltester: ModelTester, qtbot: QtBot) -> None:
     check_model(qtmodeltester, model)
 
 
-def test_a_cluster_without_a_local_endpoint_reads_disconnected() -> None:
-    relay_only = ServiceSnapshot(1.0, clusters=(ClusterView("lab", "online", None, 0.001, None),))
-    lab, other = cluster_rows(relay_only, ["lab", "other"])
-    assert (lab.state, lab.connected, lab.summary) == (
-        "disconnected",
-        False,
-        "disconnected · agent online",
+def test_cluster_rows_read_the_snapshot_and_list_the_configured_ones_it_lacks() -> None:
+    said = ServiceSnapshot(
+        1.0,
+        clusters=(
+            ClusterView("lab", "disconnected", "disconnected", 0.001, None),
+            ClusterView("dev", "offline", "not started", None, None),
+        ),
     )
+    lab, dev, other = cluster_rows(said, ["lab", "other"])
+    assert (lab.state, lab.connected, lab.summary) == ("disconnected", False, "disconnected")
+    assert (dev.state, dev.summary) == ("offline", "offline: not started")
     assert (other.name, other.state, other.summary) == ("other", "disconnected", "disconnected")
     (online,) = cluster_rows(snapshot([]), ["lab"])
     assert (online.state, online.connected) == ("online", True)
-    assert online_count([lab, other, online]) == 1
-
-
-def test_open_streams_counts_each_stream_once_not_per_hop() -> None:
-    at_relay = stream(2, key="relay/2", component="relay", endpoint="tunnel")
-    at_agent = stream(3, key="agent:lab/3", component="agent:lab")
-    closed = stream(4, closed_at=105.0, state="closed")
-    rows = stream_rows(snapshot([stream(1), at_relay, at_agent, closed]))
-    assert [r.hop for r in rows] == ["kubectl", "relay", "agent", "kubectl"]
-    assert open_streams(rows) == 1
+    assert online_count([lab, dev, other, online]) == 1
 
 
 def test_one_column_table() -> None:

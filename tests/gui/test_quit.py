@@ -13,7 +13,6 @@ from PySide6.QtWidgets import QMessageBox
 from core.kube import KubeconfigPaths
 from gui.aio import wait_until
 from gui.backend import Backend
-from gui.models import open_streams
 from gui.shell import WicketApp
 from tests.gui.conftest import resolve
 from tests.gui.kubectl import kubectl
@@ -21,7 +20,8 @@ from tests.gui.kubectl import kubectl
 
 def open_count(app: WicketApp) -> int:
     """The open streams as the window shows them (Quit asks about these)."""
-    return open_streams(app.window.streams.rows)
+    snap = app.window.last_snapshot
+    return snap.open_streams if snap is not None else 0
 
 
 def quitting(app: WicketApp) -> bool:

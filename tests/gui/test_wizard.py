@@ -1,26 +1,44 @@
-"""The add-cluster wizard end to end: embedded relay, a real agent, kubectl through it."""
+"""The add-cluster wizard end to end: embedded relay, a real agent, kubectl through it,
+and the cluster back after a second start of the app's backend (a relaunch)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import keyring
 import pytest
+from keyring.backends.SecretService import Keyring as SecretServiceKeyring
 from PySide6.QtWidgets import QWizard
 
 from core.aio.relay import Relay
 from core.demo.apiserver import DemoApiServer
 from core.kube import KubeconfigPaths, load_merged
 from core.pki.tokens import parse
+from core.service import SecretStorage, WicketService, describe_storage
 from gui.aio import wait_until
-from gui.backend import Backend
+from gui.backend import CLUSTERS_FILE, AppSettings, Backend
+from gui.core_thread import CoreThread
 from gui.wizard import AddClusterWizard
 from tests.gui.conftest import resolve
 from tests.gui.kubectl import kubectl
+from tests.secrets.conftest import secret_service
+from tests.secrets.fakes import new_backend
+from tests.secrets.test_secret_service import _items_for
+
+
+@pytest.fixture
+def real_keyring(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """tests/secrets' gnome-keyring on a private D-Bus, in a directory of its own (the
+    test's tmp_path has the GUI's fresh HOME)."""
+    start = secret_service.__wrapped__  # type: ignore[attr-defined]
+    yield from start(tmp_path_factory.mktemp("keyring"), monkeypatch)
 
 
 @dataclass
@@ -30,20 +48,31 @@ class Setup:
     source: Path
     home: Path
     tmp: Path
+    private: CoreThread  # the private network: the apiserver and the agent
+
+    def relaunch(self) -> Backend:
+        """The app's backend as a second start of the app makes it."""
+        self.backend = Backend(self.tmp / "app", self.backend.kubeconfig)
+        return self.backend
 
 
 @contextlib.asynccontextmanager
 async def private_cluster(tmp: Path, home: Path) -> AsyncIterator[Setup]:
     paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
+    AppSettings.update(tmp / "app" / CLUSTERS_FILE, lambda c: setattr(c, "demo", False))
     backend = Backend(tmp / "app", paths)
     await backend.start()
+    assert await backend.restore() == []  # as the app starts: the runtime, no demo
+    private = CoreThread(WicketService())
+    await asyncio.to_thread(private.start)
 
     async def start_apiserver() -> DemoApiServer:
         server = DemoApiServer(tmp / "private", "127.0.0.1", 0)
         await server.start()
         return server
 
-    apiserver = await backend.core.call(start_apiserver())
+    apiserver = await private.call(start_apiserver())
+    s = Setup(backend, apiserver, tmp / "private.kubeconfig", home, tmp, private)
     try:
         source = apiserver.write_kubeconfig(tmp / "private.kubeconfig", context="private")
         kubeconfig = home / ".kube" / "config"
@@ -52,10 +81,12 @@ async def private_cluster(tmp: Path, home: Path) -> AsyncIterator[Setup]:
             "apiVersion: v1\nkind: Config\ncurrent-context: ''\n"
             f"users:\n- name: lab-admin\n  user: {{token: {apiserver.bearer_token}}}\n"
         )
-        yield Setup(backend, apiserver, source, home, tmp)
+        s.source = source
+        yield s
     finally:
-        await backend.core.call(apiserver.stop())
-        await backend.shutdown()
+        await private.call(apiserver.stop())
+        await private.stop_async()
+        await s.backend.shutdown()
 
 
 async def signal_once(signal: object) -> None:
@@ -64,7 +95,9 @@ async def signal_once(signal: object) -> None:
     await asyncio.wait_for(future, 10)
 
 
-async def drive_to_test_page(s: Setup) -> AddClusterWizard:
+async def drive_to_agent_online(s: Setup, storage: SecretStorage | None = None) -> AddClusterWizard:
+    """Through the pages; kubectl uses the kubeconfig user, or (``storage``) the token,
+    kept where ``storage`` says."""
     wizard = AddClusterWizard(s.backend)
     wizard.show()
     assert not wizard.isModal()
@@ -95,11 +128,17 @@ async def drive_to_test_page(s: Setup) -> AddClusterWizard:
     next_button.click()
     assert wizard.currentPage() is wizard.endpoint_page
 
-    # Endpoint: use the existing kubeconfig user.
+    # Endpoint: use the existing kubeconfig user, or the token in the chosen store.
     endpoint = wizard.endpoint_page
     await wait_until(lambda: endpoint.user.count() > 0, 10, what="kubeconfig users")
-    endpoint.use_user.setChecked(True)
-    endpoint.user.setCurrentText("lab-admin")
+    if storage is None:
+        endpoint.use_user.setChecked(True)
+        endpoint.user.setCurrentText("lab-admin")
+    else:
+        endpoint.storage.setCurrentIndex(endpoint.storage.findData(storage.value))
+        await wait_until(
+            lambda: describe_storage(storage) in endpoint.store_state.text(), 10, what="store"
+        )
     next_button.click()
     assert wizard.currentPage() is wizard.agent_page
 
@@ -114,14 +153,19 @@ async def drive_to_test_page(s: Setup) -> AddClusterWizard:
     assert "kind: Deployment" in agent_page.manifests.toPlainText()
     assert not next_button.isEnabled()
     token = parse(agent_page.token)
-    await s.backend.core.call(
-        s.backend.service.start_agent(
+    await s.private.call(
+        s.private.service.start_agent(
             s.tmp / "agent", ("127.0.0.1", s.apiserver.port), token, name="agent:lab"
         )
     )
     await wait_until(next_button.isEnabled, 15, what="the agent online")
     assert "is connected" in agent_page.status.text()
-    next_button.click()
+    return wizard
+
+
+async def drive_to_test_page(s: Setup, storage: SecretStorage | None = None) -> AddClusterWizard:
+    wizard = await drive_to_agent_online(s, storage)
+    wizard.button(QWizard.WizardButton.NextButton).click()
     assert wizard.currentPage() is wizard.test_page
     finish = wizard.button(QWizard.WizardButton.FinishButton)
     await wait_until(finish.isEnabled, 20, what="the tunnel test")
@@ -152,6 +196,23 @@ async def test_wizard_end_to_end_then_kubectl_exec_through_the_tunnel(
         streams = s.backend.latest.streams
         assert any(v.cluster == "lab" and v.component == "endpoint:lab" for v in streams)
         wizard.close()
+        port = s.backend.cluster_config("lab").port  # type: ignore[union-attr]
+
+        # A second start of the app: the cluster, its port and its agent come back.
+        await s.backend.shutdown()
+        backend = s.relaunch()
+        await backend.start()
+        assert await backend.restore() == []
+        assert backend.cluster_config("lab").port == port  # type: ignore[union-attr]
+        got = await kubectl(home, "--context", "wicket-lab", "get", "--raw", "/version")
+        for _ in range(40):  # the agent reconnects by itself (backoff up to 5 s)
+            if got.returncode == 0:
+                break
+            await asyncio.sleep(0.25)
+            got = await kubectl(home, "--context", "wicket-lab", "get", "--raw", "/version")
+        assert got.returncode == 0, got.stderr
+        assert "v1.32.4" in got.stdout
+        assert backend.is_connected("lab")
 
 
 @pytest.mark.slow
@@ -177,3 +238,51 @@ async def test_cancelling_the_wizard_leaves_nothing_behind(tmp_path: Path, home:
         (record,) = [r for r in relay.state.tokens().records() if r.token_id == token_id]
         assert record.revoked
         assert not wizard.completed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_the_test_page_names_the_real_cause_and_goes_back(tmp_path: Path, home: Path) -> None:
+    async with private_cluster(tmp_path, home) as s:
+        wizard = await drive_to_agent_online(s)
+        await s.private.call(s.apiserver.stop())  # the agent's target refuses now
+        wizard.button(QWizard.WizardButton.NextButton).click()
+        assert wizard.currentPage() is wizard.test_page
+        page = wizard.test_page
+        await wait_until(lambda: bool(page.error.text()), 20, what="the test's failure")
+        assert "target unreachable: connection refused" in page.error.text()
+        assert "SSL" not in page.error.text() and "TLSV1" not in page.error.text()
+        assert not wizard.button(QWizard.WizardButton.FinishButton).isEnabled()
+        assert page.retry.isVisibleTo(page)
+        back = wizard.button(QWizard.WizardButton.BackButton)
+        assert back.isVisibleTo(wizard) and back.isEnabled()
+        back.click()
+        assert wizard.currentPage() is wizard.agent_page
+        wizard.reject()
+        await s.backend.wait_run_to_end()
+        assert not s.backend.is_connected("lab")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_the_token_lands_in_the_real_keyring_and_kubectl_gets_it(
+    tmp_path: Path, home: Path, real_keyring: str
+) -> None:
+    previous = keyring.get_keyring()
+    keyring.set_keyring(new_backend(SecretServiceKeyring))
+    try:
+        async with private_cluster(tmp_path, home) as s:
+            wizard = await drive_to_test_page(s, SecretStorage.KEYRING)
+            state = wizard.endpoint_page.store_state.text()
+            assert "the desktop keyring" in state and "SecretService" in state
+            assert "Token kept in the desktop keyring" in wizard.test_page.steps.text()
+            wizard.button(QWizard.WizardButton.FinishButton).click()
+            assert _items_for("cluster/lab/upstream-token") == [s.apiserver.bearer_token.encode()]
+            # kubectl's exec plugin (wicket credential) asks the running app for it.
+            got = await kubectl(home, "--context", "wicket-lab", "get", "pods")
+            assert got.returncode == 0, got.stderr
+            assert "web" in got.stdout
+            assert await s.backend.remove_cluster("lab") == []
+            assert _items_for("cluster/lab/upstream-token") == []
+    finally:
+        keyring.set_keyring(previous)

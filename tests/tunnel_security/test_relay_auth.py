@@ -145,7 +145,7 @@ async def test_relay_with_another_ca_than_the_pin_gets_no_secret(
     assert relay_lines(caplog, "pinned fingerprint", name="wicket.peer", since=mark)
     assert not impostor.refused and not impostor.state.tokens().records()
     impostor.state.close()  # the look above reopened its registry
-    assert not (tmp_path / "victim" / "agent.pem").exists()
+    assert not list((tmp_path / "victim").rglob("agent.pem"))
     # The secret never left: the real relay still accepts the token.
     creds = await enroll(token, tmp_path / "staging", Role.AGENT, QUIET_MUX)
     assert creds.identity == Identity(Role.AGENT, "staging")
@@ -195,7 +195,7 @@ async def test_join_token_refused(
     assert relay.refused["invalid_token"] == before + 1
     lines = relay_lines(caplog, "enrollment from", "refused: invalid token")
     assert lines
-    assert not (world.root / "thief" / "agent.pem").exists()
+    assert not list((world.root / "thief").rglob("agent.pem"))
     assert took < PROMPT
     if changes:
         # A wrong guess does not burn the token: the real one still enrolls (once).

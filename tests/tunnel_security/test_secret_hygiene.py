@@ -244,7 +244,7 @@ async def test_no_token_text_leaks_in_a_full_scenario(procs: Procs, tmp_path: Pa
             elif path.is_file():
                 assert mode == 0o600, (path, oct(mode))
                 assert not _leaks(path.read_bytes(), needles), path
-    keys = sorted(p.name for d in (relay_dir, agent_dir, client_dir) for p in d.glob("*key*"))
+    keys = sorted(p.name for d in (relay_dir, agent_dir, client_dir) for p in d.rglob("*key*"))
     assert keys == ["agent-key.pem", "ca-key.pem", "client-key.pem", "relay-key.pem"]
 
 

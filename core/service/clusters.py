@@ -1,0 +1,186 @@
+"""Managing the configured clusters: the steps ``wicket cluster`` and the app share.
+
+These are blocking functions (files, the registry, the kubeconfig, a keyring); the
+runtime and the app call them in worker threads. None of them needs a running Wicket:
+the relay's registry and the configuration file are safe to change from several
+processes at once, and a running Wicket picks the change up (``core.service.desktop``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import ConfigError, KubeconfigError, SecretBackendUnavailable, SecretStoreError
+from core.format import utcnow
+from core.kube import (
+    ClusterSpec,
+    Credentials,
+    ExecCredential,
+    KubeconfigPaths,
+    UserRef,
+    add_cluster_contexts,
+    remove_cluster_contexts,
+)
+from core.kube.bundle import agent_args, build_agent_bundle
+from core.kube.model import check_cluster_name, context_names
+from core.mode import Mode
+from core.pki.identity import Role
+from core.pki.tokens import parse
+from core.registry.state import RelayState
+from core.secrets import upstream_token_key
+from core.service.config import (
+    DEFAULT_RELAY_LISTEN,
+    ClusterConfig,
+    DesktopConfig,
+    config_path,
+    describe_storage,
+    relay_dir,
+)
+from core.service.vault import TokenVault
+
+log = logging.getLogger("wicket.clusters")
+
+AGENT_TOKEN_FILE = "./wicket-join-token"  # noqa: S105 (a file name)
+AGENT_STATE_DIR = "./wicket-agent-state"
+
+
+def check_new_name(name: str, config: DesktopConfig, reserved: tuple[str, ...] = ()) -> None:
+    """A valid cluster name that the configuration does not have yet."""
+    check_cluster_name(name)
+    if name in reserved or config.cluster(name) is not None:
+        raise ConfigError(f"Wicket already has a cluster called {name!r}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` now (for a saved address picked before the listener runs)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def embedded_relay_address(state_dir: Path) -> str:
+    """The embedded relay's saved address; picked (a free port) and saved if none yet."""
+    path = config_path(state_dir)
+    config = DesktopConfig.load(path)
+    if config.relay_listen and not config.relay_listen.endswith(":0"):
+        return config.relay_listen
+    host = DEFAULT_RELAY_LISTEN.rpartition(":")[0]
+    address = f"{host}:{free_port(host)}"
+
+    def save(c: DesktopConfig) -> None:
+        if not c.relay_listen or c.relay_listen.endswith(":0"):
+            c.relay_listen = address
+
+    return DesktopConfig.update(path, save).relay_listen
+
+
+def issue_join_token(state_dir: Path, cluster: str, address: str | None = None) -> str:
+    """A one-time agent token for ``cluster`` at the embedded relay (running or not)."""
+    relay_address = address or embedded_relay_address(state_dir)
+    with contextlib.closing(RelayState(relay_dir(state_dir))) as state:
+        return state.join_token(cluster, relay_address, None, utcnow())
+
+
+def revoke_join_token(state_dir: Path, token: str, cluster: str) -> None:
+    """Undo :func:`issue_join_token`: revoke the token, forget the cluster at the relay."""
+    with contextlib.closing(RelayState(relay_dir(state_dir))) as state:
+        with contextlib.suppress(Exception):
+            state.tokens().revoke(parse(token).token_id)
+        state.unregister_cluster(cluster)
+
+
+def unregister_embedded(state_dir: Path, cluster: str) -> int:
+    """Forget ``cluster`` at the embedded relay and revoke its agents' identities
+    (the relay refuses them from now on); returns how many were revoked."""
+    if not (relay_dir(state_dir) / "registry.db").exists():
+        return 0
+    with contextlib.closing(RelayState(relay_dir(state_dir))) as state:
+        state.unregister_cluster(cluster)
+        return state.revoke_identities(Role.AGENT, cluster)
+
+
+@dataclass(frozen=True)
+class AgentInstructions:
+    """How to run a cluster's agent: a command line, or manifests."""
+
+    token: str
+    command: str
+    manifests: str
+
+
+def agent_instructions(
+    token: str, cluster: str, target: str, token_file: str = AGENT_TOKEN_FILE
+) -> AgentInstructions:
+    argv = ["wicket", *agent_args(token_file, target, AGENT_STATE_DIR)]
+    yaml = build_agent_bundle(token, cluster).to_yaml()
+    return AgentInstructions(token, shlex.join(argv), yaml)
+
+
+def join_token_used(state_dir: Path, token: str) -> bool:
+    """Whether the agent enrolled with ``token`` already (or it is no longer usable)."""
+    with contextlib.closing(RelayState(relay_dir(state_dir))) as state:
+        record = state.store.token(parse(token).token_id)
+        return record is None or not record.usable(utcnow())
+
+
+def wicket_command() -> str:
+    """The absolute ``wicket`` the exec credential entry runs."""
+    candidate = Path(sys.executable).parent / "wicket"
+    return str(candidate if candidate.exists() else Path(sys.argv[0]).resolve())
+
+
+def sync_contexts(kubeconfig: KubeconfigPaths, cfg: ClusterConfig) -> str | None:
+    """Make the cluster's kubectl contexts match ``cfg`` (through core.kube); returns the
+    local context's name. Passthrough only: kubectl trusts the cluster's CA and uses the
+    configured user, or Wicket's exec credential plugin. An inspect endpoint has no
+    context yet (kubectl would need Wicket's CA and the endpoint token: docs/inspect.md),
+    so its old ones are removed rather than left pointing at the wrong CA."""
+    if cfg.mode is Mode.INSPECT:
+        remove_cluster_contexts(kubeconfig, cfg.name)
+        return None
+    credentials: Credentials = UserRef(cfg.user) if cfg.user else ExecCredential(wicket_command())
+    spec = ClusterSpec(
+        cfg.name, cfg.port, cfg.cluster_ca.encode(), cfg.server_name, credentials, cfg.mode
+    )
+    add_cluster_contexts(kubeconfig, spec)
+    return context_names(cfg.name)[0]
+
+
+def remove_contexts(kubeconfig: KubeconfigPaths, name: str) -> None:
+    remove_cluster_contexts(kubeconfig, name)
+
+
+@dataclass
+class Removal:
+    """What removing a cluster did, and what stayed behind (and why)."""
+
+    revoked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def remove_cluster(
+    state_dir: Path, kubeconfig: KubeconfigPaths, vault: TokenVault, cfg: ClusterConfig
+) -> Removal:
+    """Everything but the configuration entry (the caller drops it, which stops a
+    running endpoint): at the embedded relay the cluster's registration and its agents'
+    identities (revoked), its kubectl contexts, its stored token."""
+    removal = Removal()
+    if cfg.embedded:
+        removal.revoked = unregister_embedded(state_dir, cfg.name)
+    try:
+        remove_cluster_contexts(kubeconfig, cfg.name)
+    except KubeconfigError as exc:
+        removal.problems.append(f"the kubectl contexts stay: {exc}")
+    try:
+        vault.store_sync(cfg.secrets).delete_sync(upstream_token_key(cfg.name))
+    except SecretBackendUnavailable as exc:  # it holds nothing Wicket could read
+        log.info("%s: no token to delete in %s (%s)", cfg.name, describe_storage(cfg.secrets), exc)
+    except SecretStoreError as exc:
+        removal.problems.append(f"its token stays in {describe_storage(cfg.secrets)}: {exc}")
+    return removal

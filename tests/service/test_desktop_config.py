@@ -1,0 +1,100 @@
+"""The desktop configuration: migrated from the app's old format, validated, refused
+when newer or damaged (and then left as it is), changed one writer at a time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError
+from core.mode import Mode
+from core.service.config import (
+    SCHEMA_VERSION,
+    ClusterConfig,
+    DesktopConfig,
+    SecretStorage,
+)
+
+OLD_FORMAT = {
+    "demo": False,
+    "clusters": [
+        {
+            "name": "lab",
+            "relay": "embedded",
+            "port": 43120,
+            "mode": "inspect",
+            "cluster_ca": "PEM",
+            "server_name": "lab.example",
+        }
+    ],
+}
+
+
+def test_the_apps_old_format_is_read_and_written_back_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "clusters.json"
+    path.write_text(json.dumps(OLD_FORMAT))
+    config = DesktopConfig.load(path)
+    assert config.demo is False
+    assert config.clusters == [
+        ClusterConfig("lab", "embedded", 43120, Mode.INSPECT, "PEM", "lab.example")
+    ]
+    assert config.clusters[0].secrets is SecretStorage.KEYRING
+    DesktopConfig.update(path, lambda c: setattr(c, "relay_listen", "127.0.0.1:7000"))
+    doc = json.loads(path.read_text())
+    assert doc["version"] == SCHEMA_VERSION
+    assert doc["relay"] == {"listen": "127.0.0.1:7000"}
+    assert doc["clusters"][0]["mode"] == "inspect"
+    assert DesktopConfig.load(path).clusters == config.clusters
+    assert path.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "names"),
+    [
+        ('{"version": 99, "clusters": []}', "version: schema version 99 is newer"),
+        ("{not json", "not JSON"),
+        ('{"clusters": [{"name": "x", "port": "80"}]}', "clusters[0].port: expected int"),
+        ('{"clusters": [{"name": "x", "port": 70000}]}', "clusters[0].port: port 70000"),
+        ('{"clusters": [{"name": "x", "mode": "loud"}]}', "clusters[0].mode:"),
+        ('{"clusters": [{"name": "x", "secrets": "paper"}]}', "clusters[0].secrets:"),
+        ('{"clusters": [{"name": "x"}, {"name": "x"}]}', "clusters[1]: a second cluster"),
+        ('{"relay": []}', "relay: expected dict"),
+    ],
+)
+def test_a_refused_file_is_named_and_left_as_it_is(
+    tmp_path: Path, content: str, names: str
+) -> None:
+    path = tmp_path / "clusters.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as refused:
+        DesktopConfig.load(path)
+    assert str(path) in str(refused.value) and names in str(refused.value)
+    with pytest.raises(ConfigError):
+        DesktopConfig.update(path, lambda c: c.put(ClusterConfig("new", "embedded", 1)))
+    assert path.read_text() == content
+
+
+def test_put_replaces_in_place_and_drop_removes(tmp_path: Path) -> None:
+    path = tmp_path / "clusters.json"
+    for cfg in (ClusterConfig(n, "embedded", 0) for n in ("a", "b", "c")):
+        DesktopConfig.update(path, cfg_adder(cfg))
+    DesktopConfig.update(path, lambda c: c.put(ClusterConfig("b", "relay.example:443", 5)))
+    DesktopConfig.update(path, lambda c: c.drop("a"))
+    config = DesktopConfig.load(path)
+    assert [(c.name, c.relay, c.port) for c in config.clusters] == [
+        ("b", "relay.example:443", 5),
+        ("c", "embedded", 0),
+    ]
+    assert config.clusters[1].embedded and not config.clusters[0].embedded
+
+
+def cfg_adder(cfg: ClusterConfig) -> Callable[[DesktopConfig], None]:
+    return lambda config: config.put(cfg)
+
+
+def test_a_missing_file_is_the_defaults(tmp_path: Path) -> None:
+    config = DesktopConfig.load(tmp_path / "none.json")
+    assert (config.demo, config.relay_listen, config.clusters) == (True, "", [])
