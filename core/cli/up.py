@@ -22,6 +22,7 @@ from core.kube import KubeconfigPaths
 from core.service import WicketService
 from core.service.config import DEFAULT_RELAY_LISTEN, default_state_dir
 from core.service.desktop import Desktop
+from core.service.instance import InstanceLock
 
 log = logging.getLogger("wicket.up")
 
@@ -39,6 +40,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    with InstanceLock.acquire("up"):  # the app and `wicket up` exclude each other
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     listen = None
     if args.relay_port is not None:
         if not 0 <= args.relay_port <= 65535:

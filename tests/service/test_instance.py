@@ -15,6 +15,7 @@ import pytest
 
 from core.errors import AlreadyRunning
 from core.service.instance import LOCK_FILE, InstanceLock, hand_over
+from tests.support.cli import run_wicket
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = (
@@ -72,3 +73,21 @@ def test_the_app_and_up_exclude_each_other_both_ways(tmp_path: Path) -> None:
 
 def test_hand_over_without_a_listening_app_gives_up(tmp_path: Path) -> None:
     assert hand_over(tmp_path, timeout=0.3) is None
+
+
+def test_wicket_up_refuses_to_run_beside_the_app(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
+    with InstanceLock.acquire("app", tmp_path / "wicket"):
+        proc = run_wicket("up", env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(
+        f"wicket: the Wicket desktop app is already running (pid {os.getpid()}): only one "
+        "Wicket serves your clusters at a time; quit it first"
+    )
+    assert not (tmp_path / ".local").exists()  # refused before it touched anything
