@@ -72,6 +72,9 @@ class Meter:
     def peak(self, since: float) -> int:
         return max((rss for at, rss in self.samples if at >= since), default=0)
 
+    def now(self) -> int:
+        return int(self.proc.memory_info().rss)
+
     async def cpu(self, window: float = CPU_WINDOW) -> float:
         """The relay's CPU use (percent of one core) over the next ``window`` seconds."""
         before = self.proc.cpu_times()
@@ -122,7 +125,8 @@ class Legit:
 @dataclass
 class Row:
     attack: str
-    rss_peak: int  # bytes over the idle baseline
+    rss_peak: int  # bytes over the idle baseline (what the bound is about)
+    rss_own: int  # bytes over the RSS when this attack began (earlier ones excluded)
     p99: float
     success: float
     echoes: int
@@ -132,14 +136,17 @@ class Row:
     def line(self) -> str:
         cpu = "-" if self.cpu_after is None else f"{self.cpu_after:.0f}%"
         return (
-            f"| {self.attack:<26} | {self.rss_peak / MiB:+8.1f} MB | {self.p99 * 1000:7.0f} ms"
+            f"| {self.attack:<26} | {self.rss_peak / MiB:+7.1f} MB | {self.rss_own / MiB:+7.1f} MB"
+            f" | {self.p99 * 1000:6.0f} ms"
             f" | {self.success * 100:6.1f}% ({self.echoes:>3}) | {cpu:>5} | {self.note}"
         )
 
 
 HEADER = (
-    "| attack                     | RSS peak    | legit p99  | success (n)   | CPU+10s | note\n"
-    "|----------------------------|-------------|------------|---------------|---------|-----"
+    "| attack                     | RSS peak   | its own    | legit p99 | success (n)   | CPU+10s"
+    " | note\n"
+    "|----------------------------|------------|------------|-----------|---------------|--------"
+    "-|-----"
 )
 
 
@@ -173,10 +180,12 @@ class Bench:
         self, name: str, attack: Callable[[Bench], Awaitable[float | None]], note: str = ""
     ) -> Row:
         start = time.monotonic()
+        rss_start = self.meter.now()
         cpu_after = await attack(self)
         await asyncio.sleep(0.5)  # the echoes in flight finish inside the window
         p99, success, count = self.legit.stats(start)
-        row = Row(name, self.meter.peak(start) - self.baseline, p99, success, count, cpu_after)
+        peak = self.meter.peak(start)
+        row = Row(name, peak - self.baseline, peak - rss_start, p99, success, count, cpu_after)
         row.note = note
         self.rows.append(row)
         print(row.line(), flush=True)
