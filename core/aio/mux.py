@@ -284,6 +284,7 @@ class MuxConnection(asyncio.BufferedProtocol):
         # Allocated on connection_made: a relay holds many connections still in their
         # TLS handshake, and those must not cost a read buffer each.
         self._read_buffer = memoryview(b"")
+        self._read_size = read_size(self.session.config)
         self._drained: asyncio.Future[None] | None = None  # close(): no stream left
         self._linger: asyncio.TimerHandle | None = None  # a closed transport's last call
         self._timer: asyncio.TimerHandle | None = None
@@ -296,7 +297,7 @@ class MuxConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._transport = transport
-        self._read_buffer = memoryview(bytearray(read_size(self.session.config)))
+        self._read_buffer = memoryview(bytearray(self._read_size))
         transport.set_write_buffer_limits(high=4 * WRITE_CHUNK)
         if not self.made.done():
             self.made.set_result(None)
@@ -304,9 +305,8 @@ class MuxConnection(asyncio.BufferedProtocol):
         self._run()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        size = read_size(self.session.config)
-        if len(self._read_buffer) != size:  # reconfigured: the next read takes the new size
-            self._read_buffer = memoryview(bytearray(size))
+        if len(self._read_buffer) != self._read_size:  # reconfigured: from this read on
+            self._read_buffer = memoryview(bytearray(self._read_size))
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -420,6 +420,7 @@ class MuxConnection(asyncio.BufferedProtocol):
     def reconfigure(self, config: MuxConfig) -> None:
         """New limits for this session (``MuxSession.reconfigure``), e.g. after auth."""
         self.session.reconfigure(config, self.loop.time())
+        self._read_size = read_size(config)
         self._run()
 
     async def close(self, drain_timeout: float = 5.0) -> None:

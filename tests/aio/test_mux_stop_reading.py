@@ -117,3 +117,21 @@ async def test_a_stream_left_in_the_backlog_does_not_break_the_next_one() -> Non
 @pytest.mark.parametrize("limit", [None, 1000])
 def test_read_buffer_follows_the_receive_budget(limit: int | None) -> None:
     assert read_size(MuxConfig(max_received=limit)) == (READ_BUFFER if limit is None else limit)
+
+
+async def test_reconfigure_resizes_the_read_buffer_and_raises_the_limits() -> None:
+    tiny = MuxConfig(keepalive_interval=None, max_received=1000, max_streams=1)
+    p = await connect_pair(QUIET, tiny)
+    try:
+        assert len(p.server.get_buffer(-1)) == 1000
+        p.server.reconfigure(QUIET)
+        assert len(p.server.get_buffer(-1)) == READ_BUFFER
+        assert p.server.session.config is QUIET
+        _, w = await p.client.open_connection(bytes(4000))  # past the old budget
+        stream = await p.server.accept()
+        assert stream.snapshot() is not None
+        assert p.server.session.terminated is None
+        stream.abort()
+        w.close()
+    finally:
+        await shutdown(p)
