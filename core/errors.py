@@ -25,7 +25,8 @@ peer sent something invalid.
     ├── MuxError
     │   ├── SessionClosed (ConnectionError)   the session is gone (reason attached)
     │   │   ├── SessionGoneAway               GoAway sent or received: no new streams
-    │   │   └── KeepaliveTimeout (TimeoutError)
+    │   │   ├── KeepaliveTimeout (TimeoutError)
+    │   │   └── DrainTimeout (TimeoutError)   the peer stopped reading what we write
     │   ├── StreamError
     │   │   ├── StreamReset (ConnectionResetError)
     │   │   ├── StreamRefused (ConnectionRefusedError)
@@ -139,6 +140,10 @@ class SessionGoneAway(SessionClosed):
 
 class KeepaliveTimeout(SessionClosed, TimeoutError):
     """The peer did not answer a keepalive ping in time."""
+
+
+class DrainTimeout(SessionClosed, TimeoutError):
+    """The transport took no bytes for ``drain_timeout``: the peer stopped reading."""
 
 
 class StreamError(MuxError):

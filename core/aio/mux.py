@@ -35,6 +35,13 @@ READ_BUFFER = 256 * 1024
 StreamHandler = Callable[["MuxStream"], None]
 
 
+def read_size(config: MuxConfig) -> int:
+    """The read buffer for a session: never more than it may receive in all (a relay
+    holds many pre-authentication sessions, each with a tiny ``max_received``)."""
+    limit = config.max_received
+    return READ_BUFFER if limit is None else max(1, min(READ_BUFFER, limit))
+
+
 def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
     if isinstance(protocol, asyncio.BufferedProtocol):
         view = memoryview(data)
@@ -277,7 +284,9 @@ class MuxConnection(asyncio.BufferedProtocol):
         # Allocated on connection_made: a relay holds many connections still in their
         # TLS handshake, and those must not cost a read buffer each.
         self._read_buffer = memoryview(b"")
+        self._read_size = read_size(self.session.config)
         self._drained: asyncio.Future[None] | None = None  # close(): no stream left
+        self._linger: asyncio.TimerHandle | None = None  # a closed transport's last call
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed: asyncio.Future[None] = self.loop.create_future()
@@ -288,8 +297,7 @@ class MuxConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._transport = transport
-        if not self._read_buffer:
-            self._read_buffer = memoryview(bytearray(READ_BUFFER))
+        self._read_buffer = memoryview(bytearray(self._read_size))
         transport.set_write_buffer_limits(high=4 * WRITE_CHUNK)
         if not self.made.done():
             self.made.set_result(None)
@@ -297,6 +305,8 @@ class MuxConnection(asyncio.BufferedProtocol):
         self._run()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if len(self._read_buffer) != self._read_size:  # reconfigured: from this read on
+            self._read_buffer = memoryview(bytearray(self._read_size))
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -318,17 +328,23 @@ class MuxConnection(asyncio.BufferedProtocol):
         self.session.connection_lost(reason)
         self._run()
         self._transport = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._linger):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._linger = None
         if not self._closed.done():
             self._closed.set_result(None)
 
     def pause_writing(self) -> None:
+        """The peer reads slower than we write: no writing (and no work) until it
+        catches up, for at most ``drain_timeout`` (the session's deadline)."""
         self._write_paused = True
+        self.session.write_blocked(self.loop.time())
+        self._arm_timer()  # not _run(): this is called from inside transport.write()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self.session.write_unblocked()
         self._run()
 
     # -- public API --------------------------------------------------------------------
@@ -400,6 +416,12 @@ class MuxConnection(asyncio.BufferedProtocol):
 
     def snapshot(self) -> SessionSnapshot:
         return self.session.snapshot()
+
+    def reconfigure(self, config: MuxConfig) -> None:
+        """New limits for this session (``MuxSession.reconfigure``), e.g. after auth."""
+        self.session.reconfigure(config, self.loop.time())
+        self._read_size = read_size(config)
+        self._run()
 
     async def close(self, drain_timeout: float = 5.0) -> None:
         """Go away, let open streams finish for up to ``drain_timeout``, then close."""
@@ -484,7 +506,7 @@ class MuxConnection(asyncio.BufferedProtocol):
                     self._dispatch(events)
                 if self._credit:
                     self._report_credit()
-                if self.session.wants_write or self.session.terminated is not None:
+                if self._has_output():
                     self._schedule_flush()
                 if not self._dirty and not events:
                     break
@@ -496,6 +518,17 @@ class MuxConnection(asyncio.BufferedProtocol):
             self._drained = None
             if not drained.done():
                 drained.set_result(None)
+
+    def _has_output(self) -> bool:
+        """Whether a flush would do anything: never while the transport is paused or
+        closing, so a peer that stops reading costs no CPU (the transport's
+        ``resume_writing`` or the session's drain deadline brings the next pass)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return False
+        if self.session.terminated is not None:
+            return True  # the transport is to be closed
+        return self.session.wants_write and not self._write_paused
 
     def _schedule_flush(self) -> None:
         """Write once per loop pass: frames queued in the same pass share a TLS record."""
@@ -525,7 +558,7 @@ class MuxConnection(asyncio.BufferedProtocol):
                 break
             transport.write(data)
         if session.terminated is not None and not transport.is_closing():
-            transport.close()
+            self._close_transport(transport)
 
     def _dispatch(self, events: list[ev.Event]) -> None:
         for event in events:
@@ -577,8 +610,8 @@ class MuxConnection(asyncio.BufferedProtocol):
         self._streams[sid] = stream
         if self.stream_handler is None and not self._accept_waiters:
             return
-        accepted = self.session.accept_stream(self.loop.time())
-        assert accepted == sid, (accepted, sid)
+        if self.session.accept_stream(self.loop.time(), sid) is None:
+            return  # reset while its event waited
         self._dirty = True
         if self.stream_handler is not None:
             self.stream_handler(stream)
@@ -615,7 +648,23 @@ class MuxConnection(asyncio.BufferedProtocol):
         self.session.connection_lost("closed locally")
         self._run()
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+            self._close_transport(self._transport)
+
+    def _close_transport(self, transport: asyncio.Transport) -> None:
+        """Close after what is queued, within ``drain_timeout``: a peer that reads
+        nothing would otherwise hold the transport (and ``wait_closed``) forever."""
+        if self._write_paused:
+            transport.abort()  # what is queued would never leave
+            return
+        transport.close()
+        self._linger = self.loop.call_later(
+            self.session.config.drain_timeout, self._abort_transport
+        )
+
+    def _abort_transport(self) -> None:
+        self._linger = None
+        if self._transport is not None:
+            self._transport.abort()
 
     def _arm_timer(self) -> None:
         session = self.session

@@ -34,13 +34,16 @@ from core.protocol.mux import MuxConfig
 
 log = logging.getLogger("wicket.peer")
 
-#: Keepalive every 5 s, 5 s to answer: a dead peer is noticed within 10 s.
+#: Keepalive every 5 s, 5 s to answer: a dead peer is noticed within 10 s; one that stops
+#: reading cannot fake the answer (random ping ids) and is dropped 10 s after our writes
+#: stall (``drain_timeout``).
 #: The accept backlog matches the un-ACKed opens a peer may have (``max_pending_opens``):
 #: the session parses a whole transport read before the stream handler accepts any of
 #: it, so a burst of opens (1,000 kubectl connections at once) must fit in the backlog.
 TUNNEL_MUX = MuxConfig(
     keepalive_interval=5.0,
     keepalive_timeout=5.0,
+    drain_timeout=10.0,
     accept_backlog=MuxConfig().max_pending_opens,
 )
 

@@ -19,7 +19,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from core.pki.identity import Identity, Role
 from core.pki.keys import cert_to_pem, fingerprint
 from core.pki.tokens import TokenKind
 from core.protocol.control import PROTOCOL_VERSION, ErrorCode, Message, Sender, redacted
-from core.protocol.mux import MuxConfig
+from core.protocol.mux import INITIAL_WINDOW, MuxConfig
 from core.protocol.preamble import EndpointKind, Status, StreamRequest
 from core.registry.state import RelayState
 
@@ -74,7 +74,23 @@ AUTH_FAILURES = frozenset(
 RELAY_MUX = MuxConfig(
     keepalive_interval=5.0,
     keepalive_timeout=5.0,
+    drain_timeout=10.0,
     accept_backlog=MuxConfig().max_pending_opens,
+)
+#: Before authentication (docs/security.md, pre-auth): the control stream only (any
+#: other open is refused at once), no window growth, Data frames no longer than the
+#: first window, 64 KiB received in all (a hello or an enrollment takes a few KiB).
+#: ``RelayConfig.mux`` replaces it once the peer proved who it is.
+PREAUTH_MUX = replace(
+    RELAY_MUX,
+    max_window=INITIAL_WINDOW,
+    max_frame=16 * 1024,
+    accept_backlog=1,
+    max_streams=1,
+    max_pending_opens=1,
+    max_session_buffer=INITIAL_WINDOW,
+    max_control_backlog=4 * 1024,
+    max_received=64 * 1024,
 )
 
 
@@ -93,6 +109,7 @@ class RelayConfig:
     auth_failure_burst: int = 32
     auth_failure_rate: float = 0.5
     mux: MuxConfig = field(default=RELAY_MUX)
+    preauth_mux: MuxConfig = field(default=PREAUTH_MUX)
 
 
 @dataclass(frozen=True)
@@ -288,7 +305,7 @@ class Relay:
         cfg = self.config
         assert self._context is not None
         loop = asyncio.get_running_loop()
-        conn = MuxConnection(False, cfg.mux)
+        conn = MuxConnection(False, cfg.preauth_mux)
         authenticated = False
 
         def adopt() -> MuxConnection:
@@ -319,6 +336,7 @@ class Relay:
             try:
                 async with asyncio.timeout(cfg.auth_timeout):
                     control = ControlChannel(conn, await conn.accept(), Sender.RELAY)
+                    conn.stream_handler = _refuse_stream  # until the role's own
                     first = await control.recv()
             except (TimeoutError, WicketError, OSError) as exc:
                 if isinstance(exc, TimeoutError) or conn.session.bytes_received_total:
@@ -400,6 +418,7 @@ class Relay:
             )
             log.warning("refused %s: protocol version %s", address, first["version"])
             return
+        conn.reconfigure(self.config.mux)  # before hello_ok: the peer may use them then
         control.send(
             {
                 "type": "hello_ok",

@@ -34,6 +34,12 @@ class MuxConfig:
     close_timeout: float = 60.0
     write_timeout: float = 30.0
     max_control_backlog: int = 1 * MiB
+    #: A transport that takes no bytes for this long (the peer stopped reading) ends
+    #: the session; so does a closed one that does not drain in this time.
+    drain_timeout: float = 15.0
+    #: Bytes the session may receive in all (None: no bound): the relay's budget for a
+    #: peer that has not authenticated yet (docs/mux.md, "Changing limits").
+    max_received: int | None = None
     initial_rtt: float = 0.1  # assumed until the first keepalive reply measures it
     #: Acknowledge an accepted inbound stream with the first frame sent on it (data,
     #: window update or FIN; any yamux frame may carry ACK) instead of a bare window
@@ -52,8 +58,11 @@ class MuxConfig:
         for name in ("accept_backlog", "max_streams", "max_pending_opens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        for name in ("keepalive_timeout", "open_timeout", "close_timeout", "write_timeout"):
+        timeouts = ("keepalive_timeout", "open_timeout", "close_timeout", "write_timeout")
+        for name in (*timeouts, "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.max_received is not None and self.max_received < 1:
+            raise ConfigError("max_received must be at least 1, or None")
         if self.keepalive_interval is not None and self.keepalive_interval <= 0:
             raise ConfigError("keepalive_interval must be positive or None")

@@ -9,6 +9,7 @@ contract is docs/mux.md.
 from __future__ import annotations
 
 import heapq
+import secrets
 from collections import deque
 
 from core import errors
@@ -123,6 +124,7 @@ class MuxSession:
         self._goaway_received: int | None = None
         self._ping_id = 0
         self._ping_sent_at: float | None = None
+        self._write_blocked_since: float | None = None
         self._next_ping_at: float | None = now if self.config.keepalive_interval else None
         #: Set whenever ``get_timer()`` may have changed; a driver that re-reads it
         #: clears the flag, and may skip the read while it stays clear.
@@ -185,6 +187,10 @@ class MuxSession:
         if self._terminated is not None:
             return
         self._bytes_received += len(data)
+        limit = self.config.max_received
+        if limit is not None and self._bytes_received > limit:
+            self._fail(errors.RemoteProtocolError(f"peer sent more than its {limit} bytes"))
+            return
         for frame in self._decoder.feed(data):
             try:
                 self._handle_frame(frame, now)
@@ -401,21 +407,33 @@ class MuxSession:
             self.send_eof(sid)
         return sid
 
-    def accept_stream(self, now: float) -> int | None:
-        """Take the oldest stream from the accept backlog and acknowledge it."""
-        while self._backlog:
-            sid = self._backlog.popleft()
+    def accept_stream(self, now: float, stream_id: int | None = None) -> int | None:
+        """Take a stream from the accept backlog and acknowledge it: ``stream_id`` if
+        given (None if it is not waiting), else the oldest."""
+        backlog = self._backlog
+        if stream_id is not None:
+            if stream_id not in self._streams or stream_id not in backlog:
+                return None
+            backlog.remove(stream_id)  # at the front when streams are served as they come
+            self._acknowledge(self._streams[stream_id], now)
+            return stream_id
+        while backlog:
+            sid = backlog.popleft()
             stream = self._streams.get(sid)
             if stream is None:
                 continue  # reset by the peer while it waited
-            stream.accepted = True
-            stream.last_activity = now
-            if self.config.defer_ack:
-                stream.ack_owed = True
-            else:
-                self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.ACK, sid, 0))
+            self._acknowledge(stream, now)
             return sid
         return None
+
+    def _acknowledge(self, stream: _Stream, now: float) -> None:
+        stream.accepted = True
+        stream.last_activity = now
+        if self.config.defer_ack:
+            stream.ack_owed = True
+        else:
+            header = encode_header(FrameType.WINDOW_UPDATE, Flag.ACK, stream.stream_id, 0)
+            self._queue_control(header)
 
     def _ack(self, stream: _Stream) -> int:
         """The ACK flag if this stream still owes one (it is then paid)."""
@@ -475,15 +493,47 @@ class MuxSession:
         self._replenish(stream, now)
 
     def ping(self, now: float) -> bool:
-        """Send a ping now unless one is outstanding; returns whether one was sent."""
+        """Send a ping now unless one is outstanding; returns whether one was sent.
+
+        The opaque value is random: a peer that reads nothing cannot answer a ping it
+        never saw, so keepalive proves that the peer reads (docs/mux.md).
+        """
         if self._terminated is not None or self._ping_sent_at is not None:
             return False
-        self._ping_id = (self._ping_id + 1) & MAX_UINT32
+        self._ping_id = secrets.randbits(32)
         self._ping_sent_at = now
         self.timers_changed = True
         self._pings_sent += 1
         self._queue_control(encode_header(FrameType.PING, Flag.SYN, 0, self._ping_id))
         return True
+
+    def reconfigure(self, config: MuxConfig, now: float) -> None:
+        """Swap the limits of a live session (docs/mux.md, "Changing limits").
+
+        The relay starts every session with tiny pre-authentication limits and raises
+        them once the peer proved who it is. New limits apply to what comes next: the
+        largest Data frame accepted, new streams, window growth, timers. Streams that
+        exist keep their windows, so nothing granted to the peer is taken back.
+        """
+        self.config = config
+        self._decoder.max_payload = config.max_window
+        if config.keepalive_interval is None:
+            self._next_ping_at = None
+        elif self._next_ping_at is None and self._ping_sent_at is None:
+            self._next_ping_at = now
+        self.timers_changed = True
+
+    def write_blocked(self, now: float) -> None:
+        """The transport stopped taking bytes: ``drain_timeout`` ends the session."""
+        if self._write_blocked_since is None:
+            self._write_blocked_since = now
+            self.timers_changed = True
+
+    def write_unblocked(self) -> None:
+        """The transport takes bytes again."""
+        if self._write_blocked_since is not None:
+            self._write_blocked_since = None
+            self.timers_changed = True
 
     def go_away(self, code: GoAwayCode = GoAwayCode.NORMAL) -> None:
         """Tell the peer: no new streams (existing ones drain)."""
@@ -502,6 +552,8 @@ class MuxSession:
             times.append(self._ping_sent_at + self.config.keepalive_timeout)
         elif self._next_ping_at is not None:
             times.append(self._next_ping_at)
+        if self._write_blocked_since is not None:
+            times.append(self._write_blocked_since + self.config.drain_timeout)
         stream_deadline = self._stream_deadline()
         if stream_deadline is not None:
             times.append(stream_deadline)
@@ -528,6 +580,12 @@ class MuxSession:
         if self._terminated is not None:
             return
         cfg = self.config
+        blocked = self._write_blocked_since
+        if blocked is not None and now >= blocked + cfg.drain_timeout:
+            self._terminate(
+                errors.DrainTimeout(f"the peer read nothing for {cfg.drain_timeout:g} s")
+            )
+            return
         if self._ping_sent_at is not None:
             if now >= self._ping_sent_at + cfg.keepalive_timeout:
                 self._terminate(
