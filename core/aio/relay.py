@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,19 @@ from typing import Any
 from core.aio.channel import ControlChannel
 from core.aio.listener import Listener, bind
 from core.aio.mux import MuxConnection, MuxStream
+from core.aio.public import Network, PublicEndpoints, PublicLimits
+from core.aio.quota import QuietLog, Quota
 from core.aio.throttle import FailureThrottle
 from core.aio.tunnel import (
     PreambleReader,
     StreamBook,
     StreamInfo,
     StreamRecord,
-    TunnelDialer,
     reply,
     spliced,
 )
-from core.errors import AuthError, MuxError, PKIError, RegistryError, WicketError
-from core.format import host_port, utcnow
+from core.errors import AuthError, ConfigError, MuxError, PKIError, RegistryError, WicketError
+from core.format import host_port, peer_address, utcnow
 from core.pki import tls
 from core.pki.ca import CertificateAuthority
 from core.pki.certs import load_or_create_server_cert, sign_csr
@@ -46,8 +48,9 @@ from core.pki.keys import cert_to_pem, fingerprint
 from core.pki.tokens import TokenKind
 from core.protocol.control import PROTOCOL_VERSION, ErrorCode, Message, Sender, redacted
 from core.protocol.mux import MuxConfig
-from core.protocol.preamble import EndpointKind, Status, StreamRequest
+from core.protocol.preamble import MAX_FIELD, Status, StreamRequest
 from core.registry.state import RelayState
+from core.registry.store import Scope
 
 log = logging.getLogger("wicket.relay")
 
@@ -63,6 +66,10 @@ class Refusal(enum.StrEnum):
     PREAUTH_LIMIT = "preauth_limit"
     TLS = "tls"
     NO_VALID_HELLO = "no_valid_hello"
+    #: A client's relayed streams at ``RelayConfig.max_streams_per_client``.
+    CLIENT_STREAM_QUOTA = "client_stream_quota"
+    #: A live session whose identity was revoked (by ``wicket relay revoke``).
+    REVOKED = "revoked"
 
 
 #: Refusals that count as a failed authentication for the per-source throttle.
@@ -93,6 +100,32 @@ class RelayConfig:
     auth_failure_burst: int = 32
     auth_failure_rate: float = 0.5
     mux: MuxConfig = field(default=RELAY_MUX)
+    #: Concurrent relayed streams of one client identity (all its sessions together).
+    max_streams_per_client: int = 1024
+    #: Public-endpoint connections per source address and in total.
+    max_public_per_source: int = 64
+    max_public: int = 1024
+    #: Source networks admitted to public endpoints (empty: every source).
+    public_allow: tuple[Network, ...] = ()
+    public_idle_timeout: float = 10.0
+    #: How often the registry is polled for revocations and removed clusters (seconds).
+    watch_interval: float = 0.5
+    #: A refusal is logged at most once per source (and kind) per this many seconds.
+    log_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        """Each quota stays below the agent session's stream limit: what one holder (or
+        the public) may take can never be all of a cluster."""
+        limit = self.mux.max_streams
+        for name in ("max_streams_per_client", "max_public_per_source", "max_public"):
+            if not 1 <= getattr(self, name) < limit:
+                raise ConfigError(f"{name} must be between 1 and {limit - 1} (the stream limit)")
+
+    @property
+    def public_limits(self) -> PublicLimits:
+        return PublicLimits(
+            self.public_allow, self.max_public_per_source, self.max_public, self.public_idle_timeout
+        )
 
 
 @dataclass(frozen=True)
@@ -116,13 +149,26 @@ class RelaySnapshot:
 
 
 class _Peer:
-    """One authenticated session (agent or client)."""
+    """One authenticated session (agent or client), with the scope of its identity."""
 
-    def __init__(self, identity: Identity, conn: MuxConnection, address: str) -> None:
+    def __init__(
+        self, identity: Identity, conn: MuxConnection, address: str, fingerprint: str, scope: Scope
+    ) -> None:
         self.identity = identity
         self.conn = conn
         self.address = address
+        self.fingerprint = fingerprint
+        self.scope = scope
         self.connected_at = time.time()
+
+    def may_reach(self, cluster: str) -> bool:
+        return self.scope is None or cluster in self.scope  # None: ALL_CLUSTERS
+
+    def label(self, claimed: str) -> str:
+        """Who a stream is really from (identity and source address), then what the
+        client claims it is for, cut to fit a preamble field."""
+        label = f"{self.identity.name}@{self.address}"
+        return (label + f" for {claimed}")[:MAX_FIELD] if claimed else label
 
 
 class Relay:
@@ -136,7 +182,8 @@ class Relay:
         self._context: ssl.SSLContext | None = None
         self._listener: Listener | None = None
         self._raw: set[socket.socket] = set()  # accepted, no transport yet
-        self._public: dict[str, asyncio.Server] = {}
+        self.quiet = QuietLog(log, config.log_interval)
+        self.client_streams = Quota(config.max_streams_per_client)
         self._agents: dict[str, _Peer] = {}
         self._clients: set[_Peer] = set()
         self._conns: set[MuxConnection] = set()
@@ -145,6 +192,16 @@ class Relay:
         self._preauth_by_source: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.throttle = FailureThrottle(config.auth_failure_burst, config.auth_failure_rate)
+        self.public = PublicEndpoints(
+            config.public_host,
+            config.public_limits,
+            conn_for=lambda cluster: (
+                self._agents[cluster].conn if cluster in self._agents else None
+            ),
+            book=self.book,
+            refused=self.refused,
+            quiet=self.quiet,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -168,6 +225,7 @@ class Relay:
         self.state.write_address(self.address)
         log.info("relay listening on %s (CA %s)", self.address, self._ca.fingerprint[:16])
         await self.sync_public_endpoints()
+        self._spawn(self._watch())
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -175,9 +233,6 @@ class Relay:
         for sock in self._raw:
             sock.close()
         self._raw.clear()
-        servers = list(self._public.values())
-        for server in servers:
-            server.close()
         for task in list(self._tasks):
             task.cancel()
         for conn in list(self._conns):
@@ -185,32 +240,38 @@ class Relay:
         for record in list(self.book.open.values()):
             if record.splice is not None:
                 record.splice.close()
-        for server in servers:
-            await server.wait_closed()
-        self._public.clear()
+        await self.public.close()
         self.state.close()
 
     async def sync_public_endpoints(self) -> None:
-        """Listen on every registered cluster's public port (re-read from the state)."""
-        host = self.config.public_host
-        if host is None:
-            return
-        loop = asyncio.get_running_loop()
-        for record in self.state.clusters().values():
-            if record.public_port is None or record.name in self._public:
-                continue
-            name = record.name
+        """Listen on every registered cluster's public port, and only there (re-read)."""
+        await self.public.sync(self.state.clusters())
+
+    async def _watch(self) -> None:
+        """Follow changes other processes commit to the registry: a revoked identity's
+        sessions end, a removed cluster's public endpoint closes (within one interval)."""
+        generation = self.state.store.generation()
+        while True:
+            await asyncio.sleep(self.config.watch_interval)
             try:
-                self._public[name] = await loop.create_server(
-                    lambda name=name: self._public_dialer(name),  # type: ignore[misc]
-                    host,
-                    record.public_port,
-                    reuse_address=True,
+                now = self.state.store.generation()
+                if now != generation:
+                    generation = now
+                    self._end_revoked()
+                    await self.sync_public_endpoints()
+            except RegistryError as exc:
+                log.error("cannot read the registry: %s", exc)
+
+    def _end_revoked(self) -> None:
+        for peer in [*self._agents.values(), *self._clients]:
+            if self.state.identity_revoked(peer.fingerprint):
+                self.refused[Refusal.REVOKED.value] += 1
+                log.warning(
+                    "%s from %s: its identity was revoked; session closed",
+                    peer.identity,
+                    peer.address,
                 )
-            except OSError as exc:
-                log.error("public endpoint %s:%s for %s: %s", host, record.public_port, name, exc)
-                continue
-            log.info("public endpoint for %s on %s:%s", name, host, record.public_port)
+                peer.conn.abort()
 
     def disconnect_agent(self, cluster: str) -> bool:
         """Close the session of ``cluster``'s agent (after its cluster was removed, so
@@ -221,10 +282,7 @@ class Relay:
         return peer is not None
 
     def public_address(self, cluster: str) -> str | None:
-        record = self.state.clusters().get(cluster)
-        if record is None or record.public_port is None or self.config.public_host is None:
-            return None
-        return host_port(self.config.public_host, record.public_port)
+        return self.public.address(self.state.clusters().get(cluster))
 
     def snapshot(self) -> RelaySnapshot:
         clusters: list[dict[str, object]] = [
@@ -282,7 +340,9 @@ class Relay:
         self._preauth += 1
         self._preauth_by_source[source] += 1
         self._raw.add(sock)  # ours to close until a transport takes it (stop() closes them)
-        self._spawn(self._handshake(sock, source, _fmt(peer)))  # the ClientHello waits in it
+        self._spawn(
+            self._handshake(sock, source, peer_address(peer))
+        )  # the ClientHello waits in it
 
     async def _handshake(self, sock: socket.socket, source: str, address: str) -> None:
         cfg = self.config
@@ -408,11 +468,31 @@ class Relay:
                 "name": identity.name,
             }
         )
-        peer = _Peer(identity, conn, address)
-        if identity.role == Role.AGENT:
-            await self._agent_session(peer, control)
-        else:
-            await self._client_session(peer, control)
+        peer = self._peer(identity, conn, address)
+        try:
+            if identity.role == Role.AGENT:
+                await self._agent_session(peer, control)
+            else:
+                await self._client_session(peer, control)
+        finally:
+            self._seen(peer)
+
+    def _peer(self, identity: Identity, conn: MuxConnection, address: str) -> _Peer:
+        """The session of an authenticated identity, its scope read once (and its last
+        seen time recorded: once per session, not per stream)."""
+        ssl_object = conn.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else b""
+        fp = fingerprint(der) if der else ""
+        scope = self.state.store.scope(fp) if identity.role == Role.CLIENT else frozenset()
+        peer = _Peer(identity, conn, address, fp, scope)
+        self._seen(peer)
+        return peer
+
+    def _seen(self, peer: _Peer) -> None:
+        try:
+            self.state.store.seen(peer.fingerprint, utcnow())
+        except RegistryError as exc:  # a busy registry must not cost the session
+            log.warning("cannot record when %s was last seen: %s", peer.identity, exc)
 
     def _unrevoked(self, ssl_object: ssl.SSLObject, address: str) -> Identity | None:
         """The peer's identity, unless it was revoked (its cluster was removed)."""
@@ -540,42 +620,63 @@ class Relay:
     # -- data streams ------------------------------------------------------------------
 
     def _client_stream(self, peer: _Peer, stream: MuxStream) -> None:
-        def route(stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
-            client = request.client or peer.address
-            self._route(stream, StreamRequest(request.cluster, request.endpoint, client), rest)
+        def route(stream: MuxStream, claimed: StreamRequest, rest: bytes) -> None:
+            # The stats and logs (here and at the agent) name who really asked, and from
+            # where; the client's own word on its address only follows it.
+            request = StreamRequest(claimed.cluster, claimed.endpoint, peer.label(claimed.client))
+            if self._admitted(peer, stream, request):
+                release = functools.partial(self.client_streams.release, peer.identity.name)
+                if not self._route(stream, request, rest, release):
+                    release()
 
         PreambleReader(stream, route)
 
-    def _route(self, stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
+    def _admitted(self, peer: _Peer, stream: MuxStream, request: StreamRequest) -> bool:
+        """A client's stream within its scope and its quota (one taken from it)."""
+        if not peer.may_reach(request.cluster):
+            self.refused[ErrorCode.FORBIDDEN.value] += 1
+            self._quietly("forbidden", peer, "refused stream from %s: %s is not in its scope",
+                          request.client, request.cluster)  # fmt: skip
+            reply(stream, Status.FORBIDDEN, f"{request.cluster} is not in this client's scope")
+            return False
+        if not self.client_streams.take(peer.identity.name):
+            self.refused[Refusal.CLIENT_STREAM_QUOTA.value] += 1
+            limit = self.config.max_streams_per_client
+            self._quietly("client_stream_quota", peer, "refused stream from %s: already %d open",
+                          request.client, limit)  # fmt: skip
+            reply(stream, Status.BUSY, f"this client already has {limit} streams open")
+            return False
+        return True
+
+    def _quietly(self, what: str, peer: _Peer, message: str, *args: object) -> None:
+        self.quiet.warning(what, peer.identity.name, time.monotonic(), message, *args)
+
+    def _route(
+        self, stream: MuxStream, request: StreamRequest, rest: bytes, on_close: Callable[[], None]
+    ) -> bool:
+        """Open the stream's twin on the cluster's agent session and splice the two;
+        False if it was refused (``on_close`` is then never called)."""
         if request.cluster not in self.state.clusters():
             self.refused[Status.UNKNOWN_CLUSTER.name.lower()] += 1
             log.warning(
                 "refused stream from %s: unknown cluster %s", request.client, request.cluster
             )
             reply(stream, Status.UNKNOWN_CLUSTER, f"no cluster {request.cluster} on this relay")
-            return
+            return False
         agent = self._agents.get(request.cluster)
         if agent is None or agent.conn.closed:
             reply(stream, Status.AGENT_OFFLINE, f"the agent of {request.cluster} is offline")
-            return
+            return False
         try:
             upstream = agent.conn.open_stream(request.encode() + rest)
         except MuxError as exc:
             reply(stream, Status.BUSY, str(exc))
-            return
+            return False
         record = self.book.add(StreamRecord.of(request))
+        record.on_close = on_close
         spliced(self.book, record, stream, upstream)
         stream.resume_reading()
-
-    def _public_dialer(self, cluster: str) -> TunnelDialer:
-        def conn() -> MuxConnection | None:
-            agent = self._agents.get(cluster)
-            return agent.conn if agent is not None else None
-
-        def request(tcp: asyncio.Transport) -> StreamRequest:
-            return StreamRequest(cluster, EndpointKind.PUBLIC, _fmt(tcp.get_extra_info("peername")))
-
-        return TunnelDialer(conn, request, self.book)
+        return True
 
 
 def _refuse_stream(stream: MuxStream) -> None:
@@ -585,12 +686,6 @@ def _refuse_stream(stream: MuxStream) -> None:
 async def _flush(conn: MuxConnection) -> None:
     """Give the last control message a moment to leave before the session closes."""
     await conn.close(drain_timeout=1.0)
-
-
-def _fmt(peer: object) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return host_port(peer[0], peer[1])
-    return "?"
 
 
 def _reason(exc: BaseException) -> str:

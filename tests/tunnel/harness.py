@@ -196,7 +196,7 @@ class Tunnel:
         )  # fmt: skip
         client = self.wicket(
             "relay", *state, "client-token", *state,
-            "--name", CLIENT, "--address", self.relay_address,
+            "--name", CLIENT, "--cluster", CLUSTER, "--address", self.relay_address,
         )  # fmt: skip
         for path, text in ((self._join_file, join), (self._client_file, client)):
             path.write_text(text.strip() + "\n")

@@ -152,7 +152,9 @@ async def test_no_token_text_leaks_in_a_full_scenario(procs: Procs, tmp_path: Pa
         # --state-dir ..." fails: see the report), so it is given on both levels.
         state = ("--state-dir", str(relay_dir))
         join_text = await procs.run("relay", *state, "join-token", *state, "--cluster", "prod")
-        client_text = await procs.run("relay", *state, "client-token", *state, "--name", "alice")
+        client_text = await procs.run(
+            "relay", *state, "client-token", *state, "--name", "alice", "--cluster", "prod"
+        )
         join_text, client_text = join_text.strip(), client_text.strip()
         join, client = parse(join_text), parse(client_text)
         for name, text in (("join", join_text), ("client", client_text)):
