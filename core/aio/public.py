@@ -117,9 +117,9 @@ class PublicEndpoints:
             self.refuse("public_not_allowed", source, cluster, "outside --public-allow")
             return False
         if not self.quota.take(source):
-            total = len(self.quota) >= self.limits.total
-            what = "public_quota" if total else "public_source_quota"
-            limit = self.limits.total if total else self.limits.per_source
+            own = self.quota.held(source) >= self.limits.per_source
+            what = "public_source_quota" if own else "public_quota"
+            limit = self.limits.per_source if own else self.limits.total
             self.refuse(what, source, cluster, f"already {limit} public connections")
             return False
         return True

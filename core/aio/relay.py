@@ -334,7 +334,8 @@ class Relay:
             self._preauth_by_source[source] >= cfg.max_preauth_per_source
         ):
             self.refused[Refusal.PREAUTH_LIMIT.value] += 1
-            log.warning("refused %s: too many unauthenticated connections", source)
+            message = "refused %s: too many unauthenticated connections"
+            self.quiet.warning(Refusal.PREAUTH_LIMIT, source, time.monotonic(), message, source)
             sock.close()
             return
         self._preauth += 1
@@ -368,7 +369,10 @@ class Relay:
                 )
             except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
                 self._failed(Refusal.TLS, source)
-                log.warning("TLS handshake with %s failed: %s", address, _reason(exc))
+                message = "TLS handshake with %s failed: %s"
+                self.quiet.warning(
+                    Refusal.TLS, source, time.monotonic(), message, address, _reason(exc)
+                )
                 # The traceback holds start_tls's frame, whose waiter holds the exception:
                 # a cycle that kept this connection's TLS and mux buffers (~0.5 MiB) alive
                 # until the cyclic GC ran, so pre-auth floods grew RSS far past the cap.
@@ -383,7 +387,11 @@ class Relay:
             except (TimeoutError, WicketError, OSError) as exc:
                 if isinstance(exc, TimeoutError) or conn.session.bytes_received_total:
                     self._failed(Refusal.NO_VALID_HELLO, source)
-                    log.warning("no valid first message from %s: %s", address, _reason(exc))
+                    message = "no valid first message from %s: %s"
+                    why = _reason(exc)
+                    self.quiet.warning(
+                        Refusal.NO_VALID_HELLO, source, time.monotonic(), message, address, why
+                    )
                 else:  # a CA discovery connection closes before saying anything
                     log.debug("%s closed without a message", address)
                 conn.abort()

@@ -121,6 +121,10 @@ def _limits(relay: argparse.ArgumentParser) -> None:
         help="public-endpoint connections in total (default 1024)",
     )  # fmt: skip
     limits.add_argument(
+        "--public-idle-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="close a public-endpoint connection that sent nothing for this long (default 10)",
+    )  # fmt: skip
+    limits.add_argument(
         "--public-allow", action="append", default=[], type=_network, metavar="CIDR",
         help="admit public-endpoint connections from this network only (repeatable; "
         "default: from anywhere: the apiserver authenticates them)",
@@ -354,6 +358,7 @@ def _run_relay(args: argparse.Namespace) -> int:
             max_public_per_source=args.max_public_per_source,
             max_public=args.max_public,
             public_allow=tuple(args.public_allow),
+            public_idle_timeout=args.public_idle_timeout,
         )
     )
     status = StatusServer("relay", relay.snapshot)

@@ -227,7 +227,8 @@ async def test_no_token_text_leaks_in_a_full_scenario(procs: Procs, tmp_path: Pa
     assert {r["id"] for r in records} == {join.token_id, client.token_id}
     for record in records:
         assert set(record) == {
-            "id", "kind", "name", "secret_hash", "created_us", "expires_us", "used_us", "revoked"
+            "id", "kind", "name", "secret_hash", "created_us", "expires_us", "used_us", "revoked",
+            "all_clusters",
         }  # fmt: skip
         assert re.fullmatch(r"sha256:[0-9a-f]{64}", record["secret_hash"]), record
         assert record["used_us"] is not None
