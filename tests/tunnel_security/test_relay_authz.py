@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -126,6 +127,13 @@ async def test_a_stream_outside_the_clients_scope_is_refused_and_never_reaches_t
         async with in_process_client(tunnel, everything, LAB) as endpoint:
             await echo_once(endpoint.port, 4096)
         assert lab.book.total == 1
+        # Item 6: the relay's and the agent's records name the authenticated identity
+        # and the address the relay saw, then the client's claim ("for ...").
+        (at_agent,) = lab.book.snapshot()
+        streams = (await relay_doc(tunnel))["streams"]
+        (at_relay,) = [s for s in streams if s["cluster"] == LAB]
+        assert at_relay["client"] == at_agent.client
+        assert re.fullmatch(r"ops@127\.0\.0\.1:\d+ for 127\.0\.0\.1:\d+", at_agent.client or "")
     finally:
         await lab.stop()
         await lab_target.stop()
