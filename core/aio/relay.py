@@ -116,6 +116,8 @@ class RelayConfig:
     def __post_init__(self) -> None:
         """Each quota stays below the agent session's stream limit: what one holder (or
         the public) may take can never be all of a cluster."""
+        if self.public_idle_timeout <= 0 or self.watch_interval <= 0 or self.log_interval < 0:
+            raise ConfigError("the public idle timeout and the watch interval must be positive")
         limit = self.mux.max_streams
         for name in ("max_streams_per_client", "max_public_per_source", "max_public"):
             if not 1 <= getattr(self, name) < limit:
@@ -263,15 +265,18 @@ class Relay:
                 log.error("cannot read the registry: %s", exc)
 
     def _end_revoked(self) -> None:
+        """Close the sessions of revoked identities, and of agents whose cluster is gone."""
+        clusters = self.state.clusters()
         for peer in [*self._agents.values(), *self._clients]:
             if self.state.identity_revoked(peer.fingerprint):
                 self.refused[Refusal.REVOKED.value] += 1
-                log.warning(
-                    "%s from %s: its identity was revoked; session closed",
-                    peer.identity,
-                    peer.address,
-                )
-                peer.conn.abort()
+                why = "its identity was revoked"
+            elif peer.identity.role == Role.AGENT and peer.identity.name not in clusters:
+                why = "its cluster was removed"
+            else:
+                continue
+            log.warning("%s from %s: %s; session closed", peer.identity, peer.address, why)
+            peer.conn.abort()
 
     def disconnect_agent(self, cluster: str) -> bool:
         """Close the session of ``cluster``'s agent (after its cluster was removed, so
@@ -640,7 +645,14 @@ class Relay:
         PreambleReader(stream, route)
 
     def _admitted(self, peer: _Peer, stream: MuxStream, request: StreamRequest) -> bool:
-        """A client's stream within its scope and its quota (one taken from it)."""
+        """A client's stream to a known cluster within its scope and its quota (one taken
+        from it). Refusals are counted each and logged once per client per interval."""
+        if request.cluster not in self.state.clusters():
+            self.refused[Status.UNKNOWN_CLUSTER.name.lower()] += 1
+            self._quietly("unknown_cluster", peer, "refused stream from %s: unknown cluster %s",
+                          request.client, request.cluster)  # fmt: skip
+            reply(stream, Status.UNKNOWN_CLUSTER, f"no cluster {request.cluster} on this relay")
+            return False
         if not peer.may_reach(request.cluster):
             self.refused[ErrorCode.FORBIDDEN.value] += 1
             self._quietly("forbidden", peer, "refused stream from %s: %s is not in its scope",
@@ -664,13 +676,6 @@ class Relay:
     ) -> bool:
         """Open the stream's twin on the cluster's agent session and splice the two;
         False if it was refused (``on_close`` is then never called)."""
-        if request.cluster not in self.state.clusters():
-            self.refused[Status.UNKNOWN_CLUSTER.name.lower()] += 1
-            log.warning(
-                "refused stream from %s: unknown cluster %s", request.client, request.cluster
-            )
-            reply(stream, Status.UNKNOWN_CLUSTER, f"no cluster {request.cluster} on this relay")
-            return False
         agent = self._agents.get(request.cluster)
         if agent is None or agent.conn.closed:
             reply(stream, Status.AGENT_OFFLINE, f"the agent of {request.cluster} is offline")
