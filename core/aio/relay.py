@@ -30,14 +30,7 @@ from core.aio.mux import MuxConnection, MuxStream
 from core.aio.public import Network, PublicEndpoints, PublicLimits
 from core.aio.quota import QuietLog, Quota
 from core.aio.throttle import FailureThrottle
-from core.aio.tunnel import (
-    PreambleReader,
-    StreamBook,
-    StreamInfo,
-    StreamRecord,
-    reply,
-    spliced,
-)
+from core.aio.tunnel import PreambleReader, StreamBook, StreamInfo, StreamRecord, reply, spliced
 from core.errors import AuthError, ConfigError, MuxError, PKIError, RegistryError, WicketError
 from core.format import host_port, peer_address, utcnow
 from core.pki import tls
@@ -150,18 +143,16 @@ class RelaySnapshot:
     streams: list[StreamInfo]
 
 
+@dataclass(eq=False)
 class _Peer:
     """One authenticated session (agent or client), with the scope of its identity."""
 
-    def __init__(
-        self, identity: Identity, conn: MuxConnection, address: str, fingerprint: str, scope: Scope
-    ) -> None:
-        self.identity = identity
-        self.conn = conn
-        self.address = address
-        self.fingerprint = fingerprint
-        self.scope = scope
-        self.connected_at = time.time()
+    identity: Identity
+    conn: MuxConnection
+    address: str
+    fingerprint: str
+    scope: Scope
+    connected_at: float = field(default_factory=time.time)
 
     def may_reach(self, cluster: str) -> bool:
         return self.scope is None or cluster in self.scope  # None: ALL_CLUSTERS

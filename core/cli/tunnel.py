@@ -104,26 +104,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     connect.set_defaults(func=_run_connect)
 
 
+#: ``wicket relay``'s quotas (docs/security.md): each below the agent session's stream
+#: limit, so no one peer, and not the public, can take a whole cluster.
+_LIMITS = (
+    ("--max-streams-per-client", int, 1024, "concurrent relayed streams of one client identity"),
+    ("--max-public-per-source", int, 64, "public-endpoint connections per source address"),
+    ("--max-public", int, 1024, "public-endpoint connections in total"),
+    ("--public-idle-timeout", float, 10.0, "close a public connection that sent nothing for this"
+     " many seconds"),
+)  # fmt: skip
+
+
 def _limits(relay: argparse.ArgumentParser) -> None:
-    """The quotas of ``wicket relay`` (docs/security.md): each below the agent session's
-    stream limit, so no one peer, and not the public, can take a whole cluster."""
     limits = relay.add_argument_group("limits")
-    limits.add_argument(
-        "--max-streams-per-client", type=int, default=1024, metavar="N",
-        help="concurrent relayed streams of one client identity (default 1024)",
-    )  # fmt: skip
-    limits.add_argument(
-        "--max-public-per-source", type=int, default=64, metavar="N",
-        help="public-endpoint connections per source address (default 64)",
-    )  # fmt: skip
-    limits.add_argument(
-        "--max-public", type=int, default=1024, metavar="N",
-        help="public-endpoint connections in total (default 1024)",
-    )  # fmt: skip
-    limits.add_argument(
-        "--public-idle-timeout", type=float, default=10.0, metavar="SECONDS",
-        help="close a public-endpoint connection that sent nothing for this long (default 10)",
-    )  # fmt: skip
+    for flag, kind, default, what in _LIMITS:
+        metavar = "SECONDS" if kind is float else "N"
+        help_text = f"{what} (default {default:g})"
+        limits.add_argument(flag, type=kind, default=default, metavar=metavar, help=help_text)
     limits.add_argument(
         "--public-allow", action="append", default=[], type=_network, metavar="CIDR",
         help="admit public-endpoint connections from this network only (repeatable; "
