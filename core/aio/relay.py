@@ -12,6 +12,7 @@ unauthenticated peer may do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
@@ -181,6 +182,8 @@ class Relay:
         self._clients: set[_Peer] = set()
         self._conns: set[MuxConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopped = False  # sessions ending after stop() must not reopen the registry
         self._preauth = 0
         self._preauth_by_source: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -207,6 +210,7 @@ class Relay:
     async def start(self) -> None:
         cfg = self.config
         now = utcnow()
+        self._stopped = False
         self.state.open()  # a refused registry stops the start before the CA is made
         self._ca = self.state.ca(now)
         hosts = list(dict.fromkeys([*cfg.server_names, cfg.host, "localhost", "127.0.0.1"]))
@@ -218,9 +222,10 @@ class Relay:
         self.state.write_address(self.address)
         log.info("relay listening on %s (CA %s)", self.address, self._ca.fingerprint[:16])
         await self.sync_public_endpoints()
-        self._spawn(self._watch())
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._listener is not None:
             self._listener.close()
         for sock in self._raw:
@@ -228,6 +233,10 @@ class Relay:
         self._raw.clear()
         for task in list(self._tasks):
             task.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         for conn in list(self._conns):
             conn.abort()
         for record in list(self.book.open.values()):
@@ -487,12 +496,16 @@ class Relay:
         ssl_object = conn.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else b""
         fp = fingerprint(der) if der else ""
-        scope = self.state.store.scope(fp) if identity.role == Role.CLIENT else frozenset()
+        scope: Scope = frozenset()
+        if identity.role == Role.CLIENT and not self._stopped:
+            scope = self.state.store.scope(fp)
         peer = _Peer(identity, conn, address, fp, scope)
         self._seen(peer)
         return peer
 
     def _seen(self, peer: _Peer) -> None:
+        if self._stopped:
+            return
         try:
             self.state.store.seen(peer.fingerprint, utcnow())
         except RegistryError as exc:  # a busy registry must not cost the session
