@@ -15,6 +15,13 @@ def host_port(host: str, port: int | str) -> str:
     return f"{host}:{port}"
 
 
+def peer_address(peer: object) -> str:
+    """A socket's ``peername`` as ``host:port`` (``?`` when the socket has none)."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return host_port(peer[0], peer[1])
+    return "?"
+
+
 def human_bytes(n: float) -> str:
     """``512 B``, ``1.5 KiB``, ``12.3 MiB``…"""
     value = float(n)

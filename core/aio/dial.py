@@ -9,6 +9,7 @@ stores its certificate; every later connection is mutual TLS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import ssl
@@ -31,6 +32,8 @@ from core.protocol.mux import MuxConfig
 CONNECT_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 10.0
 REPLY_TIMEOUT = 15.0
+#: How long CA discovery waits for its clean close to finish.
+CLOSE_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def relay_hostname(address: str) -> tuple[str, int]:
 
 
 async def discover_ca(address: str, pin: str, timeout: float = CONNECT_TIMEOUT) -> x509.Certificate:
-    """Find the relay CA whose fingerprint is ``pin``; sends no byte on that connection."""
+    """Find the relay CA whose fingerprint is ``pin``; sends no message on that connection."""
     host, port = relay_hostname(address)
     try:
         async with asyncio.timeout(timeout):
@@ -174,7 +177,12 @@ async def discover_ca(address: str, pin: str, timeout: float = CONNECT_TIMEOUT) 
         ssl_object = writer.get_extra_info("ssl_object")
         return tls.ca_from_chain(tls.unverified_chain(ssl_object), pin)
     finally:
-        writer.transport.abort()
+        # A clean close (close_notify, then FIN) after the handshake finished: an abort
+        # could reset the connection before the relay read our Finished, and the relay
+        # would count a TLS failure against this address (issue 14).
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
 
 
 async def connect_mux(

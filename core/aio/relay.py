@@ -12,13 +12,15 @@ unauthenticated peer may do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import functools
 import logging
 import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,18 +28,12 @@ from typing import Any
 from core.aio.channel import ControlChannel
 from core.aio.listener import Listener, bind
 from core.aio.mux import MuxConnection, MuxStream
+from core.aio.public import Network, PublicEndpoints, PublicLimits
+from core.aio.quota import QuietLog, Quota
 from core.aio.throttle import FailureThrottle
-from core.aio.tunnel import (
-    PreambleReader,
-    StreamBook,
-    StreamInfo,
-    StreamRecord,
-    TunnelDialer,
-    reply,
-    spliced,
-)
-from core.errors import AuthError, MuxError, PKIError, RegistryError, WicketError
-from core.format import host_port, utcnow
+from core.aio.tunnel import PreambleReader, StreamBook, StreamInfo, StreamRecord, reply, spliced
+from core.errors import AuthError, ConfigError, MuxError, PKIError, RegistryError, WicketError
+from core.format import host_port, peer_address, utcnow
 from core.pki import tls
 from core.pki.ca import CertificateAuthority
 from core.pki.certs import load_or_create_server_cert, sign_csr
@@ -46,8 +42,9 @@ from core.pki.keys import cert_to_pem, fingerprint
 from core.pki.tokens import TokenKind
 from core.protocol.control import PROTOCOL_VERSION, ErrorCode, Message, Sender, redacted
 from core.protocol.mux import INITIAL_WINDOW, MuxConfig
-from core.protocol.preamble import EndpointKind, Status, StreamRequest
+from core.protocol.preamble import MAX_FIELD, Status, StreamRequest
 from core.registry.state import RelayState
+from core.registry.store import Scope
 
 log = logging.getLogger("wicket.relay")
 
@@ -63,6 +60,10 @@ class Refusal(enum.StrEnum):
     PREAUTH_LIMIT = "preauth_limit"
     TLS = "tls"
     NO_VALID_HELLO = "no_valid_hello"
+    #: A client's relayed streams at ``RelayConfig.max_streams_per_client``.
+    CLIENT_STREAM_QUOTA = "client_stream_quota"
+    #: A live session whose identity was revoked (by ``wicket relay revoke``).
+    REVOKED = "revoked"
 
 
 #: Refusals that count as a failed authentication for the per-source throttle.
@@ -110,6 +111,34 @@ class RelayConfig:
     auth_failure_rate: float = 0.5
     mux: MuxConfig = field(default=RELAY_MUX)
     preauth_mux: MuxConfig = field(default=PREAUTH_MUX)
+    #: Concurrent relayed streams of one client identity (all its sessions together).
+    max_streams_per_client: int = 1024
+    #: Public-endpoint connections per source address and in total.
+    max_public_per_source: int = 64
+    max_public: int = 1024
+    #: Source networks admitted to public endpoints (empty: every source).
+    public_allow: tuple[Network, ...] = ()
+    public_idle_timeout: float = 10.0
+    #: How often the registry is polled for revocations and removed clusters (seconds).
+    watch_interval: float = 0.5
+    #: A refusal is logged at most once per source (and kind) per this many seconds.
+    log_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        """Each quota stays below the agent session's stream limit: what one holder (or
+        the public) may take can never be all of a cluster."""
+        if self.public_idle_timeout <= 0 or self.watch_interval <= 0 or self.log_interval < 0:
+            raise ConfigError("the public idle timeout and the watch interval must be positive")
+        limit = self.mux.max_streams
+        for name in ("max_streams_per_client", "max_public_per_source", "max_public"):
+            if not 1 <= getattr(self, name) < limit:
+                raise ConfigError(f"{name} must be between 1 and {limit - 1} (the stream limit)")
+
+    @property
+    def public_limits(self) -> PublicLimits:
+        return PublicLimits(
+            self.public_allow, self.max_public_per_source, self.max_public, self.public_idle_timeout
+        )
 
 
 @dataclass(frozen=True)
@@ -132,14 +161,25 @@ class RelaySnapshot:
     streams: list[StreamInfo]
 
 
+@dataclass(eq=False)
 class _Peer:
-    """One authenticated session (agent or client)."""
+    """One authenticated session (agent or client), with the scope of its identity."""
 
-    def __init__(self, identity: Identity, conn: MuxConnection, address: str) -> None:
-        self.identity = identity
-        self.conn = conn
-        self.address = address
-        self.connected_at = time.time()
+    identity: Identity
+    conn: MuxConnection
+    address: str
+    fingerprint: str
+    scope: Scope
+    connected_at: float = field(default_factory=time.time)
+
+    def may_reach(self, cluster: str) -> bool:
+        return self.scope is None or cluster in self.scope  # None: ALL_CLUSTERS
+
+    def label(self, claimed: str) -> str:
+        """Who a stream is really from (identity and source address), then what the
+        client claims it is for, cut to fit a preamble field."""
+        label = f"{self.identity.name}@{self.address}"
+        return (label + f" for {claimed}")[:MAX_FIELD] if claimed else label
 
 
 class Relay:
@@ -153,15 +193,28 @@ class Relay:
         self._context: ssl.SSLContext | None = None
         self._listener: Listener | None = None
         self._raw: set[socket.socket] = set()  # accepted, no transport yet
-        self._public: dict[str, asyncio.Server] = {}
+        self.quiet = QuietLog(log, config.log_interval)
+        self.client_streams = Quota(config.max_streams_per_client)
         self._agents: dict[str, _Peer] = {}
         self._clients: set[_Peer] = set()
         self._conns: set[MuxConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopped = False  # sessions ending after stop() must not reopen the registry
         self._preauth = 0
         self._preauth_by_source: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.throttle = FailureThrottle(config.auth_failure_burst, config.auth_failure_rate)
+        self.public = PublicEndpoints(
+            config.public_host,
+            config.public_limits,
+            conn_for=lambda cluster: (
+                self._agents[cluster].conn if cluster in self._agents else None
+            ),
+            book=self.book,
+            refused=self.refused,
+            quiet=self.quiet,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -174,6 +227,7 @@ class Relay:
     async def start(self) -> None:
         cfg = self.config
         now = utcnow()
+        self._stopped = False
         self.state.open()  # a refused registry stops the start before the CA is made
         self._ca = self.state.ca(now)
         hosts = list(dict.fromkeys([*cfg.server_names, cfg.host, "localhost", "127.0.0.1"]))
@@ -185,49 +239,61 @@ class Relay:
         self.state.write_address(self.address)
         log.info("relay listening on %s (CA %s)", self.address, self._ca.fingerprint[:16])
         await self.sync_public_endpoints()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._listener is not None:
             self._listener.close()
         for sock in self._raw:
             sock.close()
         self._raw.clear()
-        servers = list(self._public.values())
-        for server in servers:
-            server.close()
         for task in list(self._tasks):
             task.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         for conn in list(self._conns):
             conn.abort()
         for record in list(self.book.open.values()):
             if record.splice is not None:
                 record.splice.close()
-        for server in servers:
-            await server.wait_closed()
-        self._public.clear()
+        await self.public.close()
         self.state.close()
 
     async def sync_public_endpoints(self) -> None:
-        """Listen on every registered cluster's public port (re-read from the state)."""
-        host = self.config.public_host
-        if host is None:
-            return
-        loop = asyncio.get_running_loop()
-        for record in self.state.clusters().values():
-            if record.public_port is None or record.name in self._public:
-                continue
-            name = record.name
+        """Listen on every registered cluster's public port, and only there (re-read)."""
+        await self.public.sync(self.state.clusters())
+
+    async def _watch(self) -> None:
+        """Follow changes other processes commit to the registry: a revoked identity's
+        sessions end, a removed cluster's public endpoint closes (within one interval)."""
+        generation = self.state.store.generation()
+        while True:
+            await asyncio.sleep(self.config.watch_interval)
             try:
-                self._public[name] = await loop.create_server(
-                    lambda name=name: self._public_dialer(name),  # type: ignore[misc]
-                    host,
-                    record.public_port,
-                    reuse_address=True,
-                )
-            except OSError as exc:
-                log.error("public endpoint %s:%s for %s: %s", host, record.public_port, name, exc)
+                now = self.state.store.generation()
+                if now != generation:
+                    generation = now
+                    self._end_revoked()
+                    await self.sync_public_endpoints()
+            except RegistryError as exc:
+                log.error("cannot read the registry: %s", exc)
+
+    def _end_revoked(self) -> None:
+        """Close the sessions of revoked identities, and of agents whose cluster is gone."""
+        clusters = self.state.clusters()
+        for peer in [*self._agents.values(), *self._clients]:
+            if self.state.identity_revoked(peer.fingerprint):
+                self.refused[Refusal.REVOKED.value] += 1
+                why = "its identity was revoked"
+            elif peer.identity.role == Role.AGENT and peer.identity.name not in clusters:
+                why = "its cluster was removed"
+            else:
                 continue
-            log.info("public endpoint for %s on %s:%s", name, host, record.public_port)
+            log.warning("%s from %s: %s; session closed", peer.identity, peer.address, why)
+            peer.conn.abort()
 
     def disconnect_agent(self, cluster: str) -> bool:
         """Close the session of ``cluster``'s agent (after its cluster was removed, so
@@ -238,10 +304,7 @@ class Relay:
         return peer is not None
 
     def public_address(self, cluster: str) -> str | None:
-        record = self.state.clusters().get(cluster)
-        if record is None or record.public_port is None or self.config.public_host is None:
-            return None
-        return host_port(self.config.public_host, record.public_port)
+        return self.public.address(self.state.clusters().get(cluster))
 
     def snapshot(self) -> RelaySnapshot:
         clusters: list[dict[str, object]] = [
@@ -293,13 +356,16 @@ class Relay:
             self._preauth_by_source[source] >= cfg.max_preauth_per_source
         ):
             self.refused[Refusal.PREAUTH_LIMIT.value] += 1
-            log.warning("refused %s: too many unauthenticated connections", source)
+            message = "refused %s: too many unauthenticated connections"
+            self.quiet.warning(Refusal.PREAUTH_LIMIT, source, time.monotonic(), message, source)
             sock.close()
             return
         self._preauth += 1
         self._preauth_by_source[source] += 1
         self._raw.add(sock)  # ours to close until a transport takes it (stop() closes them)
-        self._spawn(self._handshake(sock, source, _fmt(peer)))  # the ClientHello waits in it
+        self._spawn(
+            self._handshake(sock, source, peer_address(peer))
+        )  # the ClientHello waits in it
 
     async def _handshake(self, sock: socket.socket, source: str, address: str) -> None:
         cfg = self.config
@@ -325,7 +391,10 @@ class Relay:
                 )
             except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
                 self._failed(Refusal.TLS, source)
-                log.warning("TLS handshake with %s failed: %s", address, _reason(exc))
+                message = "TLS handshake with %s failed: %s"
+                self.quiet.warning(
+                    Refusal.TLS, source, time.monotonic(), message, address, _reason(exc)
+                )
                 # The traceback holds start_tls's frame, whose waiter holds the exception:
                 # a cycle that kept this connection's TLS and mux buffers (~0.5 MiB) alive
                 # until the cyclic GC ran, so pre-auth floods grew RSS far past the cap.
@@ -341,7 +410,11 @@ class Relay:
             except (TimeoutError, WicketError, OSError) as exc:
                 if isinstance(exc, TimeoutError) or conn.session.bytes_received_total:
                     self._failed(Refusal.NO_VALID_HELLO, source)
-                    log.warning("no valid first message from %s: %s", address, _reason(exc))
+                    message = "no valid first message from %s: %s"
+                    why = _reason(exc)
+                    self.quiet.warning(
+                        Refusal.NO_VALID_HELLO, source, time.monotonic(), message, address, why
+                    )
                 else:  # a CA discovery connection closes before saying anything
                     log.debug("%s closed without a message", address)
                 conn.abort()
@@ -427,11 +500,35 @@ class Relay:
                 "name": identity.name,
             }
         )
-        peer = _Peer(identity, conn, address)
-        if identity.role == Role.AGENT:
-            await self._agent_session(peer, control)
-        else:
-            await self._client_session(peer, control)
+        peer = self._peer(identity, conn, address)
+        try:
+            if identity.role == Role.AGENT:
+                await self._agent_session(peer, control)
+            else:
+                await self._client_session(peer, control)
+        finally:
+            self._seen(peer)
+
+    def _peer(self, identity: Identity, conn: MuxConnection, address: str) -> _Peer:
+        """The session of an authenticated identity, its scope read once (and its last
+        seen time recorded: once per session, not per stream)."""
+        ssl_object = conn.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else b""
+        fp = fingerprint(der) if der else ""
+        scope: Scope = frozenset()
+        if identity.role == Role.CLIENT and not self._stopped:
+            scope = self.state.store.scope(fp)
+        peer = _Peer(identity, conn, address, fp, scope)
+        self._seen(peer)
+        return peer
+
+    def _seen(self, peer: _Peer) -> None:
+        if self._stopped:
+            return
+        try:
+            self.state.store.seen(peer.fingerprint, utcnow())
+        except RegistryError as exc:  # a busy registry must not cost the session
+            log.warning("cannot record when %s was last seen: %s", peer.identity, exc)
 
     def _unrevoked(self, ssl_object: ssl.SSLObject, address: str) -> Identity | None:
         """The peer's identity, unless it was revoked (its cluster was removed)."""
@@ -559,42 +656,63 @@ class Relay:
     # -- data streams ------------------------------------------------------------------
 
     def _client_stream(self, peer: _Peer, stream: MuxStream) -> None:
-        def route(stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
-            client = request.client or peer.address
-            self._route(stream, StreamRequest(request.cluster, request.endpoint, client), rest)
+        def route(stream: MuxStream, claimed: StreamRequest, rest: bytes) -> None:
+            # The stats and logs (here and at the agent) name who really asked, and from
+            # where; the client's own word on its address only follows it.
+            request = StreamRequest(claimed.cluster, claimed.endpoint, peer.label(claimed.client))
+            if self._admitted(peer, stream, request):
+                release = functools.partial(self.client_streams.release, peer.identity.name)
+                if not self._route(stream, request, rest, release):
+                    release()
 
         PreambleReader(stream, route)
 
-    def _route(self, stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
+    def _admitted(self, peer: _Peer, stream: MuxStream, request: StreamRequest) -> bool:
+        """A client's stream to a known cluster within its scope and its quota (one taken
+        from it). Refusals are counted each and logged once per client per interval."""
         if request.cluster not in self.state.clusters():
             self.refused[Status.UNKNOWN_CLUSTER.name.lower()] += 1
-            log.warning(
-                "refused stream from %s: unknown cluster %s", request.client, request.cluster
-            )
+            self._quietly("unknown_cluster", peer, "refused stream from %s: unknown cluster %s",
+                          request.client, request.cluster)  # fmt: skip
             reply(stream, Status.UNKNOWN_CLUSTER, f"no cluster {request.cluster} on this relay")
-            return
+            return False
+        if not peer.may_reach(request.cluster):
+            self.refused[ErrorCode.FORBIDDEN.value] += 1
+            self._quietly("forbidden", peer, "refused stream from %s: %s is not in its scope",
+                          request.client, request.cluster)  # fmt: skip
+            reply(stream, Status.FORBIDDEN, f"{request.cluster} is not in this client's scope")
+            return False
+        if not self.client_streams.take(peer.identity.name):
+            self.refused[Refusal.CLIENT_STREAM_QUOTA.value] += 1
+            limit = self.config.max_streams_per_client
+            self._quietly("client_stream_quota", peer, "refused stream from %s: already %d open",
+                          request.client, limit)  # fmt: skip
+            reply(stream, Status.BUSY, f"this client already has {limit} streams open")
+            return False
+        return True
+
+    def _quietly(self, what: str, peer: _Peer, message: str, *args: object) -> None:
+        self.quiet.warning(what, peer.identity.name, time.monotonic(), message, *args)
+
+    def _route(
+        self, stream: MuxStream, request: StreamRequest, rest: bytes, on_close: Callable[[], None]
+    ) -> bool:
+        """Open the stream's twin on the cluster's agent session and splice the two;
+        False if it was refused (``on_close`` is then never called)."""
         agent = self._agents.get(request.cluster)
         if agent is None or agent.conn.closed:
             reply(stream, Status.AGENT_OFFLINE, f"the agent of {request.cluster} is offline")
-            return
+            return False
         try:
             upstream = agent.conn.open_stream(request.encode() + rest)
         except MuxError as exc:
             reply(stream, Status.BUSY, str(exc))
-            return
+            return False
         record = self.book.add(StreamRecord.of(request))
+        record.on_close = on_close
         spliced(self.book, record, stream, upstream)
         stream.resume_reading()
-
-    def _public_dialer(self, cluster: str) -> TunnelDialer:
-        def conn() -> MuxConnection | None:
-            agent = self._agents.get(cluster)
-            return agent.conn if agent is not None else None
-
-        def request(tcp: asyncio.Transport) -> StreamRequest:
-            return StreamRequest(cluster, EndpointKind.PUBLIC, _fmt(tcp.get_extra_info("peername")))
-
-        return TunnelDialer(conn, request, self.book)
+        return True
 
 
 def _refuse_stream(stream: MuxStream) -> None:
@@ -604,12 +722,6 @@ def _refuse_stream(stream: MuxStream) -> None:
 async def _flush(conn: MuxConnection) -> None:
     """Give the last control message a moment to leave before the session closes."""
     await conn.close(drain_timeout=1.0)
-
-
-def _fmt(peer: object) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return host_port(peer[0], peer[1])
-    return "?"
 
 
 def _reason(exc: BaseException) -> str:

@@ -68,6 +68,7 @@ class StreamRecord:
         "down",
         "endpoint",
         "id",
+        "on_close",
         "opened_at",
         "pre_up",
         "splice",
@@ -89,6 +90,8 @@ class StreamRecord:
         self.pre_up = 0  # bytes sent up before the splice took over (pipelined)
         self.up_is_a = True  # bytes a→b are "up" (towards the apiserver)
         self.up = self.down = 0  # the splice's counts, kept here once it is done
+        #: Called once when the connection is over, however it ended (a quota's release).
+        self.on_close: Callable[[], None] | None = None
 
     @classmethod
     def of(cls, request: StreamRequest) -> StreamRecord:
@@ -120,6 +123,9 @@ class StreamRecord:
             self.closed_at = time.time()
             self.state = "closed" if reason == "eof" else "failed"
             self.close_reason = reason
+            if self.on_close is not None:
+                self.on_close()
+                self.on_close = None
 
 
 class StreamBook:

@@ -24,14 +24,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import fsutil
 from core.aio.eventloop import LoopKind, loop_factory, resolve
 from core.aio.lifecycle import in_order
 from core.errors import ConfigError, TokenError
 from core.format import utcnow
 from core.mode import Mode
 from core.paths import data_dir
+from core.pki.identity import Role
 from core.pki.tokens import Token, TokenKind, parse, split_relay_address
 from core.registry.state import RelayState
+from core.registry.store import ALL_CLUSTERS, Scope
 
 if TYPE_CHECKING:
     from core.aio.endpoint import InspectSettings
@@ -52,19 +55,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=[],
         help="extra DNS name or IP for the relay certificate (repeatable)",
     )
+    _limits(relay)
     relay.set_defaults(func=_run_relay)
-    tokens = relay.add_subparsers(dest="relay_command", metavar="TOKEN-COMMAND")
-    join = tokens.add_parser("join-token", help="print a one-time agent enrollment token")
-    join.add_argument("--state-dir", type=Path, required=True)
-    join.add_argument("--cluster", required=True)
-    join.add_argument("--address", default=None, metavar="HOST:PORT")
-    join.add_argument("--public-port", type=int, default=None)
-    join.set_defaults(func=_join_token)
-    client = tokens.add_parser("client-token", help="print a one-time desktop client token")
-    client.add_argument("--state-dir", type=Path, required=True)
-    client.add_argument("--name", required=True)
-    client.add_argument("--address", default=None, metavar="HOST:PORT")
-    client.set_defaults(func=_client_token)
+    _relay_commands(relay.add_subparsers(dest="relay_command", metavar="COMMAND"))
 
     agent = sub.add_parser("agent", help="run the agent next to the apiserver")
     agent.add_argument("--token-file", required=True, help="join token file, or - for stdin")
@@ -111,6 +104,75 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     connect.set_defaults(func=_run_connect)
 
 
+#: ``wicket relay``'s quotas (docs/security.md): each below the agent session's stream
+#: limit, so no one peer, and not the public, can take a whole cluster.
+_LIMITS = (
+    ("--max-streams-per-client", int, 1024, "concurrent relayed streams of one client identity"),
+    ("--max-public-per-source", int, 64, "public-endpoint connections per source address"),
+    ("--max-public", int, 1024, "public-endpoint connections in total"),
+    ("--public-idle-timeout", float, 10.0, "close a public connection that sent nothing for this"
+     " many seconds"),
+)  # fmt: skip
+
+
+def _limits(relay: argparse.ArgumentParser) -> None:
+    limits = relay.add_argument_group("limits")
+    for flag, kind, default, what in _LIMITS:
+        metavar = "SECONDS" if kind is float else "N"
+        help_text = f"{what} (default {default:g})"
+        limits.add_argument(flag, type=kind, default=default, metavar=metavar, help=help_text)
+    limits.add_argument(
+        "--public-allow", action="append", default=[], type=_network, metavar="CIDR",
+        help="admit public-endpoint connections from this network only (repeatable; "
+        "default: from anywhere: the apiserver authenticates them)",
+    )  # fmt: skip
+
+
+def _relay_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    join = commands.add_parser("join-token", help="print a one-time agent enrollment token")
+    join.add_argument("--state-dir", type=Path, required=True)
+    join.add_argument("--cluster", required=True)
+    join.add_argument("--address", default=None, metavar="HOST:PORT")
+    join.add_argument("--public-port", type=int, default=None)
+    _out(join)
+    join.set_defaults(func=_join_token)
+    client = commands.add_parser("client-token", help="print a one-time desktop client token")
+    client.add_argument("--state-dir", type=Path, required=True)
+    client.add_argument("--name", required=True)
+    client.add_argument("--address", default=None, metavar="HOST:PORT")
+    scope = client.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "--cluster", action="append", default=None, dest="clusters", metavar="NAME",
+        help="a cluster this client may reach (repeatable)",
+    )  # fmt: skip
+    scope.add_argument("--all-clusters", action="store_true", help="every cluster, now and later")
+    _out(client)
+    client.set_defaults(func=_client_token)
+    listing = commands.add_parser("list", help="issued identities: scopes, last seen, revoked")
+    listing.add_argument("--state-dir", type=Path, required=True)
+    listing.set_defaults(func=_list_identities)
+    revoke = commands.add_parser("revoke", help="revoke a client or agent (its session ends)")
+    revoke.add_argument("--state-dir", type=Path, required=True)
+    who = revoke.add_mutually_exclusive_group(required=True)
+    who.add_argument("--client", metavar="NAME")
+    who.add_argument("--agent", metavar="NAME", help="the agent of cluster NAME")
+    revoke.set_defaults(func=_revoke)
+
+
+def _out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="FILE",
+        help="write the token to FILE (mode 0600) instead of printing it",
+    )  # fmt: skip
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a network (CIDR)") from exc
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -133,6 +195,8 @@ def read_token(source: str, kind: TokenKind) -> Token:
         text = sys.stdin.read() if source == "-" else Path(source).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read the token file {source}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the token file {source} is not a token (not text)") from exc
     token = parse(text.strip())
     if token.kind != kind:
         raise TokenError(f"this is a {token.kind.value} token; a {kind.value} token is needed")
@@ -224,14 +288,52 @@ def run_until_signal(
 def _join_token(args: argparse.Namespace) -> int:
     with contextlib.closing(RelayState(args.state_dir)) as state:
         token = state.join_token(args.cluster, args.address, args.public_port, utcnow())
-    print(token)  # committed before it is shown
-    return 0
+    return _give(token, args.out)  # committed before it is shown
 
 
 def _client_token(args: argparse.Namespace) -> int:
+    scope = ALL_CLUSTERS if args.all_clusters else frozenset(args.clusters)
     with contextlib.closing(RelayState(args.state_dir)) as state:
-        token = state.client_token(args.name, args.address, utcnow())
-    print(token)
+        token = state.client_token(args.name, args.address, utcnow(), scope=scope)
+    return _give(token, args.out)
+
+
+def _give(token: str, out: Path | None) -> int:
+    """Print the token, or write it to ``out`` (0600, never readable by others)."""
+    if out is None:
+        print(token)
+        return 0
+    try:
+        fsutil.replace_atomic(out, (token + "\n").encode())
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from exc
+    print(f"token written to {out} (mode 0600)", file=sys.stderr)
+    return 0
+
+
+def _list_identities(args: argparse.Namespace) -> int:
+    with contextlib.closing(RelayState(args.state_dir)) as state:
+        identities = state.identities()
+    print(f"{'ROLE':<7} {'NAME':<24} {'SCOPE':<24} {'LAST SEEN':<21} STATE")
+    for ident in identities:
+        scope = "-" if ident.role == Role.AGENT else _scope(ident.scope)
+        seen = ident.last_seen.strftime("%Y-%m-%d %H:%M:%SZ") if ident.last_seen else "never"
+        state_word = "revoked" if ident.revoked else "active"
+        print(f"{ident.role.value:<7} {ident.name:<24} {scope:<24} {seen:<21} {state_word}")
+    return 0
+
+
+def _scope(scope: Scope) -> str:
+    return "all clusters" if scope is None else ",".join(sorted(scope)) or "none"
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    role, name = (Role.CLIENT, args.client) if args.client else (Role.AGENT, args.agent)
+    with contextlib.closing(RelayState(args.state_dir)) as state:
+        count = state.revoke(role, name)
+    if not count:
+        raise ConfigError(f"no unrevoked {role.value} identity named {name} here")
+    print(f"revoked {count} identit{'y' if count == 1 else 'ies'} of {role.value} {name}")
     return 0
 
 
@@ -249,6 +351,11 @@ def _run_relay(args: argparse.Namespace) -> int:
             port=port,
             public_host=args.public_host,
             server_names=tuple(args.server_name),
+            max_streams_per_client=args.max_streams_per_client,
+            max_public_per_source=args.max_public_per_source,
+            max_public=args.max_public,
+            public_allow=tuple(args.public_allow),
+            public_idle_timeout=args.public_idle_timeout,
         )
     )
     status = StatusServer("relay", relay.snapshot)

@@ -47,6 +47,7 @@ from core.paths import data_dir
 from core.pki import files
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
+from core.registry.store import ALL_CLUSTERS
 
 log = logging.getLogger("wicket.demo")
 
@@ -290,7 +291,10 @@ class DemoStack:
 
         return (
             token(Role.AGENT, lambda: relay.state.join_token(CLUSTER, address, None, now)),
-            token(Role.CLIENT, lambda: relay.state.client_token(CLIENT_NAME, address, now)),
+            token(
+                Role.CLIENT,
+                lambda: relay.state.client_token(CLIENT_NAME, address, now, scope=ALL_CLUSTERS),
+            ),
         )
 
     def _load_ports(self) -> dict[str, int]:

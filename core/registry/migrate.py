@@ -64,6 +64,20 @@ SCHEMAS = (
     ALTER TABLE identities ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0
         CHECK (revoked IN (0, 1));
     """,
+    # 3: a client token, and every identity it enrolls, reach only the clusters of its
+    # scope (all of them, or its token_clusters rows); an identity's last session. The
+    # client tokens issued before reached every cluster, and keep that.
+    """
+    ALTER TABLE tokens ADD COLUMN all_clusters INTEGER NOT NULL DEFAULT 0
+        CHECK (all_clusters IN (0, 1));
+    CREATE TABLE token_clusters (
+        token_id    TEXT NOT NULL REFERENCES tokens (id),
+        cluster     TEXT NOT NULL,
+        PRIMARY KEY (token_id, cluster)
+    );
+    ALTER TABLE identities ADD COLUMN last_seen_us INTEGER;
+    UPDATE tokens SET all_clusters = 1 WHERE kind = 'client';
+    """,
 )
 SCHEMA_VERSION = len(SCHEMAS)
 
@@ -142,7 +156,8 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 def _import(conn: sqlite3.Connection, legacy: Legacy) -> None:
     conn.executemany(
-        "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO tokens (id, kind, name, secret_hash, created_us, expires_us, used_us,"
+        " revoked, all_clusters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 r.token_id,
@@ -153,6 +168,7 @@ def _import(conn: sqlite3.Connection, legacy: Legacy) -> None:
                 None if r.expires is None else to_us(r.expires),
                 None if r.used_at is None else to_us(r.used_at),
                 int(r.revoked),
+                int(r.kind == TokenKind.CLIENT),  # the JSON's client tokens reached all
             )
             for r in legacy.tokens
         ],

@@ -27,7 +27,7 @@ from core.pki.identity import Role
 from core.pki.tokens import TokenKind
 from core.registry import migrate
 from core.registry.migrate import from_us, to_us
-from core.registry.store import ClusterRecord, IdentityRecord, TokenRecord
+from core.registry.store import ALL_CLUSTERS, ClusterRecord, IdentityRecord, Scope, TokenRecord
 
 DB_FILE = "registry.db"
 BUSY_TIMEOUT = 10.0  # seconds a writer waits for another's transaction
@@ -35,7 +35,8 @@ BUSY_TIMEOUT = 10.0  # seconds a writer waits for another's transaction
 log = logging.getLogger("wicket.registry")
 
 _SELECT_TOKENS = (
-    "SELECT id, kind, name, secret_hash, created_us, expires_us, used_us, revoked FROM tokens"
+    "SELECT id, kind, name, secret_hash, created_us, expires_us, used_us, revoked, all_clusters,"
+    " (SELECT group_concat(cluster, ' ') FROM token_clusters WHERE token_id = id) FROM tokens"
 )
 
 
@@ -78,20 +79,27 @@ class SqliteStore:
     # -- tokens ------------------------------------------------------------------------
 
     def add_token(self, record: TokenRecord) -> None:
-        self._execute(
-            "INSERT INTO tokens (id, kind, name, secret_hash, created_us, expires_us, used_us,"
-            " revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.token_id,
-                record.kind.value,
-                record.name,
-                record.secret_hash,
-                to_us(record.created),
-                _us(record.expires),
-                _us(record.used_at),
-                int(record.revoked),
-            ),
-        )
+        """The token and its scope in one transaction."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO tokens (id, kind, name, secret_hash, created_us, expires_us,"
+                " used_us, revoked, all_clusters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.token_id,
+                    record.kind.value,
+                    record.name,
+                    record.secret_hash,
+                    to_us(record.created),
+                    _us(record.expires),
+                    _us(record.used_at),
+                    int(record.revoked),
+                    int(record.scope is ALL_CLUSTERS),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO token_clusters (token_id, cluster) VALUES (?, ?)",
+                [(record.token_id, cluster) for cluster in sorted(record.scope or ())],
+            )
 
     def token(self, token_id: str) -> TokenRecord | None:
         rows = self._query(_SELECT_TOKENS + " WHERE id = ?", (token_id,))
@@ -113,6 +121,13 @@ class SqliteStore:
     def revoke_token(self, token_id: str) -> bool:
         return bool(self._execute("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,)))
 
+    def revoke_tokens(self, kind: TokenKind, name: str) -> int:
+        return self._execute(
+            "UPDATE tokens SET revoked = 1 WHERE kind = ? AND name = ? AND used_us IS NULL"
+            " AND revoked = 0",
+            (kind.value, name),
+        )
+
     # -- identities --------------------------------------------------------------------
 
     def add_identity(self, record: IdentityRecord) -> None:
@@ -132,13 +147,41 @@ class SqliteStore:
 
     def identities(self) -> list[IdentityRecord]:
         rows = self._query(
-            "SELECT serial, role, name, fingerprint, issued_us, not_after_us, token_id"
-            " FROM identities ORDER BY issued_us"
+            "SELECT serial, role, name, fingerprint, issued_us, not_after_us, token_id,"
+            " revoked, last_seen_us FROM identities ORDER BY issued_us"
         )
+        scopes = self._scopes()
         return [
-            IdentityRecord(s, Role(r), n, f, from_us(i), from_us(a), t)
-            for s, r, n, f, i, a, t in rows
+            IdentityRecord(
+                s, Role(r), n, f, from_us(i), from_us(a), t, bool(v), _dt(seen), scopes[t]
+            )
+            for s, r, n, f, i, a, t, v, seen in rows
         ]
+
+    def scope(self, fingerprint: str) -> Scope:
+        rows = self._query("SELECT token_id FROM identities WHERE fingerprint = ?", (fingerprint,))
+        return self._scopes(rows[0][0])[rows[0][0]] if rows else frozenset()
+
+    def seen(self, fingerprint: str, now: dt.datetime) -> None:
+        self._execute(
+            "UPDATE identities SET last_seen_us = ? WHERE fingerprint = ?",
+            (to_us(now), fingerprint),
+        )
+
+    def _scopes(self, token_id: str | None = None) -> dict[str, Scope]:
+        """Each token's scope (or only ``token_id``'s)."""
+        sql = (
+            "SELECT t.id, t.all_clusters, c.cluster FROM tokens t"
+            " LEFT JOIN token_clusters c ON c.token_id = t.id"
+        )
+        rows = self._query(*((sql + " WHERE t.id = ?", (token_id,)) if token_id else (sql,)))
+        clusters: dict[str, set[str]] = {}
+        every: set[str] = set()
+        for token, all_clusters, cluster in rows:
+            clusters.setdefault(token, set()).update([cluster] if cluster else [])
+            if all_clusters:
+                every.add(token)
+        return {t: ALL_CLUSTERS if t in every else frozenset(c) for t, c in clusters.items()}
 
     def revoke_identities(self, role: Role, name: str) -> int:
         return self._execute(
@@ -180,6 +223,10 @@ class SqliteStore:
 
     def remove_cluster(self, name: str) -> bool:
         return bool(self._execute("DELETE FROM clusters WHERE name = ?", (name,)))
+
+    def generation(self) -> int:
+        with self._lock, self._errors():
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -261,15 +308,20 @@ def _us(value: dt.datetime | None) -> int | None:
     return None if value is None else to_us(value)
 
 
+def _dt(value: int | None) -> dt.datetime | None:
+    return None if value is None else from_us(value)
+
+
 def _token(row: tuple[Any, ...]) -> TokenRecord:
-    token_id, kind, name, secret_hash, created, expires, used, revoked = row
+    token_id, kind, name, secret_hash, created, expires, used, revoked, every, clusters = row
     return TokenRecord(
         token_id,
         TokenKind(kind),
         name,
         secret_hash,
         from_us(created),
-        None if expires is None else from_us(expires),
-        None if used is None else from_us(used),
+        _dt(expires),
+        _dt(used),
         bool(revoked),
+        ALL_CLUSTERS if every else frozenset((clusters or "").split()),
     )

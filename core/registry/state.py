@@ -31,7 +31,7 @@ from core.pki.identity import Role, is_valid_name
 from core.pki.keys import fingerprint
 from core.pki.tokens import TokenKind, encode
 from core.registry.sqlite import SqliteStore
-from core.registry.store import ClusterRecord, IdentityRecord, RegistryStore
+from core.registry.store import ClusterRecord, IdentityRecord, RegistryStore, Scope
 from core.registry.tokens import TokenRegistry
 
 RELAY_FILE = "relay.json"
@@ -100,6 +100,18 @@ class RelayState:
     def identity_revoked(self, fingerprint: str) -> bool:
         return self.store.identity_revoked(fingerprint)
 
+    def revoke(self, role: Role, name: str) -> int:
+        """``wicket relay revoke``: every identity of ``role`` ``name`` and its unused
+        tokens, so that it can neither reconnect nor enroll again with a token it holds.
+        The running relay ends its live sessions within a second (it polls the registry)."""
+        kind = TokenKind.JOIN if role == Role.AGENT else TokenKind.CLIENT
+        self.store.revoke_tokens(kind, name)
+        return self.store.revoke_identities(role, name)
+
+    def identities(self) -> list[IdentityRecord]:
+        """Every identity issued, with its scope and when it was last seen."""
+        return self.store.identities()
+
     # -- clusters ----------------------------------------------------------------------
 
     def clusters(self) -> dict[str, ClusterRecord]:
@@ -152,15 +164,31 @@ class RelayState:
         self.register_cluster(cluster, public_port)
         return self._issue(TokenKind.JOIN, cluster, relay, ca, now)
 
-    def client_token(self, name: str, address: str | None, now: dt.datetime) -> str:
-        """Issue a one-time desktop-client enrollment token."""
+    def client_token(
+        self, name: str, address: str | None, now: dt.datetime, *, scope: Scope
+    ) -> str:
+        """Issue a one-time desktop-client enrollment token; the identity it enrolls may
+        open streams to the clusters of ``scope`` only (``ALL_CLUSTERS``: to every one)."""
         if not is_valid_name(name):
             raise ConfigError(f"invalid client name {name!r}")
+        bad = sorted(c for c in scope or () if not is_valid_name(c))
+        if bad:
+            raise ConfigError(f"invalid cluster name {bad[0]!r}")
         self.open()
-        return self._issue(TokenKind.CLIENT, name, self.address(address), self.ca(now), now)
+        relay, ca = self.address(address), self.ca(now)
+        return self._issue(TokenKind.CLIENT, name, relay, ca, now, scope=scope)
 
     def _issue(
-        self, kind: TokenKind, name: str, relay: str, ca: CertificateAuthority, now: dt.datetime
+        self,
+        kind: TokenKind,
+        name: str,
+        relay: str,
+        ca: CertificateAuthority,
+        now: dt.datetime,
+        *,
+        scope: Scope = frozenset(),
     ) -> str:
-        token = self.tokens().issue(kind, name, relay=relay, ca_fingerprint=ca.fingerprint, now=now)
+        token = self.tokens().issue(
+            kind, name, relay=relay, ca_fingerprint=ca.fingerprint, now=now, scope=scope
+        )
         return encode(token)

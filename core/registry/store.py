@@ -16,6 +16,10 @@ from typing import Protocol
 from core.pki.identity import Role
 from core.pki.tokens import TokenKind
 
+#: A client's scope: the names of the clusters it may open streams to, or ``ALL_CLUSTERS``.
+Scope = frozenset[str] | None
+ALL_CLUSTERS: Scope = None
+
 
 @dataclass(frozen=True)
 class TokenRecord:
@@ -29,6 +33,9 @@ class TokenRecord:
     expires: dt.datetime | None
     used_at: dt.datetime | None = None
     revoked: bool = False
+    #: The clusters a client token's identities may reach; ``ALL_CLUSTERS`` for every one.
+    #: (A join token's agent reaches its own cluster only: its scope is empty.)
+    scope: Scope = frozenset()
 
     def usable(self, now: dt.datetime) -> bool:
         return (
@@ -59,6 +66,10 @@ class IdentityRecord:
     issued_at: dt.datetime
     not_after: dt.datetime
     token_id: str
+    revoked: bool = False
+    #: When a session of it last began or ended (``wicket relay list``).
+    last_seen: dt.datetime | None = None
+    scope: Scope = frozenset()
 
 
 class RegistryStore(Protocol):
@@ -92,6 +103,19 @@ class RegistryStore(Protocol):
 
     def identity_revoked(self, fingerprint: str) -> bool:
         """Whether the identity with this certificate fingerprint was revoked."""
+
+    def scope(self, fingerprint: str) -> Scope:
+        """The clusters this identity may reach: its token's scope (empty if unknown)."""
+
+    def seen(self, fingerprint: str, now: dt.datetime) -> None:
+        """Record that a session of this identity began or ended at ``now``."""
+
+    def revoke_tokens(self, kind: TokenKind, name: str) -> int:
+        """Revoke the unused tokens of ``kind`` for ``name``; returns how many."""
+
+    def generation(self) -> int:
+        """A number that changes when another connection commits (the relay polls it to
+        notice a revocation or a removed cluster made by another process)."""
 
     def clusters(self) -> dict[str, ClusterRecord]:
         """The registered clusters; cheap when nothing changed (the relay asks per stream)."""

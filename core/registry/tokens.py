@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from core.errors import AuthError, TokenError
 from core.pki.tokens import Token, TokenKind, decode_secret, hash_secret, verify_secret
-from core.registry.store import RegistryStore, TokenRecord
+from core.registry.store import RegistryStore, Scope, TokenRecord
 
 DEFAULT_TTL = dt.timedelta(days=1)
 _DUMMY_HASH = hash_secret(b"\0" * 32)
@@ -35,6 +35,7 @@ class TokenRegistry:
         ca_fingerprint: str,
         now: dt.datetime,
         ttl: dt.timedelta | None = DEFAULT_TTL,
+        scope: Scope = frozenset(),
     ) -> Token:
         """A new token; the returned object is the only place its secret exists."""
         token = Token.new(kind, relay, ca_fingerprint, name)
@@ -46,6 +47,7 @@ class TokenRegistry:
                 hash_secret(token.secret),
                 now,
                 None if ttl is None else now + ttl,
+                scope=scope,
             )
         )
         return token

@@ -42,6 +42,7 @@ from core.kube import KubeconfigPaths
 from core.mode import Mode
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
+from core.registry.store import ALL_CLUSTERS
 from core.secrets.socket import CredentialServer
 from core.service import clusters, demo
 from core.service.clusters import AgentInstructions
@@ -517,4 +518,4 @@ def _embedded_client_token(relay: Relay, state_dir: Path) -> Token | None:
     if load_enrollment(state_dir, Role.CLIENT, ca_fingerprint) is not None:
         use_relay(state_dir, Role.CLIENT, ca_fingerprint, relay.address)
         return None
-    return parse(relay.state.client_token(CLIENT_NAME, relay.address, utcnow()))
+    return parse(relay.state.client_token(CLIENT_NAME, relay.address, utcnow(), scope=ALL_CLUSTERS))

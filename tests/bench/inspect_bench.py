@@ -146,7 +146,13 @@ class Connect(Process):
         issued = await run_process(
             [
                 *(sys.executable, "-m", "core.cli", "relay", "client-token"),
-                *("--state-dir", str(demo.state / "relay"), "--name", f"bench-{self.mode}"),
+                *(
+                    "--state-dir",
+                    str(demo.state / "relay"),
+                    "--name",
+                    f"bench-{self.mode}",
+                    "--all-clusters",
+                ),
                 *("--address", f"127.0.0.1:{relay_port}"),
             ],
             {**demo.env, "PYTHONPATH": str(REPO)},

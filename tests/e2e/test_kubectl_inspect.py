@@ -29,6 +29,7 @@ from core.aio.endpoint import InspectSettings, LocalEndpoint
 from core.aio.inspected import InspectedStream
 from core.aio.status import read_all_status
 from core.demo.embedded import CONTEXT, TLS_SERVER_NAME, DemoStack
+from core.registry.store import ALL_CLUSTERS
 from core.service import StreamView, WicketService
 from tests.demo import scenarios
 from tests.demo.kubectl import Kubectl, Result
@@ -319,7 +320,9 @@ async def test_wicket_connect_inspect_command(stack: DemoStack, tmp_path: Path) 
     relay: every credential comes from a file (0600), none from argv."""
     assert stack.relay is not None and stack.apiserver is not None
     now = dt.datetime.now(dt.UTC)
-    client_token = stack.relay.state.client_token("inspect-cli", stack.relay.address, now)
+    client_token = stack.relay.state.client_token(
+        "inspect-cli", stack.relay.address, now, scope=ALL_CLUSTERS
+    )
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir(mode=0o700)
     (secrets_dir / "client-token").write_text(client_token)

@@ -16,6 +16,7 @@ from core.aio.relay import RelayConfig
 from core.format import utcnow
 from core.pki.tokens import parse
 from core.registry.state import RelayState
+from core.registry.store import ALL_CLUSTERS
 from core.service import WicketService
 from gui.core_thread import CoreThread
 
@@ -50,7 +51,7 @@ async def start_lab_parts(
     await service.start_relay(RelayConfig(state_dir=tmp / "relay"))
     state = RelayState(tmp / "relay")
     join = parse(state.join_token(cluster, None, None, utcnow()))
-    client_token = parse(state.client_token("me", None, utcnow()))
+    client_token = parse(state.client_token("me", None, utcnow(), scope=ALL_CLUSTERS))
     agent = await service.start_agent(tmp / "agent", target, join, name=f"agent:{cluster}")
     client = await service.start_client(tmp / "client", client_token)
     await agent.wait_online(10)

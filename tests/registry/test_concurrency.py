@@ -60,7 +60,7 @@ async def _command(state_dir: Path, n: int) -> str:
     if n % 2:
         args = ["relay", *state, "join-token", *state, "--cluster", f"c{n}"]
     else:
-        args = ["relay", *state, "client-token", *state, "--name", f"u{n}"]
+        args = ["relay", *state, "client-token", *state, "--name", f"u{n}", "--all-clusters"]
     if n % 4 < 2:  # the others read the address from relay.json
         args += ["--address", parse_address(state_dir)]
     proc = await asyncio.create_subprocess_exec(

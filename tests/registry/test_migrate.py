@@ -22,7 +22,7 @@ from core.pki.tokens import TokenKind, parse
 from core.registry import migrate
 from core.registry.sqlite import DB_FILE, SqliteStore
 from core.registry.state import RelayState
-from core.registry.store import ClusterRecord, TokenRecord
+from core.registry.store import ALL_CLUSTERS, ClusterRecord, TokenRecord
 from core.registry.tokens import TokenRegistry
 
 RELEASE = Path(__file__).with_name("release-0.1")
@@ -193,7 +193,7 @@ def test_a_damaged_database_is_refused_without_being_changed(
     attempts: dict[str, Callable[[RelayState], object]] = {
         "lookup": lambda s: s.clusters(),
         "join-token": lambda s: s.join_token("prod", "r.test:1", 16443, NOW),
-        "client-token": lambda s: s.client_token("alice", "r.test:1", NOW),
+        "client-token": lambda s: s.client_token("alice", "r.test:1", NOW, scope=ALL_CLUSTERS),
         "again": lambda s: s.tokens().records(),
     }
     for what, attempt in attempts.items():

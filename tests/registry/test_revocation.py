@@ -59,5 +59,5 @@ def test_a_version_1_registry_gains_the_column_and_keeps_its_rows(tmp_path: Path
     assert store.identity_revoked(record.fingerprint)
     store.close()
     conn = sqlite3.connect(tmp_path / DB_FILE)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == migrate.SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == migrate.SCHEMA_VERSION == 3
     conn.close()

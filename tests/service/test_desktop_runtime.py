@@ -19,6 +19,7 @@ from core.format import utcnow
 from core.kube import KubeconfigPaths
 from core.pki.ca import create_ca
 from core.pki.tokens import parse
+from core.registry.store import ALL_CLUSTERS
 from core.service import ClusterSetup, ProbeAuth, WicketService, desktop
 from core.service.config import EMBEDDED, ClusterConfig, DesktopConfig, config_path
 from core.service.desktop import Desktop
@@ -261,7 +262,7 @@ async def test_an_external_relay_survives_a_relaunch_and_its_own_restart(
     relay = await remote.start_relay(config)
     address = relay.address
     try:
-        token = relay.state.client_token("laptop", address, utcnow())
+        token = relay.state.client_token("laptop", address, utcnow(), scope=ALL_CLUSTERS)
         app = await run.start()
         assert await app.enroll_remote(token) == address
         await app.update(lambda c: c.put(ClusterConfig("far", address, 0)))
@@ -293,7 +294,9 @@ async def test_a_cancelled_setup_at_an_external_relay_leaves_no_session(
     await remote.start()
     relay = await remote.start_relay(RelayConfig(state_dir=tmp_path / "remote-relay"))
     try:
-        client_token = relay.state.client_token("laptop", relay.address, utcnow())
+        client_token = relay.state.client_token(
+            "laptop", relay.address, utcnow(), scope=ALL_CLUSTERS
+        )
         join_token = relay.state.join_token("far", relay.address, None, utcnow())
         app = await run.start()
         setup = ClusterSetup(app, "far")

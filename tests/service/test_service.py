@@ -14,6 +14,7 @@ from core.aio.relay import RelayConfig
 from core.format import utcnow
 from core.pki.tokens import parse
 from core.registry.state import RelayState
+from core.registry.store import ALL_CLUSTERS
 from core.service import ServiceEvent, WicketService
 
 MiB = 1 << 20
@@ -38,7 +39,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[WicketService, asyncio.Se
     relay = await service.start_relay(RelayConfig(state_dir=tmp_path / "relay"))
     state = RelayState(tmp_path / "relay")
     join = parse(state.join_token("lab", None, None, utcnow()))
-    client_token = parse(state.client_token("me", None, utcnow()))
+    client_token = parse(state.client_token("me", None, utcnow(), scope=ALL_CLUSTERS))
     port = target.sockets[0].getsockname()[1]
     agent = await service.start_agent(tmp_path / "agent", ("127.0.0.1", port), join)
     await agent.wait_online(10)

@@ -165,6 +165,8 @@ class Tunnel:
         self.agent: Process | None = None
         self.connect: Process | None = None
         self.target: Process | None = None
+        #: Extra ``wicket relay`` arguments (limits, public endpoints).
+        self.relay_args: list[str] = []
         self._join_file = base / "join.token"
         self._client_file = base / "client.token"
 
@@ -196,7 +198,7 @@ class Tunnel:
         )  # fmt: skip
         client = self.wicket(
             "relay", *state, "client-token", *state,
-            "--name", CLIENT, "--address", self.relay_address,
+            "--name", CLIENT, "--cluster", CLUSTER, "--address", self.relay_address,
         )  # fmt: skip
         for path, text in ((self._join_file, join), (self._client_file, client)):
             path.write_text(text.strip() + "\n")
@@ -233,7 +235,12 @@ class Tunnel:
         self.relay = self._spawn(
             "relay",
             self._wicket_argv(
-                "relay", "--listen", self.relay_address, "--state-dir", str(self.relay_dir)
+                "relay",
+                "--listen",
+                self.relay_address,
+                "--state-dir",
+                str(self.relay_dir),
+                *self.relay_args,
             ),
         )
         return self.relay

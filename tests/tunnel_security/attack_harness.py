@@ -200,7 +200,7 @@ class Bench:
         if role == Role.AGENT:
             token = self.token("join-token", "--cluster", name)
         else:
-            token = self.token("client-token", "--name", name)
+            token = self.token("client-token", "--name", name, "--all-clusters")
         return await enroll(token, self.tunnel.base / f"attacker-{name}", role, QUIET_MUX)
 
     async def cluster_online(self, name: str) -> bool:

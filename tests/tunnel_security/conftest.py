@@ -30,6 +30,7 @@ from core.format import utcnow
 from core.pki.identity import Role
 from core.pki.tokens import Token, TokenKind, parse
 from core.protocol.mux import MuxConfig
+from core.registry.store import ALL_CLUSTERS
 from tests.support.leaks import no_leaks
 
 CLUSTER = "prod"
@@ -175,7 +176,9 @@ class World:
         """A fresh one-time token from the relay's own registry."""
         if kind == TokenKind.JOIN:
             return parse(self.relay.state.join_token(name, self.address, None, utcnow()))
-        return parse(self.relay.state.client_token(name, self.address, utcnow()))
+        return parse(
+            self.relay.state.client_token(name, self.address, utcnow(), scope=ALL_CLUSTERS)
+        )
 
     async def enroll(self, role: Role, name: str) -> Enrollment:
         """Another enrolled identity (its own state directory)."""
@@ -221,7 +224,9 @@ async def world(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterat
         agent = Agent(tmp_path / "agent", "127.0.0.1", target_port, token=join, mux=AGENT_MUX)
         await agent.start()
         stack.push_async_callback(agent.stop)
-        client_token = parse(relay.state.client_token("alice", relay.address, utcnow()))
+        client_token = parse(
+            relay.state.client_token("alice", relay.address, utcnow(), scope=ALL_CLUSTERS)
+        )
         client = RelayClient(tmp_path / "client", client_token)
         await client.start()
         stack.push_async_callback(client.stop)

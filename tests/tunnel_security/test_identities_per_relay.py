@@ -21,6 +21,7 @@ from core.aio.relay import Relay, RelayConfig
 from core.format import utcnow
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
+from core.registry.store import ALL_CLUSTERS
 
 RUNNING: list[Relay] = []
 
@@ -40,7 +41,7 @@ async def relays(tmp_path: Path) -> AsyncIterator[tuple[Relay, Relay]]:
 
 
 def client_token(relay: Relay, name: str) -> Token:
-    return parse(relay.state.client_token(name, relay.address, utcnow()))
+    return parse(relay.state.client_token(name, relay.address, utcnow(), scope=ALL_CLUSTERS))
 
 
 def fingerprint_of(relay: Relay) -> str:

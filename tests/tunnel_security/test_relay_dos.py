@@ -385,6 +385,7 @@ async def test_thousands_of_idle_preauth_connections(
     protocols_before = _ssl_protocols()
     rounds_before = world.echo.rounds
     mark = len(caplog.records)
+    counted = dict(relay.refused)
     with _nofile(4 * total):
         first = await _flood(world)
         second = await _flood(world)
@@ -433,8 +434,14 @@ async def test_thousands_of_idle_preauth_connections(
     assert len(blocked) <= len(FLOOD_SOURCES) * 2
     refused = first.refused + second.refused
     timed_out = first.timed_out + second.timed_out
-    assert len(relay_lines(caplog, "too many unauthenticated", since=mark)) == refused
-    assert len(relay_lines(caplog, "TLS handshake with", "failed", since=mark)) == timed_out
+    # Every refusal is counted, but logged once per source per interval (issue 14: a
+    # WARNING each was 22,454 lines in 4 s): the two floods span at most two intervals.
+    assert relay.refused["preauth_limit"] - counted.get("preauth_limit", 0) == refused
+    assert relay.refused["tls"] - counted.get("tls", 0) == timed_out
+    per_source = len(FLOOD_SOURCES) * 2
+    assert 0 < len(relay_lines(caplog, "too many unauthenticated", since=mark)) <= per_source
+    tls_lines = relay_lines(caplog, "TLS handshake with", "failed", since=mark)
+    assert 0 < len(tls_lines) <= per_source
     # Everything was released: no bookkeeping, no TLS state, no fds left behind.
     assert not relay._preauth_by_source
     assert _ssl_protocols() <= protocols_before

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.aio.dial import enroll
+from core.aio.dial import discover_ca, enroll
 from core.aio.throttle import FailureThrottle
 from core.errors import AuthError, ConfigError, TunnelError
 from core.pki.identity import Role
@@ -128,3 +128,18 @@ async def test_join_secret_brute_force_is_throttled(
         f"\n{burst} wrong join secrets in {guessing:.2f} s, then throttled: refused in "
         f"{refused_in * 1000:.1f} ms, lifted after {wait:.2f} s; {line}"
     )
+
+
+async def test_ca_discovery_is_a_clean_exchange_that_costs_no_allowance(world: World) -> None:
+    """``discover_ca`` (every first enrollment) ends its handshake cleanly: more
+    discoveries than the burst from one source are neither TLS failures nor throttled."""
+    relay = world.relay
+    before = dict(relay.refused)
+    pin = world.agent_token.ca_fingerprint
+    for _ in range(4):
+        rounds = [discover_ca(world.address, pin, timeout=PROMPT) for _ in range(16)]
+        await asyncio.gather(*rounds)
+    await asyncio.sleep(0.2)  # the relay's side of the last ones ends
+    assert dict(relay.refused) == before
+    assert relay.throttle.retry_after("127.0.0.1", time.monotonic()) == 0.0
+    assert len(relay.throttle) == 0

@@ -152,7 +152,9 @@ async def test_no_token_text_leaks_in_a_full_scenario(procs: Procs, tmp_path: Pa
         # --state-dir ..." fails: see the report), so it is given on both levels.
         state = ("--state-dir", str(relay_dir))
         join_text = await procs.run("relay", *state, "join-token", *state, "--cluster", "prod")
-        client_text = await procs.run("relay", *state, "client-token", *state, "--name", "alice")
+        client_text = await procs.run(
+            "relay", *state, "client-token", *state, "--name", "alice", "--cluster", "prod"
+        )
         join_text, client_text = join_text.strip(), client_text.strip()
         join, client = parse(join_text), parse(client_text)
         for name, text in (("join", join_text), ("client", client_text)):
@@ -225,7 +227,8 @@ async def test_no_token_text_leaks_in_a_full_scenario(procs: Procs, tmp_path: Pa
     assert {r["id"] for r in records} == {join.token_id, client.token_id}
     for record in records:
         assert set(record) == {
-            "id", "kind", "name", "secret_hash", "created_us", "expires_us", "used_us", "revoked"
+            "id", "kind", "name", "secret_hash", "created_us", "expires_us", "used_us", "revoked",
+            "all_clusters",
         }  # fmt: skip
         assert re.fullmatch(r"sha256:[0-9a-f]{64}", record["secret_hash"]), record
         assert record["used_us"] is not None
