@@ -25,11 +25,27 @@ from gui.widgets import mono_text
 
 MODES = ("passthrough", "inspect")
 
+INSPECT_EXPLAINED = (
+    "Inspect: kubectl's TLS ends at Wicket, which opens its own TLS to the apiserver and "
+    "shows every request (method, path, status, exec commands, port-forwards, watches). "
+    "The kubectl context then trusts Wicket's CA (loopback only) and presents the "
+    "endpoint's token; the cluster's token stays in Wicket."
+)
+PASSTHROUGH_EXPLAINED = (
+    "Passthrough: kubectl's TLS goes end to end to the apiserver; Wicket sees only "
+    "encrypted bytes. The kubectl context trusts the cluster's CA again."
+)
+
+#: What a switch to each mode changes, in the words the Edit dialog shows.
+SWITCH_EXPLAINED = {"inspect": INSPECT_EXPLAINED, "passthrough": PASSTHROUGH_EXPLAINED}
+
 
 class EditClusterDialog(QDialog):
-    """A cluster's endpoint mode and local port.
+    """A cluster's endpoint mode and local port (the demo's: its mode only, ``port`` 0).
 
-    Signals: ``edited(str name, str mode, int port)`` when Save was chosen.
+    A change of mode says what it changes (where kubectl's TLS ends, which CA the
+    context trusts) before Save. Signals: ``edited(str name, str mode, int port)`` when
+    Save was chosen (port 0: unchanged).
     """
 
     edited = Signal(str, str, int)
@@ -44,9 +60,19 @@ class EditClusterDialog(QDialog):
         self.port = QSpinBox()
         self.port.setRange(1, 65535)
         self.port.setValue(port or 1)
+        self.port.setEnabled(bool(port))
+        self.switch = QLabel()
+        self.switch.setWordWrap(True)
+        self.switch.setAccessibleName("What the mode change does")
+        self.mode.currentTextChanged.connect(
+            lambda chosen: self.switch.setText(
+                "" if chosen == mode else SWITCH_EXPLAINED.get(chosen, "")
+            )
+        )
         form = QFormLayout(self)
         form.addRow(QLabel(f"The local endpoint of <b>{name}</b> restarts with these."))
         form.addRow("&Mode", self.mode)
+        form.addRow(self.switch)
         form.addRow("Local &port", self.port)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
@@ -55,7 +81,9 @@ class EditClusterDialog(QDialog):
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
         self.accepted.connect(
-            lambda: self.edited.emit(name, self.mode.currentText(), self.port.value())
+            lambda: self.edited.emit(
+                name, self.mode.currentText(), self.port.value() if port else 0
+            )
         )
 
 

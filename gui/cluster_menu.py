@@ -66,7 +66,7 @@ class ClusterMenu(QObject):
         removable = row is not None and row.name != DEMO
         self.remove_action.setEnabled(removable)
         configured = row is not None and self.backend.cluster_config(row.name) is not None
-        self.edit_action.setEnabled(configured)
+        self.edit_action.setEnabled(configured or (row is not None and row.name == DEMO))
         self.agent_action.setEnabled(configured)
         self.remove_action.setToolTip(DEMO_KEPT if row is not None and not removable else "")
 
@@ -104,17 +104,24 @@ class ClusterMenu(QObject):
             raise ConfigError(f"{name} removed, but " + "; ".join(problems))
 
     def open_edit(self) -> None:
-        """The selected cluster's mode and local port, in a dialog; Save applies them."""
-        cfg = self.backend.cluster_config(self.row.name) if self.row is not None else None
-        if cfg is None:
+        """The selected cluster's mode and local port (the demo's mode), in a dialog;
+        Save applies them."""
+        if self.row is None:
             return
-        dialog = EditClusterDialog(cfg.name, str(cfg.mode), cfg.port, self.parent_widget)
+        cfg = self.backend.cluster_config(self.row.name)
+        if cfg is not None:
+            name, mode, port = cfg.name, str(cfg.mode), cfg.port
+        elif self.row.name == DEMO:
+            name, mode, port = DEMO, str(self.backend.settings.demo_mode), 0
+        else:
+            return
+        dialog = EditClusterDialog(name, mode, port, self.parent_widget)
         dialog.edited.connect(self._edit)
         show_kept(dialog, self.dialogs)
 
     @async_slot(str, str, int)
     async def _edit(self, name: str, mode: str, port: int) -> None:
-        await self.backend.edit_cluster(name, mode=mode, port=port)
+        await self.backend.edit_cluster(name, mode=mode, port=port or None)
 
     @async_slot()
     async def _show_agent(self) -> None:

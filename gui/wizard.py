@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from PySide6.QtCore import QTimer, Signal
-from PySide6.QtGui import QGuiApplication, QStandardItemModel
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -50,6 +50,7 @@ from core.service import (
 )
 from gui.aio import async_slot, cancel_all, spawn
 from gui.backend import Backend
+from gui.cluster_dialogs import INSPECT_EXPLAINED
 from gui.errors import describe_error
 from gui.sources import SourceContext, read_source_kubeconfig
 from gui.widgets import mono_text
@@ -278,12 +279,9 @@ class EndpointPage(_Page):
         self.mode = QComboBox()
         self.mode.setAccessibleName("Endpoint mode")
         self.mode.addItem("Passthrough (TLS end to end)", Mode.PASSTHROUGH.value)
-        self.mode.addItem("Inspect (not available yet)", Mode.INSPECT.value)
-        items = self.mode.model()
-        row = self.mode.findData(Mode.INSPECT.value)
-        if isinstance(items, QStandardItemModel) and (inspect := items.item(row)) is not None:
-            inspect.setEnabled(False)
-            inspect.setToolTip("The inspect mode needs L7 support in the core's endpoint.")
+        self.mode.addItem("Inspect (see every request)", Mode.INSPECT.value)
+        self.mode.setItemData(1, INSPECT_EXPLAINED, Qt.ItemDataRole.ToolTipRole)
+        self.mode.setToolTip(INSPECT_EXPLAINED)
         self.port = QSpinBox()
         self.port.setRange(0, 65535)
         self.port.setSpecialValueText("any free port")
@@ -367,8 +365,8 @@ class EndpointPage(_Page):
         await self._describe_store()
 
     def validatePage(self) -> bool:
-        if self.mode.currentData() != Mode.PASSTHROUGH.value:
-            return self.fail("Only passthrough endpoints are available in this version.")
+        if self.mode.currentData() == Mode.INSPECT.value and not self.use_token.isChecked():
+            return self.fail("Inspect mode needs a token: Wicket presents it to the apiserver.")
         if self.use_token.isChecked() and not self.token.text().strip():
             return self.fail("Enter the token kubectl should use, or pick a kubeconfig user.")
         if self.use_user.isChecked() and not self.user.currentText():
@@ -630,7 +628,14 @@ class AddClusterWizard(QWizard):
         storage = endpoint_page.chosen_storage()
         user = None if token is not None else endpoint_page.user.currentText()
         context = await call(
-            setup.finish(ca_pem, server_name, token=token, user=user, storage=storage)
+            setup.finish(
+                ca_pem,
+                server_name,
+                token=token,
+                user=user,
+                storage=storage,
+                mode=Mode(endpoint_page.mode.currentData()),
+            )
         )
         if token is not None:
             note(f"Token kept in {describe_storage(storage)}.")

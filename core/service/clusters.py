@@ -135,19 +135,33 @@ def wicket_command() -> str:
     return str(candidate if candidate.exists() else Path(sys.argv[0]).resolve())
 
 
-def sync_contexts(kubeconfig: KubeconfigPaths, cfg: ClusterConfig) -> str | None:
+#: The name kubectl verifies an inspect endpoint's certificate with (Wicket's CA is
+#: name-constrained to loopback; the endpoint's certificate names 127.0.0.1).
+INSPECT_SERVER_NAME = "127.0.0.1"
+
+
+def sync_contexts(
+    kubeconfig: KubeconfigPaths, cfg: ClusterConfig, inspect_ca: bytes = b""
+) -> str | None:
     """Make the cluster's kubectl contexts match ``cfg`` (through core.kube); returns the
-    local context's name. Passthrough only: kubectl trusts the cluster's CA and uses the
-    configured user, or Wicket's exec credential plugin. An inspect endpoint has no
-    context yet (kubectl would need Wicket's CA and the endpoint token: docs/inspect.md),
-    so its old ones are removed rather than left pointing at the wrong CA."""
-    if cfg.mode is Mode.INSPECT:
+    local context's name.
+
+    Passthrough: kubectl trusts the cluster's CA and uses the configured user, or
+    Wicket's exec credential plugin. Inspect: kubectl's TLS ends at Wicket, so the
+    context trusts Wicket's CA (``inspect_ca``, known once the endpoint ran) and the
+    plugin hands kubectl the endpoint's token (``Desktop.token_of``); a configured user's
+    own credential would be refused by the endpoint. Without ``inspect_ca`` yet, the old
+    contexts are removed rather than left pointing at the wrong CA."""
+    if cfg.mode is Mode.INSPECT and not inspect_ca:
         remove_cluster_contexts(kubeconfig, cfg.name)
         return None
-    credentials: Credentials = UserRef(cfg.user) if cfg.user else ExecCredential(wicket_command())
-    spec = ClusterSpec(
-        cfg.name, cfg.port, cfg.cluster_ca.encode(), cfg.server_name, credentials, cfg.mode
-    )
+    plugin = ExecCredential(wicket_command())
+    if cfg.mode is Mode.INSPECT:
+        spec = ClusterSpec(cfg.name, cfg.port, inspect_ca, INSPECT_SERVER_NAME, plugin, cfg.mode)
+    else:
+        credentials: Credentials = UserRef(cfg.user) if cfg.user else plugin
+        ca = cfg.cluster_ca.encode()
+        spec = ClusterSpec(cfg.name, cfg.port, ca, cfg.server_name, credentials, cfg.mode)
     add_cluster_contexts(kubeconfig, spec)
     return context_names(cfg.name)[0]
 

@@ -9,6 +9,7 @@ Schema (version 1)::
 
     {"version": 1,
      "demo": true,                                 # start the built-in demo in the app
+     "demo_mode": "passthrough",                   # the demo's endpoint mode
      "relay": {"listen": "127.0.0.1:41234"},       # the embedded relay's saved address
      "clusters": [{"name": "lab", "relay": "embedded" | "HOST:PORT", "port": 43120,
                    "mode": "passthrough" | "inspect", "cluster_ca": PEM, "server_name": "",
@@ -84,6 +85,7 @@ class DesktopConfig:
 
     demo: bool = True
     relay_listen: str = ""  # the embedded relay's address, saved at its first start
+    demo_mode: Mode = Mode.PASSTHROUGH  # the demo's endpoint mode (Cluster → Edit…)
     clusters: list[ClusterConfig] = field(default_factory=list)
 
     # -- reading -----------------------------------------------------------------------
@@ -115,6 +117,7 @@ class DesktopConfig:
         doc = {
             "version": SCHEMA_VERSION,
             "demo": self.demo,
+            "demo_mode": self.demo_mode.value,
             "relay": {"listen": self.relay_listen},
             "clusters": [cluster_doc(c) for c in self.clusters],
         }
@@ -212,6 +215,8 @@ def _from_doc(doc: dict[str, Any], where: _Where) -> DesktopConfig:
     listen = _get(relay, "listen", str, "", where.child("relay"))
     clusters = _get(doc, "clusters", list, [], where)
     config = DesktopConfig(bool(_get(doc, "demo", bool, True, where)), listen)
+    demo_mode = _get(doc, "demo_mode", str, Mode.PASSTHROUGH.value, where)
+    config.demo_mode = _mode(demo_mode, where.child("demo_mode"))
     for i, item in enumerate(clusters):
         cfg = _cluster(item, where.child("clusters").child(i))
         if config.cluster(cfg.name) is not None:
@@ -232,10 +237,7 @@ def _cluster(item: object, where: _Where) -> ClusterConfig:
     name, relay = _get(item, "name", str, "", where), _get(item, "relay", str, EMBEDDED, where)
     if not name:
         raise where.child("name").error("missing")
-    try:
-        mode = mode_of(_get(item, "mode", str, Mode.PASSTHROUGH.value, where))
-    except (ValueError, ConfigError) as exc:
-        raise where.child("mode").error(str(exc)) from None
+    mode = _mode(_get(item, "mode", str, Mode.PASSTHROUGH.value, where), where.child("mode"))
     secrets = _get(item, "secrets", str, SecretStorage.KEYRING.value, where)
     try:
         storage = SecretStorage(secrets)
@@ -243,6 +245,13 @@ def _cluster(item: object, where: _Where) -> ClusterConfig:
         choices = ", ".join(s.value for s in SecretStorage)
         raise where.child("secrets").error(f"{secrets!r} is not one of {choices}") from None
     return ClusterConfig(name, relay, port, mode, secrets=storage, **text)
+
+
+def _mode(text: str, where: _Where) -> Mode:
+    try:
+        return mode_of(text)
+    except (ValueError, ConfigError) as exc:
+        raise where.error(str(exc)) from None
 
 
 def cluster_doc(cfg: ClusterConfig) -> dict[str, Any]:

@@ -161,9 +161,29 @@ class Desktop:
         self._serving = True
 
     async def token_of(self, cluster: str) -> str | None:
-        """A configured cluster's upstream token, from the store it names."""
+        """What kubectl presents for a configured cluster: the upstream token from the
+        store it names, or for an inspect cluster the endpoint's own token (the upstream
+        one never leaves Wicket then)."""
         cfg = self.config.cluster(cluster)
-        return None if cfg is None else await self.vault.get(cfg)
+        if cfg is None:
+            return None
+        if cfg.mode is Mode.INSPECT:
+            return await asyncio.to_thread(endpoint_token, self._endpoint_token_file(cfg.name))
+        return await self.vault.get(cfg)
+
+    @property
+    def inspect_dir(self) -> Path:
+        """Wicket's CA and the endpoint tokens of inspect clusters."""
+        return self.state_dir / "inspect"
+
+    def _endpoint_token_file(self, name: str) -> Path:
+        return self.inspect_dir / f"endpoint-token-{name}"
+
+    def _inspect_ca(self) -> bytes:
+        """Wicket's CA if an inspect endpoint created it already (else b"")."""
+        with contextlib.suppress(FileNotFoundError):
+            return (self.inspect_dir / "ca.pem").read_bytes()
+        return b""
 
     # -- the configuration -------------------------------------------------------------
 
@@ -241,12 +261,18 @@ class Desktop:
         )
         started = replace(cfg, port=endpoint.port)
         self._running[cfg.name] = started
-        if cfg.port != endpoint.port and cfg.name not in self._provisional:
-            await self._save(lambda c: c.put(started))  # the port kubectl's context names
-            if started.cluster_ca:
-                await asyncio.to_thread(clusters.sync_contexts, self.kubeconfig, started)
+        if cfg.name not in self._provisional:
+            moved = cfg.port != endpoint.port
+            if moved:
+                await self._save(lambda c: c.put(started))  # the port kubectl's context names
+            if moved or cfg.mode is Mode.INSPECT:  # an inspect context trusts this CA
+                await self._sync_contexts(started, endpoint.ca_pem)
         log.info("cluster %s: local endpoint %s", cfg.name, endpoint.url)
         return endpoint
+
+    async def _sync_contexts(self, cfg: ClusterConfig, inspect_ca: bytes = b"") -> None:
+        if cfg.cluster_ca and cfg.port:
+            await asyncio.to_thread(clusters.sync_contexts, self.kubeconfig, cfg, inspect_ca)
 
     async def _stop_cluster(self, name: str, *, removed: bool) -> None:
         self._running.pop(name, None)
@@ -263,9 +289,7 @@ class Desktop:
         upstream token from the cluster's secret store, if one was stored."""
         if not (cfg.cluster_ca and cfg.server_name):
             raise ConfigError(f"{cfg.name}: inspect mode needs the cluster's CA and server name")
-        inspect_dir = self.state_dir / "inspect"
-        token_file = inspect_dir / f"endpoint-token-{cfg.name}"
-        token = await asyncio.to_thread(endpoint_token, token_file)
+        token = await asyncio.to_thread(endpoint_token, self._endpoint_token_file(cfg.name))
         try:
             upstream = await self.vault.get(cfg)
         except SecretStoreError as exc:
@@ -274,7 +298,7 @@ class Desktop:
             )
             upstream = None
         return InspectSettings(
-            state_dir=inspect_dir,
+            state_dir=self.inspect_dir,
             endpoint_token=token,
             cluster_ca_pem=cfg.cluster_ca.encode(),
             server_name=cfg.server_name,
@@ -348,14 +372,28 @@ class Desktop:
         return removal.problems
 
     async def edit(self, name: str, *, mode: Mode | None = None, port: int | None = None) -> None:
-        """Change the cluster's mode or local port (its contexts follow the port)."""
+        """Change the cluster's mode or local port; the endpoint restarts with them and
+        the kubectl context follows (inspect: Wicket's CA and the endpoint's token; it
+        is written again once the endpoint serves). The demo takes a mode only."""
+        if name == DEMO and self.config.cluster(name) is None:
+            await self._edit_demo(mode)
+            return
         cfg = self.config.cluster(name)
         if cfg is None:
             raise ConfigError(f"no cluster {name!r}")
         changed = replace(cfg, mode=mode or cfg.mode, port=cfg.port if port is None else port)
-        if changed.cluster_ca and changed.port:
-            await asyncio.to_thread(clusters.sync_contexts, self.kubeconfig, changed)
+        inspect_ca = self._inspect_ca() if changed.mode is Mode.INSPECT else b""
+        await self._sync_contexts(changed, inspect_ca)
         await self.update(lambda c: c.put(changed))
+
+    async def _edit_demo(self, mode: Mode | None) -> None:
+        """Save the demo's mode; a running demo restarts in it (same ports)."""
+        if mode is None or mode is self.config.demo_mode:
+            return
+        await self._save(lambda c: setattr(c, "demo_mode", mode))
+        if isinstance(self.service.component(DEMO), DemoStack):
+            await self.stop_demo()
+            await self.start_demo()
 
     async def agent_instructions(self, name: str) -> AgentInstructions:
         """The agent's command and manifests again: the join token issued last time
@@ -489,7 +527,9 @@ class Desktop:
     async def start_demo(self) -> DemoStack:
         """The demo stack (its context goes into the user's kubeconfig)."""
         target = Path(self.kubeconfig.default_file)
-        return await demo.start_demo(self.service, self.state_dir / DEMO, target)
+        return await demo.start_demo(
+            self.service, self.state_dir / DEMO, target, self.config.demo_mode
+        )
 
     async def stop_demo(self) -> None:
         await demo.stop_demo(self.service)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from core.errors import WicketError
+from core.mode import Mode
 from core.service import clusters
 from core.service.clusters import AgentInstructions
 from core.service.config import EMBEDDED, ClusterConfig, SecretStorage
@@ -117,8 +118,13 @@ class ClusterSetup:
         token: str | None = None,
         user: str | None = None,
         storage: SecretStorage = SecretStorage.KEYRING,
+        mode: Mode = Mode.PASSTHROUGH,
     ) -> str:
-        """Store the token, write the contexts, save the cluster; returns the context."""
+        """Store the token, write the contexts, save the cluster; returns the context.
+
+        The test ran in passthrough (kubectl's own TLS to the apiserver); an inspect
+        cluster switches once saved (``Desktop.edit``: its context then trusts Wicket's
+        CA and presents the endpoint's token)."""
         self.cfg = replace(
             self.cfg,
             server_name=server_name,
@@ -137,6 +143,8 @@ class ClusterSetup:
         )
         await desktop.confirm(cfg)
         self._undo.append(("settings", lambda: desktop.update(lambda c: c.drop(cfg.name))))
+        if mode is Mode.INSPECT:
+            await desktop.edit(cfg.name, mode=mode)
         return context or ""
 
     def commit(self) -> None:

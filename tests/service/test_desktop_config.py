@@ -62,6 +62,7 @@ def test_the_apps_old_format_is_read_and_written_back_versioned(tmp_path: Path) 
         ('{"clusters": [{"name": "x", "secrets": "paper"}]}', "clusters[0].secrets:"),
         ('{"clusters": [{"name": "x"}, {"name": "x"}]}', "clusters[1]: a second cluster"),
         ('{"relay": []}', "relay: expected dict"),
+        ('{"demo_mode": "loud"}', "demo_mode:"),
     ],
 )
 def test_a_refused_file_is_named_and_left_as_it_is(
@@ -98,3 +99,11 @@ def cfg_adder(cfg: ClusterConfig) -> Callable[[DesktopConfig], None]:
 def test_a_missing_file_is_the_defaults(tmp_path: Path) -> None:
     config = DesktopConfig.load(tmp_path / "none.json")
     assert (config.demo, config.relay_listen, config.clusters) == (True, "", [])
+
+
+def test_the_demos_mode_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "clusters.json"
+    assert DesktopConfig.load(path).demo_mode is Mode.PASSTHROUGH
+    DesktopConfig.update(path, lambda c: setattr(c, "demo_mode", Mode.INSPECT))
+    assert DesktopConfig.load(path).demo_mode is Mode.INSPECT
+    assert json.loads(path.read_text())["demo_mode"] == "inspect"

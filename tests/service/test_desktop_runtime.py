@@ -5,18 +5,21 @@ the real cause of a failure; a removed cluster's agent is refused."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
-from core.aio.endpoint import RelayClient
+from core.aio.endpoint import LocalEndpoint, RelayClient
 from core.aio.relay import RelayConfig
 from core.errors import ConfigError, UpstreamUnavailable
 from core.format import utcnow
 from core.kube import KubeconfigPaths
+from core.mode import Mode
 from core.pki.ca import create_ca
 from core.pki.tokens import parse
 from core.registry.store import ALL_CLUSTERS
@@ -311,3 +314,43 @@ async def test_a_cancelled_setup_at_an_external_relay_leaves_no_session(
         assert run.config().clusters == []
     finally:
         await remote.stop()
+
+
+def _local_context(home: Path) -> tuple[dict[str, object], dict[str, object]]:
+    """The ``wicket-lab`` cluster entry and its user, as kubectl reads them."""
+    doc = YAML(typ="safe").load((home / ".kube" / "config").read_text())
+    (cluster,) = [c["cluster"] for c in doc["clusters"] if c["name"] == "wicket-lab"]
+    (context,) = [c["context"] for c in doc["contexts"] if c["name"] == "wicket-lab"]
+    (user,) = [u["user"] for u in doc["users"] if u["name"] == context["user"]]
+    return cluster, user
+
+
+async def test_an_inspect_cluster_gets_a_context_that_trusts_wicket(
+    run: Running, home: Path
+) -> None:
+    """Passthrough → inspect → passthrough: the context follows each switch (Wicket's CA
+    and the endpoint's token in inspect, the cluster's CA again after)."""
+    cluster_ca = create_ca(utcnow(), common_name="lab CA").cert_pem
+    lab = ClusterConfig("lab", EMBEDDED, 0, cluster_ca=cluster_ca.decode(), server_name="api")
+    run.change(lambda c: c.put(lab))
+    app = await run.start()
+    cluster, _ = _local_context(home)
+    assert base64.b64decode(str(cluster["certificate-authority-data"])) == cluster_ca
+    assert cluster["tls-server-name"] == "api"
+
+    await app.edit("lab", mode=Mode.INSPECT)
+    port = run.config().cluster("lab").port  # type: ignore[union-attr]
+    endpoint = app.service.component("endpoint:lab")
+    assert isinstance(endpoint, LocalEndpoint) and endpoint.mode == "inspect"
+    cluster, user = _local_context(home)
+    assert cluster["server"] == f"https://127.0.0.1:{port}"
+    assert base64.b64decode(str(cluster["certificate-authority-data"])) == endpoint.ca_pem
+    assert cluster["tls-server-name"] == "127.0.0.1"
+    assert user["exec"]["args"] == ["credential", "--cluster", "lab"]  # type: ignore[index]
+    token = (app.state_dir / "inspect" / "endpoint-token-lab").read_text().strip()
+    assert await app.token_of("lab") == token  # what the plugin hands kubectl
+
+    await app.edit("lab", mode=Mode.PASSTHROUGH)
+    cluster, _ = _local_context(home)
+    assert base64.b64decode(str(cluster["certificate-authority-data"])) == cluster_ca
+    assert cluster["tls-server-name"] == "api"
