@@ -43,6 +43,7 @@ from gui.backend import DEMO, Backend
 from gui.chart import TrafficChart, TrafficHistory
 from gui.cluster_menu import ClusterMenu
 from gui.icons import state_icon
+from gui.inspector import Inspector
 from gui.lag import LagMonitor
 from gui.models import (
     CLUSTER_ROLE,
@@ -111,6 +112,10 @@ class MainWindow(QMainWindow):
         self.log_view = LogView()
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_streams_tab(), "&Streams")
+        self.inspector = Inspector()
+        self.inspector.show_stream.connect(self.show_stream)
+        self.inspector.copied.connect(lambda c: self.statusBar().showMessage(f"Copied: {c}", 4000))
+        self.tabs.addTab(self.inspector, "&Requests")
         self.tabs.addTab(self.try_it, "&Try it")
         self.tabs.addTab(self.log_view, "&Log")
 
@@ -199,6 +204,8 @@ class MainWindow(QMainWindow):
         for position, spec in enumerate(STREAM_COLUMNS):
             self.table.setColumnWidth(position, spec.width)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._refresh_detail())
+        self.table.doubleClicked.connect(lambda index: self.show_request(index.data(KEY_ROLE)))
+        self.table.setToolTip("Double-click an inspected request to see it in Requests")
         return self.table
 
     def _build_debug_dock(self) -> None:
@@ -271,6 +278,7 @@ class MainWindow(QMainWindow):
         rows = stream_rows(snap)
         self.clusters.apply(snap, self.backend.known_clusters())
         self.streams.apply(snap, rows)
+        self.inspector.apply(rows)
         self.history.add(snap, rows)
         self.chart.update()
         self._refresh_detail()
@@ -366,6 +374,24 @@ class MainWindow(QMainWindow):
                 self.table.selectRow(row)
                 return True
         return False
+
+    def show_request(self, key: str) -> bool:
+        """The stream ``key``'s request in the Requests tab (False: not an inspected
+        request, e.g. a passthrough stream)."""
+        if not self.inspector.select(key):
+            return False
+        self.tabs.setCurrentWidget(self.inspector)
+        return True
+
+    def show_stream(self, key: str) -> bool:
+        """A request's stream in the Streams tab (its filters cleared if they hide it)."""
+        self.tabs.setCurrentIndex(0)
+        if self.select_stream(key):
+            return True
+        self.filter_edit.clear()
+        self.open_only.setChecked(False)
+        self.this_cluster.setChecked(False)
+        return self.select_stream(key)
 
     def _refresh_detail(self) -> None:
         key = self.selected_stream_key()

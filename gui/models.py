@@ -231,28 +231,73 @@ STREAM_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def column(title: str) -> int:
-    """The position of the streams column called ``title``."""
-    return next(i for i, c in enumerate(STREAM_COLUMNS) if c.title == title)
+def column(title: str, columns: Sequence[Column] = STREAM_COLUMNS) -> int:
+    """The position of the column called ``title`` (of the streams table by default)."""
+    return next(i for i, c in enumerate(columns) if c.title == title)
+
+
+class Table(NamedTuple):
+    """A table's columns, and the spans a row's change touches (derived once)."""
+
+    columns: tuple[Column, ...]
+    ticking: tuple[int, int]  # the adjacent counter columns an open row's tick changes
+
+    @classmethod
+    def of(cls, columns: tuple[Column, ...]) -> Table:
+        counters = [i for i, c in enumerate(columns) if c.counter]
+        return cls(columns, (counters[0], counters[-1]))
+
+    @property
+    def last(self) -> int:
+        return len(self.columns) - 1
+
+    def changed(self, old: StreamRow, new: StreamRow) -> tuple[int, int]:
+        """The columns between which ``new`` differs from ``old``."""
+        a, b = old.view, new.view
+        if a.state != b.state or a.closed_at != b.closed_at or a.close_reason != b.close_reason:
+            return (self.ticking[0], self.last)
+        if (a.client, old.endpoint, old.request, old.upgrade) != (
+            b.client,
+            new.endpoint,
+            new.request,
+            new.upgrade,
+        ):
+            return (0, self.last)
+        return self.ticking
+
+
+STREAMS = Table.of(STREAM_COLUMNS)
+TICKING = STREAMS.ticking
 
 
 class StreamsModel(QAbstractTableModel):
-    """Every stream of the latest snapshot. Signals: the standard model signals only."""
+    """Every stream of the latest snapshot (``table``: its columns). Signals: the
+    standard model signals only."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: Table = STREAMS) -> None:
         super().__init__()
+        self.table = table
+        self.columns = table.columns
         self.rows: list[StreamRow] = []
 
     def apply(self, snap: ServiceSnapshot, rows: list[StreamRow] | None = None) -> None:
         """Show ``snap`` (``rows``: its ``stream_rows``, if the caller has them already)."""
+        self.apply_rows(stream_rows(snap) if rows is None else rows)
+
+    def apply_rows(self, rows: list[StreamRow]) -> None:
+        """Show the snapshot's ``stream_rows`` (those :meth:`select` keeps)."""
         apply_keyed(
             self,
             self.rows,
-            stream_rows(snap) if rows is None else rows,
+            self.select(rows),
             lambda r: r.key,
-            len(STREAM_COLUMNS),
-            changed_columns=_changed,
+            len(self.columns),
+            changed_columns=self.table.changed,
         )
+
+    def select(self, rows: list[StreamRow]) -> Sequence[StreamRow]:
+        """The rows this model shows (all of them: every stream)."""
+        return rows
 
     def row_for_key(self, key: str) -> StreamRow | None:
         return next((r for r in self.rows if r.key == key), None)
@@ -263,39 +308,33 @@ class StreamsModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.rows)
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(STREAM_COLUMNS)
+        return 0 if parent.isValid() else len(self.columns)
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
         horizontal = orientation == Qt.Orientation.Horizontal
-        if (
-            role == Qt.ItemDataRole.DisplayRole
-            and horizontal
-            and 0 <= section < len(STREAM_COLUMNS)
-        ):
-            return STREAM_COLUMNS[section].title
+        if role == Qt.ItemDataRole.DisplayRole and horizontal and 0 <= section < len(self.columns):
+            return self.columns[section].title
         return None
 
     def index(self, row: int, column: int, parent: Index = QModelIndex()) -> QModelIndex:  # noqa: B008
         # Qt's own index() asks rowCount() and columnCount(): two more Python calls for
         # every index the proxy maps, every painted cell.
-        if parent.isValid() or not (
-            0 <= row < len(self.rows) and 0 <= column < len(STREAM_COLUMNS)
-        ):
+        if parent.isValid() or not (0 <= row < len(self.rows) and 0 <= column < len(self.columns)):
             return QModelIndex()
         return self.createIndex(row, column)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self.rows):
             return None
-        return self._value(self.rows[index.row()], STREAM_COLUMNS[index.column()], role)
+        return self._value(self.rows[index.row()], self.columns[index.column()], role)
 
     def multiData(self, index: Index, roleDataSpan: RoleData) -> None:
         """All the roles a delegate paints a cell with, in one call instead of one per role."""
         if not index.isValid() or not 0 <= index.row() < len(self.rows):
             return
-        row, col = self.rows[index.row()], STREAM_COLUMNS[index.column()]
+        row, col = self.rows[index.row()], self.columns[index.column()]
         for role_data in role_items(roleDataSpan):
             role_data.setData(self._value(row, col, role_data.role()))
 
@@ -326,25 +365,6 @@ class StreamsModel(QAbstractTableModel):
         if role == CLUSTER_ROLE:
             return row.view.cluster
         return None
-
-
-_COUNTERS = [i for i, c in enumerate(STREAM_COLUMNS) if c.counter]
-TICKING = (_COUNTERS[0], _COUNTERS[-1])  # the adjacent columns an open stream's tick changes
-_LAST = len(STREAM_COLUMNS) - 1
-
-
-def _changed(old: StreamRow, new: StreamRow) -> tuple[int, int]:
-    a, b = old.view, new.view
-    if a.state != b.state or a.closed_at != b.closed_at or a.close_reason != b.close_reason:
-        return (TICKING[0], _LAST)
-    if (a.client, old.endpoint, old.request, old.upgrade) != (
-        b.client,
-        new.endpoint,
-        new.request,
-        new.upgrade,
-    ):
-        return (0, _LAST)
-    return TICKING
 
 
 class StreamsFilter(QSortFilterProxyModel):

@@ -1,0 +1,409 @@
+"""The request inspector: one row per request through an inspect endpoint, and its detail.
+
+In the spirit of ngrok's inspector: the Requests tab lists every request an inspect
+endpoint recorded (they are the kubectl-side streams of the snapshot that carry a
+method), live, filterable by text, cluster, status class and upgrades only, sortable by
+any column. Its columns come from one table (``REQUEST_COLUMNS``, the same ``Column``
+as the streams table), and the model is the streams model over the inspected rows, so a
+tick costs a keyed diff, never a signal per byte. The detail pane shows what was decoded
+of the selected request and copies it as a kubectl or a curl command (never with a
+credential).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import unquote
+
+from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.format import human_bytes, human_duration
+from gui.models import (
+    KEY_ROLE,
+    SORT_ROLE,
+    Column,
+    Index,
+    RoleData,
+    StreamRow,
+    StreamsModel,
+    Table,
+    column,
+    upgrade_text,
+)
+from gui.views import LiveTableView
+from gui.widgets import mono_text
+
+#: Where Wicket's CA is, for the curl command (the app's state directory's default).
+WICKET_CA = "~/.local/share/wicket/app/inspect/ca.pem"
+#: Status classes the filter offers: ``(label, first status, last status)``.
+STATUS_CLASSES: tuple[tuple[str, int, int], ...] = (
+    ("1xx (upgraded)", 100, 199),
+    ("2xx", 200, 299),
+    ("3xx", 300, 399),
+    ("4xx", 400, 499),
+    ("5xx", 500, 599),
+)
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def _status(row: StreamRow) -> int:
+    return row.view.status if row.view.status is not None else -1
+
+
+def _bytes(title: str, width: int, name: str) -> Column:
+    """A byte counter of the view (``name``: ``bytes_up`` or ``bytes_down``)."""
+    return Column(
+        title,
+        width,
+        lambda r: human_bytes(getattr(r.view, name)),
+        lambda r: getattr(r.view, name),
+        numeric=True,
+        counter=True,
+    )
+
+
+REQUEST_COLUMNS: tuple[Column, ...] = (
+    Column("Time", 64, lambda r: _clock(r.view.opened_at), lambda r: r.view.opened_at),
+    Column("Cluster", 70, lambda r: r.view.cluster),
+    Column("Method", 56, lambda r: r.view.method or ""),
+    Column("Path", 240, lambda r: r.view.path or ""),
+    Column("Status", 50, lambda r: str(_status(r)) if _status(r) >= 0 else "…", _status),
+    Column("Command", 100, lambda r: r.view.kubectl_command or ""),
+    Column("Upgrade", 150, lambda r: r.upgrade or "—"),
+    Column(
+        "Duration",
+        64,
+        lambda r: human_duration(r.age),
+        lambda r: r.age,
+        numeric=True,
+        counter=True,
+    ),
+    _bytes("Up", 70, "bytes_up"),
+    _bytes("Down", 70, "bytes_down"),
+    Column("State", 80, lambda r: r.state_text),
+)
+REQUESTS = Table.of(REQUEST_COLUMNS)
+
+
+def request_column(title: str) -> int:
+    """The position of the requests column called ``title``."""
+    return column(title, REQUEST_COLUMNS)
+
+
+class RequestsModel(StreamsModel):
+    """The inspected requests of the latest snapshot. Signals: the model signals only."""
+
+    def __init__(self) -> None:
+        super().__init__(REQUESTS)
+
+    def select(self, rows: list[StreamRow]) -> Sequence[StreamRow]:
+        return [r for r in rows if r.view.inspected and r.hop == "kubectl"]
+
+
+class RequestsFilter(QSortFilterProxyModel):
+    """Filters requests by text, cluster, status class and upgrades only; sorts by
+    ``SORT_ROLE``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._text = ""
+        self._cluster: str | None = None
+        self._status: tuple[int, int] | None = None
+        self._upgrades_only = False
+        self.setSortRole(SORT_ROLE)
+        self.setDynamicSortFilter(True)
+
+    def _change(self, name: str, value: object) -> None:
+        self.beginFilterChange()
+        setattr(self, name, value)
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    def set_text(self, text: str) -> None:
+        self._change("_text", text.strip().lower())
+
+    def set_cluster(self, name: str | None) -> None:
+        self._change("_cluster", name or None)
+
+    def set_status_class(self, span: tuple[int, int] | None) -> None:
+        self._change("_status", span)
+
+    def set_upgrades_only(self, on: bool) -> None:
+        self._change("_upgrades_only", on)
+
+    def filterAcceptsRow(self, source_row: int, source_parent: Index) -> bool:
+        model = self.sourceModel()
+        if not isinstance(model, RequestsModel) or source_parent.isValid():
+            return True
+        row = model.rows[source_row]
+        v = row.view
+        if self._cluster is not None and v.cluster != self._cluster:
+            return False
+        if self._upgrades_only and (not v.upgrade or v.upgrade == "none"):
+            return False
+        if self._status is not None and not self._status[0] <= _status(row) <= self._status[1]:
+            return False
+        return not self._text or self._text in _search_text(row)
+
+    def multiData(self, index: Index, roleDataSpan: RoleData) -> None:
+        model = self.sourceModel()
+        if model is not None and index.isValid():
+            model.multiData(self.mapToSource(index), roleDataSpan)
+
+
+def _search_text(row: StreamRow) -> str:
+    v = row.view
+    words = (v.cluster, row.request, row.upgrade, v.kubectl_command or "", row.state_text)
+    return " ".join((*words, *(value for _, value in v.detail))).lower()
+
+
+# -- copying a request ---------------------------------------------------------------
+
+
+def _resource(path: str) -> tuple[str | None, str | None, str | None]:
+    """``(namespace, pod, subresource)`` of a core pod path (None where it is not one)."""
+    parts = [unquote(p) for p in path.strip("/").split("/")]
+    if len(parts) >= 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":
+        return parts[3], parts[5], parts[6] if len(parts) > 6 else None
+    return None, None, None
+
+
+def context_of(cluster: str) -> str:
+    """The kubectl context Wicket writes for ``cluster``."""
+    return f"wicket-{cluster}"
+
+
+def as_kubectl(row: StreamRow) -> str:
+    """The request as a kubectl command line: ``exec``, ``port-forward``, ``logs`` of a
+    pod as kubectl would have run them, else ``get --raw`` of the path (a GET) or the
+    method and path as a comment (kubectl has no generic verb for the rest)."""
+    v = row.view
+    ctx = ["kubectl", "--context", context_of(v.cluster)]
+    namespace, pod, sub = _resource(v.path or "")
+    if namespace and pod:
+        ns = ["-n", namespace]
+        command = v.detail_value("command")
+        if sub in ("exec", "attach"):
+            tail = ["--", *shlex.split(command)] if command and sub == "exec" else []
+            return shlex.join([*ctx, sub, "-i", pod, *ns, *tail])
+        if sub == "portforward":
+            ports = (v.detail_value("ports") or "").split(",")
+            return shlex.join([*ctx, "port-forward", f"pod/{pod}", *ns, *filter(None, ports)])
+        if sub == "log":
+            return shlex.join([*ctx, "logs", "-f", pod, *ns])
+    if v.method == "GET":
+        return shlex.join([*ctx, "get", "--raw", v.path or "/"])
+    return f"# {v.method} {v.path} (no kubectl verb: see Copy as curl)"
+
+
+def as_curl(row: StreamRow) -> str:
+    """The request as curl against the local endpoint, with Wicket's CA and a
+    placeholder for the endpoint's token: no credential is ever copied."""
+    v = row.view
+    address = row.endpoint.split(" ", 1)[0]
+    return " ".join(
+        [
+            "curl",
+            "-X",
+            shlex.quote(v.method or "GET"),
+            "--cacert",
+            WICKET_CA,
+            "-H",
+            '"Authorization: Bearer $WICKET_ENDPOINT_TOKEN"',
+            shlex.quote(f"https://{address}{v.path or '/'}"),
+        ]
+    )
+
+
+def describe(row: StreamRow) -> str:
+    """The detail pane's text: the request, its upgrade, and what was decoded."""
+    v = row.view
+    lines = [
+        f"request     {v.method} {v.path}",
+        f"status      {v.status if v.status is not None else 'pending'}",
+        f"cluster     {v.cluster}   endpoint {row.endpoint}",
+        f"kubectl     {v.kubectl_command or '—'}",
+        f"upgrade     {upgrade_text(v) or '—'}",
+        f"time        {_clock(v.opened_at)}   duration {human_duration(row.age)}",
+        f"bytes       ↑ {human_bytes(v.bytes_up)}   ↓ {human_bytes(v.bytes_down)}",
+        f"state       {row.state_text}",
+        f"stream      {v.key}",
+    ]
+    if v.detail:
+        lines += ["", "decoded"]
+        lines += [f"  {name:<14} {value}" for name, value in v.detail]
+    return "\n".join(lines)
+
+
+class RequestDetail(QWidget):
+    """The selected request: decoded detail, Copy as kubectl / curl, Show stream.
+
+    Signals: ``copied(str)`` with what went to the clipboard; ``show_stream(str key)``.
+    """
+
+    copied = Signal(str)
+    show_stream = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = mono_text(read_only=True)
+        self.text.setAccessibleName("Request detail")
+        self.text.setPlaceholderText("Select a request to see what was decoded.")
+        self.copy_kubectl = QPushButton("Copy as &kubectl")
+        self.copy_curl = QPushButton("Copy as c&url")
+        self.copy_curl.setToolTip("Without credentials: the endpoint's token is a placeholder")
+        self.stream_button = QPushButton("Show &stream")
+        self.copy_kubectl.clicked.connect(lambda: self._copy(as_kubectl))
+        self.copy_curl.clicked.connect(lambda: self._copy(as_curl))
+        self.stream_button.clicked.connect(
+            lambda: self.show_stream.emit(self.row.key) if self.row else None
+        )
+        buttons = QHBoxLayout()
+        for button in (self.copy_kubectl, self.copy_curl, self.stream_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(buttons)
+        layout.addWidget(self.text)
+        self.row: StreamRow | None = None
+        self.show_row(None)
+
+    def show_row(self, row: StreamRow | None) -> None:
+        self.row = row
+        for button in (self.copy_kubectl, self.copy_curl, self.stream_button):
+            button.setEnabled(row is not None)
+        text = describe(row) if row is not None else ""
+        if text != self.text.toPlainText():
+            self.text.setPlainText(text)
+
+    def _copy(self, render: Callable[[StreamRow], str]) -> None:
+        if self.row is None:
+            return
+        text = render(self.row)
+        clipboard = QGuiApplication.clipboard()
+        if clipboard is not None:
+            clipboard.setText(text)
+        self.copied.emit(text)
+
+
+class Inspector(QWidget):
+    """The Requests tab: filters, the live table, the detail of the selected request.
+
+    Signals: ``show_stream(str key)`` (from the detail), ``copied(str)``.
+    """
+
+    show_stream = Signal(str)
+    copied = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = RequestsModel()
+        self.proxy = RequestsFilter()
+        self.proxy.setSourceModel(self.model)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter requests (path, command, status…)")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.setAccessibleName("Filter requests")
+        self.filter_edit.textChanged.connect(self.proxy.set_text)
+        self.cluster = QComboBox()
+        self.cluster.setAccessibleName("Requests of cluster")
+        self.cluster.addItem("All clusters", "")
+        self.cluster.currentIndexChanged.connect(
+            lambda _i: self.proxy.set_cluster(self.cluster.currentData())
+        )
+        self.status_class = QComboBox()
+        self.status_class.setAccessibleName("Status class")
+        self.status_class.addItem("Any status", None)
+        for label, first, last in STATUS_CLASSES:
+            self.status_class.addItem(label, (first, last))
+        self.status_class.currentIndexChanged.connect(
+            lambda _i: self.proxy.set_status_class(self.status_class.currentData())
+        )
+        self.upgrades_only = QCheckBox("&Upgrades only")
+        self.upgrades_only.toggled.connect(self.proxy.set_upgrades_only)
+        filters = QHBoxLayout()
+        for widget in (self.filter_edit, self.cluster, self.status_class, self.upgrades_only):
+            filters.addWidget(widget)
+        self.detail = RequestDetail()
+        self.detail.show_stream.connect(self.show_stream)
+        self.detail.copied.connect(self.copied)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self._build_table())
+        split.addWidget(self.detail)
+        split.setSizes([300, 200])
+        layout = QVBoxLayout(self)
+        layout.addLayout(filters)
+        layout.addWidget(split, 1)
+
+    def _build_table(self) -> LiveTableView:
+        self.table = LiveTableView()
+        self.table.setModel(self.proxy)
+        self.table.setAccessibleName("Requests")
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(request_column("Time"), Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        for position, spec in enumerate(REQUEST_COLUMNS):
+            self.table.setColumnWidth(position, spec.width)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self.refresh_detail())
+        return self.table
+
+    def apply(self, rows: list[StreamRow]) -> None:
+        """This tick's stream rows (the window's): the requests among them, keyed."""
+        self.model.apply_rows(rows)
+        self._offer_clusters()
+        self.refresh_detail()
+
+    def _offer_clusters(self) -> None:
+        """Every cluster seen so far in the cluster filter (added, never reordered)."""
+        known = {self.cluster.itemData(i) for i in range(self.cluster.count())}
+        for name in sorted({r.view.cluster for r in self.model.rows} - known):
+            self.cluster.addItem(name, name)
+
+    def selected_key(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return str(rows[0].data(KEY_ROLE)) if rows else None
+
+    def select(self, key: str) -> bool:
+        """Select the request ``key`` (clearing filters that hide it); False if unknown."""
+        if self.model.row_for_key(key) is None:
+            return False
+        for row in range(self.proxy.rowCount()):
+            if self.proxy.index(row, 0).data(KEY_ROLE) == key:
+                self.table.selectRow(row)
+                self.table.scrollTo(self.proxy.index(row, 0))
+                return True
+        self.filter_edit.clear()
+        self.cluster.setCurrentIndex(0)
+        self.status_class.setCurrentIndex(0)
+        self.upgrades_only.setChecked(False)
+        return self.select(key)
+
+    def refresh_detail(self) -> None:
+        key = self.selected_key()
+        self.detail.show_row(self.model.row_for_key(key) if key else None)
