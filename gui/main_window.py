@@ -50,6 +50,7 @@ from gui.models import (
     KEY_ROLE,
     STREAM_COLUMNS,
     ClustersModel,
+    StreamRow,
     StreamsFilter,
     StreamsModel,
     column,
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         self.update_ms = 0.0
         self.max_update_ms = 0.0
         self._selected_cluster: str | None = None
+        self._rows: list[StreamRow] = []  # the last snapshot's stream rows
 
         self._build_widgets()
         self._build_actions()
@@ -117,6 +119,7 @@ class MainWindow(QMainWindow):
         self.inspector.copied.connect(lambda c: self.statusBar().showMessage(f"Copied: {c}", 4000))
         self.tabs.addTab(self.inspector, "&Requests")
         self.tabs.addTab(self.try_it, "&Try it")
+        self.tabs.currentChanged.connect(lambda _i: self._refresh_inspector())
         self.tabs.addTab(self.log_view, "&Log")
 
         self.detail = StreamDetail()
@@ -278,7 +281,9 @@ class MainWindow(QMainWindow):
         rows = stream_rows(snap)
         self.clusters.apply(snap, self.backend.known_clusters())
         self.streams.apply(snap, rows)
-        self.inspector.apply(rows)
+        self._rows = rows
+        if self.tabs.currentWidget() is self.inspector:
+            self.inspector.apply(rows)
         self.history.add(snap, rows)
         self.chart.update()
         self._refresh_detail()
@@ -375,9 +380,16 @@ class MainWindow(QMainWindow):
                 return True
         return False
 
+    def _refresh_inspector(self) -> None:
+        """The Requests tab follows the snapshots only while it shows: a hidden one costs
+        nothing per tick, and catches up when shown."""
+        if self.tabs.currentWidget() is self.inspector:
+            self.inspector.apply(self._rows)
+
     def show_request(self, key: str) -> bool:
         """The stream ``key``'s request in the Requests tab (False: not an inspected
         request, e.g. a passthrough stream)."""
+        self.inspector.apply(self._rows)
         if not self.inspector.select(key):
             return False
         self.tabs.setCurrentWidget(self.inspector)

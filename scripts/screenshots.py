@@ -1,4 +1,5 @@
-"""Take the README's screenshots: main window with live traffic, the wizard, the tray menu.
+"""Take the README's screenshots: main window with live traffic, the wizard, the tray menu,
+and the request inspector (the demo switched to inspect mode: the list, an exec's detail).
 
 ``.venv/bin/python scripts/screenshots.py [--out docs/screenshots]``
 
@@ -68,13 +69,20 @@ async def _take(out: Path, home: Path) -> None:
         await _shoot_window(app, out)
         await _shoot_wizard(app, out)
         await _shoot_tray(app, out)
+        _stop(children)
+        children.clear()
+        await _shoot_inspector(app, out, home, children)
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(5)
+        _stop(children)
         await app.shutdown()
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(5)
 
 
 async def _shoot_window(app: WicketApp, out: Path) -> None:
@@ -95,10 +103,44 @@ async def _shoot_window(app: WicketApp, out: Path) -> None:
     window.grab().save(str(out / "main-window.png"))
     await bulk
 
-    window.tabs.setCurrentIndex(1)
+    window.tabs.setCurrentWidget(window.try_it)
     window.debug_dock.hide()
     await asyncio.sleep(0.3)
     window.grab().save(str(out / "try-it.png"))
+
+
+async def _shoot_inspector(
+    app: WicketApp, out: Path, home: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    """The demo in inspect mode (Cluster → Edit… does the same), kubectl's requests in
+    the Requests tab, and an exec's decoded detail."""
+    from PySide6.QtCore import Qt
+
+    from gui.backend import DEMO
+    from gui.inspector import request_column
+    from gui.models import KEY_ROLE
+
+    window = app.window
+    await app.backend.edit_cluster(DEMO, mode="inspect")
+    for args in (("get", "pods"), ("exec", "web", "--", "sh", "-c", "echo hello; exit 3")):
+        await asyncio.to_thread(
+            subprocess.run, [str(KUBECTL), "--context", "wicket-demo", *args], env=_env(home)
+        )
+    children += [
+        _start(home, "logs", "-f", "ticker"),
+        _start(home, "get", "pods", "--watch"),
+        _start(home, "port-forward", "pod/web", "18099:80"),
+    ]
+    await asyncio.sleep(3)
+    inspector = window.inspector
+    window.tabs.setCurrentWidget(inspector)
+    inspector.proxy.sort(request_column("Time"), Qt.SortOrder.AscendingOrder)
+    for row in range(inspector.proxy.rowCount()):
+        if inspector.proxy.index(row, request_column("Path")).data().endswith("/exec"):
+            inspector.select(inspector.proxy.index(row, 0).data(KEY_ROLE))
+    await asyncio.sleep(0.5)
+    window.grab().save(str(out / "inspector.png"))
+    inspector.grab().save(str(out / "inspector-exec.png"))
 
 
 async def _shoot_wizard(app: WicketApp, out: Path) -> None:

@@ -117,6 +117,7 @@ async def test_kubectl_requests_in_the_inspector(
         window = app.window
         inspector = window.inspector
         assert window.tabs.tabText(window.tabs.indexOf(inspector)) == "&Requests"
+        window.tabs.setCurrentWidget(inspector)  # a hidden Requests tab does not follow
 
         # exec over WebSocket, then SPDY: exit code 3 each time.
         for websockets, upgrade in (
