@@ -64,6 +64,11 @@ def _clock(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
+def _duration(seconds: float) -> str:
+    """Milliseconds under a second (most requests), else as the streams table has it."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else human_duration(seconds)
+
+
 def _status(row: StreamRow) -> int:
     return row.view.status if row.view.status is not None else -1
 
@@ -91,7 +96,7 @@ REQUEST_COLUMNS: tuple[Column, ...] = (
     Column(
         "Duration",
         64,
-        lambda r: human_duration(r.age),
+        lambda r: _duration(r.age),
         lambda r: r.age,
         numeric=True,
         counter=True,
@@ -233,22 +238,23 @@ def as_curl(row: StreamRow) -> str:
 
 
 def describe(row: StreamRow) -> str:
-    """The detail pane's text: the request, its upgrade, and what was decoded."""
+    """The detail pane's text: the request, its upgrade, what was decoded (first: an
+    exec's command and exit code matter more than its byte counts), then the rest."""
     v = row.view
     lines = [
         f"request     {v.method} {v.path}",
         f"status      {v.status if v.status is not None else 'pending'}",
-        f"cluster     {v.cluster}   endpoint {row.endpoint}",
         f"kubectl     {v.kubectl_command or '—'}",
         f"upgrade     {upgrade_text(v) or '—'}",
-        f"time        {_clock(v.opened_at)}   duration {human_duration(row.age)}",
+    ]
+    lines += [f"{name:<11} {value}" for name, value in v.detail]
+    lines += [
+        f"cluster     {v.cluster}   endpoint {row.endpoint}",
+        f"time        {_clock(v.opened_at)}   duration {_duration(row.age)}",
         f"bytes       ↑ {human_bytes(v.bytes_up)}   ↓ {human_bytes(v.bytes_down)}",
         f"state       {row.state_text}",
         f"stream      {v.key}",
     ]
-    if v.detail:
-        lines += ["", "decoded"]
-        lines += [f"  {name:<14} {value}" for name, value in v.detail]
     return "\n".join(lines)
 
 
@@ -348,7 +354,7 @@ class Inspector(QWidget):
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self._build_table())
         split.addWidget(self.detail)
-        split.setSizes([300, 200])
+        split.setSizes([260, 240])
         layout = QVBoxLayout(self)
         layout.addLayout(filters)
         layout.addWidget(split, 1)

@@ -381,9 +381,12 @@ class MainWindow(QMainWindow):
         return False
 
     def _refresh_inspector(self) -> None:
-        """The Requests tab follows the snapshots only while it shows: a hidden one costs
-        nothing per tick, and catches up when shown."""
-        if self.tabs.currentWidget() is self.inspector:
+        """The Requests tab follows the snapshots only while it shows (a hidden one costs
+        nothing per tick, and catches up when shown); the streams' detail pane then
+        makes room for its own."""
+        inspecting = self.tabs.currentWidget() is self.inspector
+        self.detail.setVisible(not inspecting)  # the Requests tab has its own detail pane
+        if inspecting:
             self.inspector.apply(self._rows)
 
     def show_request(self, key: str) -> bool:
