@@ -19,7 +19,7 @@ from core.aio.relay import Relay
 from core.demo.apiserver import DemoApiServer
 from core.kube import KubeconfigPaths, load_merged
 from core.pki.tokens import parse
-from core.service import SecretStorage, WicketService, describe_storage
+from core.service import Mode, SecretStorage, WicketService, describe_storage
 from gui.aio import wait_until
 from gui.backend import CLUSTERS_FILE, AppSettings, Backend
 from gui.core_thread import CoreThread
@@ -95,9 +95,11 @@ async def signal_once(signal: object) -> None:
     await asyncio.wait_for(future, 10)
 
 
-async def drive_to_agent_online(s: Setup, storage: SecretStorage | None = None) -> AddClusterWizard:
+async def drive_to_agent_online(
+    s: Setup, storage: SecretStorage | None = None, mode: Mode = Mode.PASSTHROUGH
+) -> AddClusterWizard:
     """Through the pages; kubectl uses the kubeconfig user, or (``storage``) the token,
-    kept where ``storage`` says."""
+    kept where ``storage`` says; the endpoint in ``mode``."""
     wizard = AddClusterWizard(s.backend)
     wizard.show()
     assert not wizard.isModal()
@@ -130,6 +132,7 @@ async def drive_to_agent_online(s: Setup, storage: SecretStorage | None = None) 
 
     # Endpoint: use the existing kubeconfig user, or the token in the chosen store.
     endpoint = wizard.endpoint_page
+    endpoint.mode.setCurrentIndex(endpoint.mode.findData(mode.value))
     await wait_until(lambda: endpoint.user.count() > 0, 10, what="kubeconfig users")
     if storage is None:
         endpoint.use_user.setChecked(True)
@@ -163,8 +166,10 @@ async def drive_to_agent_online(s: Setup, storage: SecretStorage | None = None) 
     return wizard
 
 
-async def drive_to_test_page(s: Setup, storage: SecretStorage | None = None) -> AddClusterWizard:
-    wizard = await drive_to_agent_online(s, storage)
+async def drive_to_test_page(
+    s: Setup, storage: SecretStorage | None = None, mode: Mode = Mode.PASSTHROUGH
+) -> AddClusterWizard:
+    wizard = await drive_to_agent_online(s, storage, mode)
     wizard.button(QWizard.WizardButton.NextButton).click()
     assert wizard.currentPage() is wizard.test_page
     finish = wizard.button(QWizard.WizardButton.FinishButton)
@@ -286,3 +291,46 @@ async def test_the_token_lands_in_the_real_keyring_and_kubectl_gets_it(
             assert _items_for("cluster/lab/upstream-token") == []
     finally:
         keyring.set_keyring(previous)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_an_inspect_cluster_from_the_wizard_works_with_kubectl_both_ways(
+    tmp_path: Path, home: Path
+) -> None:
+    """Inspect chosen in the wizard: the context trusts Wicket's CA and the credential
+    plugin hands kubectl the endpoint's token; kubectl's requests are recorded. Switched
+    to passthrough and back (Edit), kubectl keeps working after each switch."""
+    async with private_cluster(tmp_path, home) as s:
+        wizard = await drive_to_test_page(s, SecretStorage.SESSION, Mode.INSPECT)
+        wizard.button(QWizard.WizardButton.FinishButton).click()
+        assert wizard.completed
+        wizard.close()
+        backend = s.backend
+
+        def mode() -> str:
+            return next((e.mode for e in backend.latest.endpoints if e.cluster == "lab"), "")
+
+        async def works(path: str = "/version") -> None:
+            got = await kubectl(home, "--context", "wicket-lab", "get", "--raw", path)
+            assert got.returncode == 0, got.stderr
+            got = await kubectl(home, "--context", "wicket-lab", "exec", "web", "--", "echo", "hi")
+            assert got.returncode == 0, got.stderr
+            assert got.stdout.strip() == "hi"
+
+        for wanted in ("inspect", "passthrough", "inspect"):
+            if wanted != mode():
+                await backend.edit_cluster("lab", mode=wanted)
+            await wait_until(lambda w=wanted: mode() == w, 20, what=wanted)  # type: ignore[misc]
+            cfg = backend.cluster_config("lab")
+            assert cfg is not None and cfg.mode.value == wanted
+            await works()
+
+        def recorded(path_end: str, status: int) -> bool:
+            return any(
+                v.cluster == "lab" and (v.path or "").endswith(path_end) and v.status == status
+                for v in backend.latest.streams
+            )
+
+        await wait_until(lambda: recorded("/version", 200), 10, what="get --raw recorded")
+        await wait_until(lambda: recorded("/pods/web/exec", 101), 10, what="exec recorded")
