@@ -20,11 +20,9 @@ from urllib.parse import unquote
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QHBoxLayout,
-    QHeaderView,
     QLineEdit,
     QPushButton,
     QSplitter,
@@ -45,7 +43,7 @@ from gui.models import (
     column,
     upgrade_text,
 )
-from gui.views import LiveTableView
+from gui.views import LiveTableView, live_table
 from gui.widgets import mono_text
 
 #: Where Wicket's CA is, for the curl command (the app's state directory's default).
@@ -360,22 +358,8 @@ class Inspector(QWidget):
         layout.addWidget(split, 1)
 
     def _build_table(self) -> LiveTableView:
-        self.table = LiveTableView()
-        self.table.setModel(self.proxy)
-        self.table.setAccessibleName("Requests")
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(request_column("Time"), Qt.SortOrder.DescendingOrder)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setAlternatingRowColors(True)
-        self.table.setWordWrap(False)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(22)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        for position, spec in enumerate(REQUEST_COLUMNS):
-            self.table.setColumnWidth(position, spec.width)
+        widths = [c.width for c in REQUEST_COLUMNS]
+        self.table = live_table(self.proxy, "Requests", widths, request_column("Time"))
         self.table.selectionModel().selectionChanged.connect(lambda *_: self.refresh_detail())
         return self.table
 

@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QDockWidget,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QListView,
@@ -58,7 +57,7 @@ from gui.models import (
     stream_rows,
 )
 from gui.panels import DebugPanel, LogView, StreamDetail, TryItPanel
-from gui.views import LiveTableView
+from gui.views import LiveTableView, live_table
 
 TICK_MS = 200
 
@@ -190,22 +189,8 @@ class MainWindow(QMainWindow):
         return streams_tab
 
     def _build_table(self) -> LiveTableView:
-        self.table = LiveTableView()
-        self.table.setModel(self.proxy)
-        self.table.setAccessibleName("Streams")
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(column("ID"), Qt.SortOrder.DescendingOrder)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setAlternatingRowColors(True)
-        self.table.setWordWrap(False)  # one line per cell: cheaper to lay out at 5 Hz
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(22)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        for position, spec in enumerate(STREAM_COLUMNS):
-            self.table.setColumnWidth(position, spec.width)
+        widths = [c.width for c in STREAM_COLUMNS]
+        self.table = live_table(self.proxy, "Streams", widths, column("ID"))
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._refresh_detail())
         self.table.doubleClicked.connect(lambda index: self.show_request(index.data(KEY_ROLE)))
         self.table.setToolTip("Double-click an inspected request to see it in Requests")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex
-from PySide6.QtWidgets import QTableView
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -39,3 +39,28 @@ class LiveTableView(QTableView):
             topLeft = model.index(first, topLeft.column(), parent)
             bottomRight = model.index(last, bottomRight.column(), parent)
         super().dataChanged(topLeft, bottomRight, list(roles))
+
+
+def live_table(
+    model: QAbstractItemModel, name: str, widths: Sequence[int], newest_first: int
+) -> LiveTableView:
+    """A live table as the window's tables are: one selected row, sortable (by the
+    column ``newest_first``, descending, to begin with), one line per cell, columns of
+    the given initial ``widths``, the last one stretching."""
+    table = LiveTableView()
+    table.setModel(model)
+    table.setAccessibleName(name)
+    table.setSortingEnabled(True)
+    table.sortByColumn(newest_first, Qt.SortOrder.DescendingOrder)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setAlternatingRowColors(True)
+    table.setWordWrap(False)  # one line per cell: cheaper to lay out at 5 Hz
+    table.verticalHeader().setVisible(False)
+    table.verticalHeader().setDefaultSectionSize(22)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    header.setStretchLastSection(True)
+    for position, width in enumerate(widths):
+        table.setColumnWidth(position, width)
+    return table
