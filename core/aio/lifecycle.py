@@ -8,15 +8,26 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+#: How long a cancelled task may run on before it is cancelled again.
+RECANCEL_INTERVAL = 0.5
+
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """Cancel ``task`` and wait until it has ended, so a stopped component leaves no
-    task running; its ``CancelledError`` is the expected end, any other error is raised."""
+    task running; its ``CancelledError`` is the expected end, any other error is raised.
+
+    The cancellation is repeated while the task runs on: on Python 3.11 a cancellation
+    that arrives as an awaited result is ready can be swallowed (``asyncio.wait_for``
+    returns the result instead, bpo-42130), and the task would then wait forever in its
+    next await (seen: a relay client stopped just as its hello was answered).
+    """
     if task is None:
         return
-    task.cancel()
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_INTERVAL)
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        task.result()
 
 
 class Component(Protocol):
