@@ -54,6 +54,15 @@ class StreamView:
         return (self.closed_at or now) - self.opened_at
 
 
+def claimed_client(client: str | None) -> str | None:
+    """The kubectl-side client a hop's record names: the relay (and the agent after it)
+    label a stream ``identity@source for CLIENT`` (core.aio.relay), the endpoint names
+    ``CLIENT`` alone."""
+    if client is None:
+        return None
+    return client.rpartition(" for ")[2]
+
+
 @dataclass(frozen=True)
 class SessionView:
     """A session to a relay (agent or client side), or the relay's view of a peer."""
@@ -117,10 +126,11 @@ class ServiceSnapshot:
         for s in self.streams:
             if s.closed_at is not None:
                 continue
+            client = claimed_client(s.client)
             if s.inspected:
                 requests += 1
-            elif not (s.client == INSPECT_CLIENT and s.cluster in inspecting):
-                hops[(s.cluster, s.endpoint, s.client, s.component)] += 1
+            elif not (client == INSPECT_CLIENT and s.cluster in inspecting):
+                hops[(s.cluster, s.endpoint, client, s.component)] += 1
         streams: dict[tuple[str, str, str | None], int] = {}
         for (cluster, endpoint, client, _), count in hops.items():
             key = (cluster, endpoint, client)

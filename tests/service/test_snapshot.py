@@ -96,6 +96,21 @@ def test_one_connection_seen_by_relay_agent_and_endpoint_is_one_stream() -> None
     assert snap.open_streams == 2
 
 
+def test_the_relays_label_names_the_same_client() -> None:
+    """The relay (and the agent after it) label a stream ``identity@source for CLIENT``;
+    with the endpoint's ``CLIENT`` it is still one stream, and an inspect endpoint's
+    carriers stay uncounted."""
+    label = "desktop@127.0.0.1:50532 for {}"
+    streams = [view(c, label.format("127.0.0.1:5000")) for c in ("relay", "agent:lab")]
+    snap = ServiceSnapshot(T0, streams=(*streams, view("endpoint:lab", "127.0.0.1:5000")))
+    assert snap.open_streams == 1
+    inspect = EndpointView("endpoint:lab", "lab", "127.0.0.1:6443", "inspect", "online", None)
+    carriers = [view(c, label.format(INSPECT_CLIENT)) for c in ("relay", "agent:lab")]
+    request = view("endpoint:lab", None, method="GET", path="/api")
+    snap = ServiceSnapshot(T0, endpoints=(inspect,), streams=(*carriers, request))
+    assert snap.open_streams == 1
+
+
 def test_hops_without_a_telling_client_count_once_per_component() -> None:
     """Another machine's inspect endpoint: its connections all say ``inspect``."""
     streams = [view(c, INSPECT_CLIENT) for c in ("relay", "agent:lab") for _ in range(3)]
