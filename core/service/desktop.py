@@ -382,6 +382,12 @@ class Desktop:
         if cfg is None:
             raise ConfigError(f"no cluster {name!r}")
         changed = replace(cfg, mode=mode or cfg.mode, port=cfg.port if port is None else port)
+        if changed.mode is Mode.INSPECT and cfg.user:
+            raise ConfigError(
+                f"{name} cannot inspect: kubectl authenticates as the kubeconfig user "
+                f"{cfg.user!r}, and Wicket presents a token upstream in inspect mode "
+                "(add the cluster again with a token)"
+            )
         inspect_ca = self._inspect_ca() if changed.mode is Mode.INSPECT else b""
         await self._sync_contexts(changed, inspect_ca)
         await self.update(lambda c: c.put(changed))

@@ -9,6 +9,7 @@ import base64
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -351,6 +352,15 @@ async def test_an_inspect_cluster_gets_a_context_that_trusts_wicket(
     assert await app.token_of("lab") == token  # what the plugin hands kubectl
 
     await app.edit("lab", mode=Mode.PASSTHROUGH)
+    cluster, _ = _local_context(home)
+    assert base64.b64decode(str(cluster["certificate-authority-data"])) == cluster_ca
+    assert cluster["tls-server-name"] == "api"
+
+    # A cluster kubectl reaches as a kubeconfig user has no token for Wicket to present.
+    await app.update(lambda c: c.put(replace(lab, port=port, user="admin")))
+    with pytest.raises(ConfigError, match="kubeconfig user 'admin'"):
+        await app.edit("lab", mode=Mode.INSPECT)
+    assert run.config().cluster("lab").mode is Mode.PASSTHROUGH  # type: ignore[union-attr]
     cluster, _ = _local_context(home)
     assert base64.b64decode(str(cluster["certificate-authority-data"])) == cluster_ca
     assert cluster["tls-server-name"] == "api"
