@@ -15,6 +15,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
@@ -180,12 +181,31 @@ def _search_text(row: StreamRow) -> str:
 # -- copying a request ---------------------------------------------------------------
 
 
-def _resource(path: str) -> tuple[str | None, str | None, str | None]:
-    """``(namespace, pod, subresource)`` of a core pod path (None where it is not one)."""
-    parts = [unquote(p) for p in path.strip("/").split("/")]
-    if len(parts) >= 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":
-        return parts[3], parts[5], parts[6] if len(parts) > 6 else None
-    return None, None, None
+class ApiPath(NamedTuple):
+    """What an apiserver path names: ``pods`` or ``deployments.apps``, in a namespace
+    or not, one object or all, and a subresource (``exec``, ``log``, ``portforward``…)."""
+
+    resource: str
+    namespace: str | None
+    name: str | None
+    sub: str | None
+
+
+def api_path(path: str) -> ApiPath | None:
+    """``path`` as a resource (None for discovery, ``/version`` and anything else)."""
+    parts = [unquote(p) for p in path.strip("/").split("/") if p]
+    if parts[:1] == ["api"] and len(parts) >= 3:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 4:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    namespace = None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    resource = f"{rest[0]}.{group}" if group else rest[0]
+    name = rest[1] if len(rest) > 1 else None
+    return ApiPath(resource, namespace, name, rest[2] if len(rest) > 2 else None)
 
 
 def context_of(cluster: str) -> str:
@@ -195,22 +215,36 @@ def context_of(cluster: str) -> str:
 
 def as_kubectl(row: StreamRow) -> str:
     """The request as a kubectl command line: ``exec``, ``port-forward``, ``logs`` of a
-    pod as kubectl would have run them, else ``get --raw`` of the path (a GET) or the
-    method and path as a comment (kubectl has no generic verb for the rest)."""
+    pod, ``get`` (``-w`` for a watch) and ``delete`` of a resource as kubectl would have
+    run them, else ``get --raw`` of the path (a GET) or the method and path as a comment
+    (kubectl has no generic verb for the rest)."""
     v = row.view
     ctx = ["kubectl", "--context", context_of(v.cluster)]
-    namespace, pod, sub = _resource(v.path or "")
-    if namespace and pod:
-        ns = ["-n", namespace]
+    api = api_path(v.path or "")
+    if api is None or (api.sub is not None and api.resource != "pods"):
+        return _raw(row, ctx)
+    ns = ["-n", api.namespace] if api.namespace else []
+    name = [api.name] if api.name else []
+    if api.sub in ("exec", "attach") and api.name:
         command = v.detail_value("command")
-        if sub in ("exec", "attach"):
-            tail = ["--", *shlex.split(command)] if command and sub == "exec" else []
-            return shlex.join([*ctx, sub, "-i", pod, *ns, *tail])
-        if sub == "portforward":
-            ports = (v.detail_value("ports") or "").split(",")
-            return shlex.join([*ctx, "port-forward", f"pod/{pod}", *ns, *filter(None, ports)])
-        if sub == "log":
-            return shlex.join([*ctx, "logs", "-f", pod, *ns])
+        tail = ["--", *shlex.split(command)] if command and api.sub == "exec" else []
+        return shlex.join([*ctx, api.sub, "-i", api.name, *ns, *tail])
+    if api.sub == "portforward" and api.name:
+        ports = (v.detail_value("ports") or "").split(",")
+        return shlex.join([*ctx, "port-forward", f"pod/{api.name}", *ns, *filter(None, ports)])
+    if api.sub == "log" and api.name:
+        follow = ["-f"] if v.detail_value("kind") == "log" else []
+        return shlex.join([*ctx, "logs", *follow, api.name, *ns])
+    if api.sub is None and v.method == "GET":
+        watch = ["-w"] if v.detail_value("kind") == "watch" else []
+        return shlex.join([*ctx, "get", api.resource, *name, *ns, *watch])
+    if api.sub is None and v.method == "DELETE" and api.name:
+        return shlex.join([*ctx, "delete", api.resource, api.name, *ns])
+    return _raw(row, ctx)
+
+
+def _raw(row: StreamRow, ctx: list[str]) -> str:
+    v = row.view
     if v.method == "GET":
         return shlex.join([*ctx, "get", "--raw", v.path or "/"])
     return f"# {v.method} {v.path} (no kubectl verb: see Copy as curl)"

@@ -250,12 +250,64 @@ def test_the_requests_model_filters_and_copies(qtmodeltester: ModelTester) -> No
     assert curl.startswith("curl -X GET --cacert ") and "Bearer $WICKET_ENDPOINT_TOKEN" in curl
     assert "https://127.0.0.1:6443/api/v1/namespaces/default/pods/web/exec" in curl
     (missing_row,) = [r for r in model.rows if r.key == missing.key]
-    assert as_kubectl(missing_row) == (
-        "kubectl --context wicket-lab get --raw /api/v1/namespaces/default/pods/nope"
-    )
+    assert as_kubectl(missing_row) == "kubectl --context wicket-lab get pods nope -n default"
 
     seen: list[tuple[int, int]] = []
     model.dataChanged.connect(lambda a, b, *_: seen.append((a.column(), b.column())))
     moved = dataclasses.replace(exec_, bytes_up=exec_.bytes_up + 1)
     model.apply_rows(stream_rows(snapshot([stream(1), moved, missing])))
     assert seen == [REQUESTS.ticking]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "detail", "command"),
+    [
+        ("GET", "/version", (), "get --raw /version"),
+        ("GET", "/api/v1/namespaces", (), "get namespaces"),
+        ("GET", "/api/v1/namespaces/default", (), "get namespaces default"),
+        (
+            "GET",
+            "/api/v1/namespaces/kube-system/pods",
+            (("kind", "watch"),),
+            "get pods -n kube-system -w",
+        ),
+        (
+            "GET",
+            "/apis/apps/v1/namespaces/web/deployments/front",
+            (),
+            "get deployments.apps front -n web",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/pods/ticker/log",
+            (("kind", "log"),),
+            "logs -f ticker -n default",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/pods/web/portforward",
+            (("ports", "80,443"),),
+            "port-forward pod/web -n default 80 443",
+        ),
+        ("POST", "/api/v1/namespaces/default/pods/web/attach", (), "attach -i web -n default"),
+        ("DELETE", "/api/v1/namespaces/default/pods/web", (), "delete pods web -n default"),
+        (
+            "GET",
+            "/apis/apps/v1/namespaces/web/deployments/front/scale",
+            (),
+            "get --raw /apis/apps/v1/namespaces/web/deployments/front/scale",
+        ),
+    ],
+)
+def test_copy_as_kubectl(
+    method: str, path: str, detail: tuple[tuple[str, str], ...], command: str
+) -> None:
+    view = stream(1, method=method, path=path, status=200, detail=detail)
+    (row,) = stream_rows(snapshot([view]))
+    assert as_kubectl(row) == f"kubectl --context wicket-lab {command}"
+
+
+def test_copy_as_kubectl_without_a_verb() -> None:
+    view = stream(1, method="PATCH", path="/api/v1/namespaces/default/pods/web/status", status=200)
+    (row,) = stream_rows(snapshot([view]))
+    assert as_kubectl(row).startswith("# PATCH /api/v1/namespaces/default/pods/web/status")
