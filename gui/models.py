@@ -49,7 +49,7 @@ FAILED_COLOR = QColor("#c0392b")
 RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 PASSTHROUGH_NOTE = (
     "Passthrough endpoint: TLS runs end to end, so requests and upgrades are not visible "
-    "here (an inspect-mode endpoint shows them)."
+    "here (an inspect-mode endpoint shows them: Cluster → Edit… switches the mode)."
 )
 
 

@@ -72,6 +72,8 @@ class StreamDetail(QWidget):
         lines += [f"{name:<11} {value}" for name, value in v.detail]  # decoded session
         if not (row.request or row.upgrade):
             lines += ["", PASSTHROUGH_NOTE]
+        elif row.hop == "kubectl":
+            lines += ["", "Double-click the row to see this request in Requests."]
         text = "\n".join(lines)
         if text != self.text.toPlainText():
             self.text.setPlainText(text)
