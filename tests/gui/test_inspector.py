@@ -202,6 +202,11 @@ async def test_kubectl_requests_in_the_inspector(
         assert inspector.select(pf)
         inspector.detail.stream_button.click()
         assert window.tabs.currentIndex() == 0 and window.selected_stream_key() == pf
+        (selected,) = window.table.selectionModel().selectedRows()
+        inspector.table.clearSelection()
+        window.table.doubleClicked.emit(selected)  # the stream's request, in Requests
+        assert window.tabs.currentWidget() is inspector and inspector.selected_key() == pf
+        window.tabs.setCurrentIndex(0)
         assert window.show_request(pf) and window.tabs.currentWidget() is inspector
         assert inspector.selected_key() == pf
         assert app.reporter.reported == []
