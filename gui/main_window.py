@@ -265,10 +265,11 @@ class MainWindow(QMainWindow):
         self.last_snapshot = snap
         rows = stream_rows(snap)
         self.clusters.apply(snap, self.backend.known_clusters())
-        self.streams.apply(snap, rows)
         self._rows = rows
         if self.tabs.currentWidget() is self.inspector:
             self.inspector.apply(rows)
+        else:
+            self.streams.apply(snap, rows)
         self.history.add(snap, rows)
         self.chart.update()
         self._refresh_detail()
@@ -366,13 +367,15 @@ class MainWindow(QMainWindow):
         return False
 
     def _refresh_inspector(self) -> None:
-        """The Requests tab follows the snapshots only while it shows (a hidden one costs
-        nothing per tick, and catches up when shown); the streams' detail pane then
-        makes room for its own."""
+        """The Requests tab follows the snapshots only while it shows, and the streams
+        table only while it does not (a hidden one costs nothing per tick, and catches up
+        when shown); the streams' detail pane makes room for the requests' own."""
         inspecting = self.tabs.currentWidget() is self.inspector
         self.detail.setVisible(not inspecting)  # the Requests tab has its own detail pane
         if inspecting:
             self.inspector.apply(self._rows)
+        else:
+            self.streams.apply_rows(self._rows)
 
     def show_request(self, key: str) -> bool:
         """The stream ``key``'s request in the Requests tab (False: not an inspected
