@@ -123,7 +123,7 @@ def test_streams_filter_and_sort(qtmodeltester: ModelTester) -> None:
     proxy.set_open_only(True)
     assert sorted(keys()) == ["endpoint:lab/1", "endpoint:lab/2"]
     proxy.set_open_only(False)
-    proxy.sort(7)  # bytes down, numerically
+    proxy.sort(column("Down"))  # bytes down, numerically
     assert keys() == ["endpoint:lab/1", "endpoint:lab/2", "endpoint:lab/3"]
     model.apply(snapshot([stream(1, bytes_down=10**9), stream(2), closed]))
     assert keys()[-1] == "endpoint:lab/1"  # dynamic re-sort on dataChanged
