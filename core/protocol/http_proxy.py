@@ -5,7 +5,9 @@ an h11 client connection faces the apiserver. Requests are checked (endpoint cre
 ``Host``, no browser ``Origin``, origin-form target, no CL+TE, no bare LF or obs-fold),
 their headers filtered (hop-by-hop and ``Connection``-nominated names, identity headers,
 ``Authorization`` replaced by the stored upstream credential, ``Upgrade: h2c``) and
-re-serialised canonically by h11. Responses are filtered the same way and streamed as
+re-serialised canonically by h11. ``Impersonate-*`` is refused with a 403 ``Status``
+unless the injected credential is the caller's own: dropping it silently would run
+``kubectl --as`` as the endpoint's identity. Responses are filtered the same way and streamed as
 they arrive.
 
 An upgrade (a ``Connection`` token ``upgrade`` plus one ``Upgrade`` protocol) switches
@@ -83,6 +85,13 @@ _TARGET = re.compile(rb"/(?!/)[\x21-\x7e]*")
 _METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _ids = itertools.count(1)
+IMPERSONATION_REFUSED = (
+    "impersonation is not allowed through this Wicket endpoint: it authenticates to the "
+    "apiserver as its own upstream identity, so the request would not run as the user you "
+    "asked for. If the credential Wicket injects is your own, allow impersonation with "
+    "`wicket connect --credential-is-callers-own`; otherwise drop --as/--as-group"
+)
+"""The 403 ``Status`` message for ``Impersonate-*`` headers (kubectl ``--as``)."""
 
 
 class ProxyState(enum.Enum):
@@ -190,6 +199,15 @@ def is_identity_header(name: str, *, callers_own: bool) -> bool:
     if normal.startswith("impersonate-"):
         return "_" in lowered or not callers_own
     return False
+
+
+def _impersonates(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """True if an ``Impersonate-*`` header (any spelling) survives hop-by-hop filtering:
+    refused rather than dropped, or kubectl ``--as`` would run as the endpoint's identity."""
+    return any(
+        name.decode("latin-1").lower().replace("_", "-").startswith("impersonate-")
+        for name, _ in filter_hop_by_hop(headers)
+    )
 
 
 def _values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
@@ -403,6 +421,8 @@ class HttpProxy:
             token.strip().encode("latin-1"), policy.endpoint_token.encode()
         ):
             raise _Reject(401, "Unauthorized", "Unauthorized")
+        if not policy.credential_is_callers_own and _impersonates(headers):
+            raise _Reject(403, IMPERSONATION_REFUSED, "Forbidden")
 
     def _upgrade_of(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         if "upgrade" not in connection_tokens(headers):

@@ -238,6 +238,33 @@ async def test_exec_idle_longer_than_61_seconds(inspect_stack: DemoStack, tmp_pa
     await scenarios.exec_idle_longer_than_61_seconds(inspect_stack.kubeconfig_path, tmp_path)
 
 
+# -- impersonation ------------------------------------------------------------------------
+
+
+async def test_impersonation_is_refused_with_a_403_status(
+    inspect_kubectl: Kubectl, inspect_service: WicketService
+) -> None:
+    """``kubectl --as=nobody`` must not run as the endpoint's identity: a 403 ``Status``
+    that says why and how to allow it, shown by the real kubectl.
+
+    Without a discovery cache, client-go reads discovery answers as raw bytes and shows
+    only "Forbidden: unknown"; with one (kubectl keeps it for hours), the request itself
+    is refused and kubectl prints the Status message.
+    """
+    cold = await inspect_kubectl.run("--as=nobody", "get", "pods")
+    assert cold.returncode != 0, cold.out
+    assert "Error from server (Forbidden)" in cold.err, cold.err
+    assert (await inspect_kubectl.run("get", "pods")).returncode == 0  # fills the cache
+    result = await inspect_kubectl.run("--as=nobody", "get", "pods")
+    assert result.returncode != 0, result.out
+    assert "Error from server (Forbidden)" in result.err, result.err
+    assert "its own upstream identity" in result.err, result.err
+    assert "--credential-is-callers-own" in result.err, result.err
+    refused = await wait_for(inspect_service, lambda v: v.status == 403, count=2)
+    assert all(v.kubectl_command == "kubectl get" for v in refused), refused
+    assert all("--credential-is-callers-own" in (v.close_reason or "") for v in refused)
+
+
 # -- the agent goes away ------------------------------------------------------------------
 
 
