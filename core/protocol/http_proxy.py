@@ -92,6 +92,8 @@ IMPERSONATION_REFUSED = (
     "`wicket connect --credential-is-callers-own`; otherwise drop --as/--as-group"
 )
 """The 403 ``Status`` message for ``Impersonate-*`` headers (kubectl ``--as``)."""
+_GATEWAY_REASONS = {503: "ServiceUnavailable", 504: "Timeout"}
+"""Kubernetes ``Status`` reasons for upstream failures (kubectl names them)."""
 
 
 class ProxyState(enum.Enum):
@@ -302,7 +304,7 @@ class HttpProxy:
         self._upstream_ready = True
 
     def upstream_failed(self, now: float, message: str, *, code: int = 503) -> None:
-        """The apiserver could not be reached: answer a Status (502/503), then close."""
+        """The apiserver could not be reached: answer a Status (502/503/504), then close."""
         self._upstream_ready = False
         self._to_upstream.clear()
         self._bad_gateway(now, message, code)
@@ -656,7 +658,7 @@ class HttpProxy:
                 exchange.error = message
             self._close(now, message)  # mid-body: nothing left to say but the close
             return
-        self._respond_locally(now, code, message, "ServiceUnavailable" if code == 503 else None)
+        self._respond_locally(now, code, message, _GATEWAY_REASONS.get(code))
 
     def _finish(self, exchange: Exchange, now: float) -> None:
         if exchange.ended is None:
