@@ -212,6 +212,10 @@ def _impersonates(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     )
 
 
+def _joined(chunks: list[bytes]) -> bytes:
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
     return [v.decode("latin-1") for n, v in headers if n == name]
 
@@ -240,8 +244,10 @@ class HttpProxy:
         self._upstream = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head)
         self._on_exchange = on_exchange
         self._max_head = max_head
-        self._to_client = bytearray()
-        self._to_upstream = bytearray()
+        # Outgoing bytes as the chunks they came in (an upgraded chunk is passed on
+        # without a copy when it is the only one waiting).
+        self._to_client: list[bytes] = []
+        self._to_upstream: list[bytes] = []
         self.state = ProxyState.HTTP
         self.exchanges: list[Exchange] = []
         self._current: Exchange | None = None
@@ -263,14 +269,14 @@ class HttpProxy:
     # -- outputs -------------------------------------------------------------------
 
     def client_data_to_send(self) -> bytes:
-        data = bytes(self._to_client)
+        data = _joined(self._to_client)
         self._to_client.clear()
         return data
 
     def upstream_data_to_send(self) -> bytes:
         if not self._upstream_ready:
             return b""
-        data = bytes(self._to_upstream)
+        data = _joined(self._to_upstream)
         self._to_upstream.clear()
         return data
 
@@ -455,7 +461,7 @@ class HttpProxy:
         return out
 
     def _send_upstream(self, event: h11.Event) -> None:
-        self._to_upstream += self._upstream.send(event) or b""
+        self._to_upstream.append(self._upstream.send(event) or b"")
 
     # -- upstream side (HTTP) ------------------------------------------------------
 
@@ -598,10 +604,10 @@ class HttpProxy:
             return
         if from_client:
             exchange.bytes_up += len(data)
-            self._to_upstream += data
+            self._to_upstream.append(data)
         else:
             exchange.bytes_down += len(data)
-            self._to_client += data
+            self._to_client.append(data)
         if self._decoder is not None:
             (self._decoder.client_data if from_client else self._decoder.server_data)(data)
 
@@ -612,7 +618,7 @@ class HttpProxy:
     # -- endings -------------------------------------------------------------------
 
     def _send_client(self, event: h11.Event) -> None:
-        self._to_client += self._client.send(event) or b""
+        self._to_client.append(self._client.send(event) or b"")
 
     def _respond_locally(
         self, now: float, code: int, message: str, reason: str | None = None
