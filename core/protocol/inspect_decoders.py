@@ -394,19 +394,26 @@ class WebSocketFrameReader:
                 if not self._remaining:
                     self._on_frame_end()
                 continue
-            self._head.append(view[0])
-            view = view[1:]
+            taken = self._head_size() - len(self._head)
+            self._head += view[:taken]
+            view = view[taken:]
             self._parse_head()
+
+    def _head_size(self) -> int:
+        """The frame head's full size, as far as its first two bytes tell."""
+        head = self._head
+        if len(head) < 2:
+            return 2
+        size = head[1] & 0x7F
+        return 2 + (2 if size == 126 else 8 if size == 127 else 0) + (4 if head[1] & 0x80 else 0)
 
     def _parse_head(self) -> None:
         head = self._head
-        if len(head) < 2:
+        need = self._head_size()
+        if len(head) < need:
             return
         b0, b1 = head[0], head[1]
         masked, size = bool(b1 & 0x80), b1 & 0x7F
-        need = 2 + {126: 2, 127: 8}.get(size, 0) + (4 if masked else 0)
-        if len(head) < need:
-            return
         opcode, fin = b0 & 0x0F, bool(b0 & 0x80)
         if b0 & 0x70:
             raise RemoteProtocolError("WebSocket frame with reserved bits set")
