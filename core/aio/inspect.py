@@ -35,7 +35,7 @@ from core.format import host_port
 from core.pki.ca import load_or_create_ca
 from core.pki.certs import load_or_create_server_cert
 from core.protocol.http_proxy import Exchange, HttpProxy, ProxyPolicy, ProxyState
-from core.protocol.preamble import StreamRequest, StreamStatus
+from core.protocol.preamble import StreamRequest, StreamStatus, os_error_words, refusal_words
 
 log = logging.getLogger("wicket.inspect")
 
@@ -59,7 +59,10 @@ def tcp_connector(host: str, port: int) -> Connector:
         try:
             transport, _ = await loop.create_connection(asyncio.Protocol, host, port)
         except OSError as exc:
-            raise UpstreamUnavailable(f"{host}:{port}: {exc.strerror or exc}") from exc
+            reason = os_error_words(str(exc))
+            raise UpstreamUnavailable(
+                f"could not reach the apiserver at {host_port(host, port)}: {reason}"
+            ) from exc
         return transport
 
     return connect
@@ -82,7 +85,9 @@ class _StatusWaiter(StatusReader):
 
     def stream_ended(self, exc: Exception | None) -> None:
         if not self.result.done():
-            self.result.set_exception(UpstreamUnavailable("the relay closed the stream"))
+            self.result.set_exception(
+                UpstreamUnavailable("the relay closed the tunnel stream before answering")
+            )
 
 
 def tunnel_connector(
@@ -96,7 +101,7 @@ def tunnel_connector(
     async def connect() -> asyncio.Transport:
         conn = conn_for()
         if conn is None or conn.closed:
-            raise UpstreamUnavailable("no session to the relay")
+            raise UpstreamUnavailable("no session to the relay (is the relay reachable?)")
         try:
             stream = conn.open_stream(request.encode())
         except MuxError as exc:
@@ -106,7 +111,7 @@ def tunnel_connector(
         try:
             status, rest = await asyncio.wait_for(waiter.result, timeout)
             if not status.ok:
-                raise UpstreamUnavailable(f"{status.status.name.lower()}: {status.message}")
+                raise UpstreamUnavailable(refusal_words(status))
             if rest:
                 raise RemoteProtocolError("the agent sent bytes before the TLS handshake")
         except BaseException:
@@ -172,6 +177,8 @@ class InspectEndpoint:
         host: str = "127.0.0.1",
         port: int = 0,
         history: int = 500,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self.cluster = cluster
         self.state_dir = state_dir
@@ -180,6 +187,8 @@ class InspectEndpoint:
         self.connector = connector
         self.upstream_tls = upstream_tls
         self.server_name = server_name
+        self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
         self.ca_pem = b""
         self._token = endpoint_token
         self._upstream_authorization = upstream_authorization
@@ -431,34 +440,33 @@ class _Session:
     async def _connect(self) -> None:
         endpoint = self.endpoint
         side = _UpstreamSide(self)
+        stage = "connect"
+        started = self.loop.time()
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
+            async with asyncio.timeout(endpoint.connect_timeout):
                 raw = await endpoint.connector()
-                try:
-                    tls = await self.loop.start_tls(
-                        raw,
-                        side,
-                        endpoint.upstream_tls,
-                        server_hostname=endpoint.server_name,
-                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-                    )
-                except BaseException:
-                    raw.abort()
-                    raise
+            stage, started = "tls", self.loop.time()
+            try:
+                tls = await self.loop.start_tls(
+                    raw,
+                    side,
+                    endpoint.upstream_tls,
+                    server_hostname=endpoint.server_name,
+                    ssl_handshake_timeout=endpoint.handshake_timeout,
+                )
+            except BaseException:
+                raw.abort()
+                raise
             if tls is None:  # pragma: no cover - only for a transport closed meanwhile
-                raise UpstreamUnavailable("the upstream connection closed during TLS")
+                raise ConnectionAbortedError("the connection closed")
             alpn = tls.get_extra_info("ssl_object").selected_alpn_protocol()
             if alpn not in (None, "http/1.1"):
                 tls.abort()
-                raise RemoteProtocolError(f"the apiserver chose ALPN {alpn}")
-        except ssl.SSLCertVerificationError as exc:
-            self._failed(f"apiserver certificate rejected: {exc.verify_message}", 502)
-            return
-        except (UpstreamUnavailable, TimeoutError) as exc:
-            self._failed(f"apiserver unreachable: {exc or 'timeout'}", 503)
-            return
-        except (OSError, WicketError) as exc:
-            self._failed(f"apiserver connection failed: {exc}", 502)
+                raise RemoteProtocolError(f"the apiserver chose ALPN {alpn}, not http/1.1")
+        except (OSError, TimeoutError, WicketError) as exc:
+            elapsed = self.loop.time() - started
+            code, message = upstream_failure(exc, stage, elapsed, endpoint)
+            self._failed(message, code)
             return
         if self.proxy.state is ProxyState.CLOSED:
             tls.close()
@@ -477,3 +485,50 @@ class _Session:
 def _write(transport: asyncio.Transport, data: bytes) -> None:
     if not transport.is_closing():
         transport.write(data)
+
+
+# -- what a failed upstream connection tells the user ---------------------------------
+
+_NOT_OUR_CA = "it is not signed by the CA you gave"
+_VERIFY_WORDS = {
+    2: _NOT_OUR_CA,
+    7: _NOT_OUR_CA,  # a CA of the same name, another key
+    10: "it has expired",
+    18: "it is self-signed and not the CA you gave",
+    19: _NOT_OUR_CA,
+    20: _NOT_OUR_CA,
+    21: _NOT_OUR_CA,
+}
+"""OpenSSL verify codes (``X509_V_ERR_*``) in words; the name mismatch is handled apart."""
+_HOSTNAME_MISMATCH = 62
+
+
+def upstream_failure(
+    exc: BaseException, stage: str, elapsed: float, endpoint: InspectEndpoint
+) -> tuple[int, str]:
+    """The Status code and message for a failed upstream connection, in words a user can
+    act on. ``stage`` is ``connect`` (the tunnel stream or TCP) or ``tls``; an abort of
+    the TLS handshake after its whole budget is a timeout, whatever asyncio called it."""
+    name = endpoint.server_name
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code == _HOSTNAME_MISMATCH:
+            why = f"it is not valid for the name {name}"
+        else:
+            why = _VERIFY_WORDS.get(exc.verify_code, exc.verify_message)
+        return 502, f"the apiserver's certificate was rejected: {why}"
+    if isinstance(exc, ssl.SSLError):
+        return 502, f"the TLS handshake with the apiserver ({name}) failed: {exc.reason or exc}"
+    if isinstance(exc, UpstreamUnavailable):
+        return 503, str(exc)
+    if stage == "connect":
+        if isinstance(exc, TimeoutError):
+            budget = endpoint.connect_timeout
+            return 504, f"no connection to the apiserver within {budget:g} s (timeout)"
+        return 502, f"the connection to the apiserver failed: {exc}"
+    if isinstance(exc, TimeoutError) or elapsed >= endpoint.handshake_timeout:
+        budget = endpoint.handshake_timeout
+        return 504, f"the TLS handshake with the apiserver ({name}) timed out after {budget:g} s"
+    if isinstance(exc, OSError):
+        reason = os_error_words(str(exc)) or type(exc).__name__
+        return 502, f"the apiserver's connection ended during the TLS handshake: {reason}"
+    return 502, f"the apiserver's answer broke the protocol: {exc}"

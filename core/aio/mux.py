@@ -200,17 +200,22 @@ class MuxStream(asyncio.Transport):
 
     def abort(self) -> None:
         """Reset the stream now (RST)."""
+        self._reset(None)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        """asyncio's SSL protocol calls this on a fatal TLS error when TLS runs over this
+        stream (``start_tls``, the inspect endpoint's upstream): reset at once, and hand
+        the error to ``connection_lost`` so ``start_tls`` raises it (a handshake timeout
+        stays a timeout instead of a silent close)."""
+        self._reset(exc if isinstance(exc, Exception) else None)
+
+    def _reset(self, exc: Exception | None) -> None:
         if self._lost:
             return
         self._closing = True
         self._pending = None
         self._conn._reset_stream(self)
-        self._lost_soon(None)
-
-    def _force_close(self, exc: BaseException | None) -> None:
-        """asyncio's SSL protocol calls this on a fatal TLS error when TLS runs over this
-        stream (``start_tls``, the inspect endpoint's upstream): reset at once."""
-        self.abort()
+        self._lost_soon(exc)
 
     def _lost_soon(self, exc: Exception | None) -> None:
         if not self._lost:

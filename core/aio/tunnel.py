@@ -14,7 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar, cast
 
 from core.aio.mux import MuxConnection, MuxStream
@@ -27,6 +27,7 @@ from core.protocol.preamble import (
     StreamRequest,
     StreamStatus,
 )
+from core.protocol.tls_hello import HelloPeek
 
 log = logging.getLogger("wicket.tunnel")
 PREAMBLE_TIMEOUT = 10.0
@@ -55,12 +56,19 @@ class StreamInfo:
     bytes_down: int
     state: str
     close_reason: str | None
+    sni: str | None = field(default=None, kw_only=True)
+    """The server name of the client's TLS ClientHello (passthrough: seen, not decrypted)."""
+    alpn: str | None = field(default=None, kw_only=True)
+    """The ALPN protocols that ClientHello offered, comma-separated: ``h2,http/1.1`` for
+    kubectl's API connections, ``http/1.1`` for its exec/attach/port-forward upgrades
+    (which offer none: no offer is HTTP/1.1). None if no ClientHello was seen."""
 
 
 class StreamRecord:
     """Live counters of one tunnelled connection (``info()`` freezes them)."""
 
     __slots__ = (
+        "alpn",
         "client",
         "close_reason",
         "closed_at",
@@ -71,6 +79,7 @@ class StreamRecord:
         "on_close",
         "opened_at",
         "pre_up",
+        "sni",
         "splice",
         "state",
         "up",
@@ -92,6 +101,8 @@ class StreamRecord:
         self.up = self.down = 0  # the splice's counts, kept here once it is done
         #: Called once when the connection is over, however it ended (a quota's release).
         self.on_close: Callable[[], None] | None = None
+        self.sni: str | None = None
+        self.alpn: str | None = None
 
     @classmethod
     def of(cls, request: StreamRequest) -> StreamRecord:
@@ -116,7 +127,17 @@ class StreamRecord:
             down,
             self.state,
             self.close_reason,
+            sni=self.sni,
+            alpn=self.alpn,
         )
+
+    def hello_seen(self, peek: HelloPeek) -> None:
+        """Keep what the client's ClientHello said (nothing if it was not one). No ALPN
+        offer means HTTP/1.1 (client-go's upgrade dialers send none), so it is kept as
+        ``http/1.1``."""
+        if peek.hello is not None:
+            self.sni = peek.hello.sni
+            self.alpn = ",".join(peek.hello.alpn) or "http/1.1"
 
     def finish(self, reason: str) -> None:
         if self.closed_at is None:
@@ -303,6 +324,7 @@ class TunnelDialer(asyncio.Protocol):
         self._eof = False
         self._first = b""  # the client's first bytes (TLS or not)
         self._refusing: asyncio.TimerHandle | None = None
+        self._hello = HelloPeek()
 
     # -- the TCP side until the splice takes over --------------------------------------
 
@@ -331,6 +353,7 @@ class TunnelDialer(asyncio.Protocol):
         if self._stream is not None and self._record is not None:
             self._record.pre_up += len(data)
             self._stream.write(data)  # pipelined behind the request
+            _peek(self._hello, data, self._record)
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -381,6 +404,8 @@ class TunnelDialer(asyncio.Protocol):
         splice = spliced(self._book, self._record, self._tcp, self._stream, first_to_a=rest)
         if self._eof:
             splice.a.eof = True
+        if not self._hello.done:  # the ClientHello is still on its way: look as it passes
+            self._tcp.set_protocol(_HelloTap(self._tcp, self._hello, self._record))
 
     def stream_ended(self, exc: Exception | None) -> None:
         if self._record is not None and self._record.splice is None:
@@ -427,3 +452,37 @@ class _StatusProtocol(StatusReader):
 
     def stream_ended(self, exc: Exception | None) -> None:
         self._dialer.stream_ended(exc)
+
+
+def _peek(hello: HelloPeek, data: bytes, record: StreamRecord) -> None:
+    if not hello.done and hello.receive_data(data):
+        record.hello_seen(hello)
+
+
+class _HelloTap(asyncio.Protocol):
+    """Sits in front of the splice's client-side protocol until the ClientHello is
+    read, then steps aside; every byte reaches the splice first, unchanged."""
+
+    def __init__(self, tcp: asyncio.Transport, hello: HelloPeek, record: StreamRecord) -> None:
+        self._tcp = tcp
+        self._inner = cast(asyncio.Protocol, tcp.get_protocol())
+        self._hello = hello
+        self._record = record
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+        _peek(self._hello, data, self._record)
+        if self._hello.done and self._tcp.get_protocol() is self:
+            self._tcp.set_protocol(self._inner)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)

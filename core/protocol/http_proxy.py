@@ -5,7 +5,9 @@ an h11 client connection faces the apiserver. Requests are checked (endpoint cre
 ``Host``, no browser ``Origin``, origin-form target, no CL+TE, no bare LF or obs-fold),
 their headers filtered (hop-by-hop and ``Connection``-nominated names, identity headers,
 ``Authorization`` replaced by the stored upstream credential, ``Upgrade: h2c``) and
-re-serialised canonically by h11. Responses are filtered the same way and streamed as
+re-serialised canonically by h11. ``Impersonate-*`` is refused with a 403 ``Status``
+unless the injected credential is the caller's own: dropping it silently would run
+``kubectl --as`` as the endpoint's identity. Responses are filtered the same way and streamed as
 they arrive.
 
 An upgrade (a ``Connection`` token ``upgrade`` plus one ``Upgrade`` protocol) switches
@@ -83,6 +85,15 @@ _TARGET = re.compile(rb"/(?!/)[\x21-\x7e]*")
 _METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _ids = itertools.count(1)
+IMPERSONATION_REFUSED = (
+    "impersonation is not allowed through this Wicket endpoint: it authenticates to the "
+    "apiserver as its own upstream identity, so the request would not run as the user you "
+    "asked for. If the credential Wicket injects is your own, allow impersonation with "
+    "`wicket connect --credential-is-callers-own`; otherwise drop --as/--as-group"
+)
+"""The 403 ``Status`` message for ``Impersonate-*`` headers (kubectl ``--as``)."""
+_GATEWAY_REASONS = {503: "ServiceUnavailable", 504: "Timeout"}
+"""Kubernetes ``Status`` reasons for upstream failures (kubectl names them)."""
 
 
 class ProxyState(enum.Enum):
@@ -192,6 +203,19 @@ def is_identity_header(name: str, *, callers_own: bool) -> bool:
     return False
 
 
+def _impersonates(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """True if an ``Impersonate-*`` header (any spelling) survives hop-by-hop filtering:
+    refused rather than dropped, or kubectl ``--as`` would run as the endpoint's identity."""
+    return any(
+        name.decode("latin-1").lower().replace("_", "-").startswith("impersonate-")
+        for name, _ in filter_hop_by_hop(headers)
+    )
+
+
+def _joined(chunks: list[bytes]) -> bytes:
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
     return [v.decode("latin-1") for n, v in headers if n == name]
 
@@ -220,8 +244,10 @@ class HttpProxy:
         self._upstream = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head)
         self._on_exchange = on_exchange
         self._max_head = max_head
-        self._to_client = bytearray()
-        self._to_upstream = bytearray()
+        # Outgoing bytes as the chunks they came in (an upgraded chunk is passed on
+        # without a copy when it is the only one waiting).
+        self._to_client: list[bytes] = []
+        self._to_upstream: list[bytes] = []
         self.state = ProxyState.HTTP
         self.exchanges: list[Exchange] = []
         self._current: Exchange | None = None
@@ -243,14 +269,14 @@ class HttpProxy:
     # -- outputs -------------------------------------------------------------------
 
     def client_data_to_send(self) -> bytes:
-        data = bytes(self._to_client)
+        data = _joined(self._to_client)
         self._to_client.clear()
         return data
 
     def upstream_data_to_send(self) -> bytes:
         if not self._upstream_ready:
             return b""
-        data = bytes(self._to_upstream)
+        data = _joined(self._to_upstream)
         self._to_upstream.clear()
         return data
 
@@ -284,7 +310,7 @@ class HttpProxy:
         self._upstream_ready = True
 
     def upstream_failed(self, now: float, message: str, *, code: int = 503) -> None:
-        """The apiserver could not be reached: answer a Status (502/503), then close."""
+        """The apiserver could not be reached: answer a Status (502/503/504), then close."""
         self._upstream_ready = False
         self._to_upstream.clear()
         self._bad_gateway(now, message, code)
@@ -403,6 +429,8 @@ class HttpProxy:
             token.strip().encode("latin-1"), policy.endpoint_token.encode()
         ):
             raise _Reject(401, "Unauthorized", "Unauthorized")
+        if not policy.credential_is_callers_own and _impersonates(headers):
+            raise _Reject(403, IMPERSONATION_REFUSED, "Forbidden")
 
     def _upgrade_of(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         if "upgrade" not in connection_tokens(headers):
@@ -433,7 +461,7 @@ class HttpProxy:
         return out
 
     def _send_upstream(self, event: h11.Event) -> None:
-        self._to_upstream += self._upstream.send(event) or b""
+        self._to_upstream.append(self._upstream.send(event) or b"")
 
     # -- upstream side (HTTP) ------------------------------------------------------
 
@@ -576,10 +604,10 @@ class HttpProxy:
             return
         if from_client:
             exchange.bytes_up += len(data)
-            self._to_upstream += data
+            self._to_upstream.append(data)
         else:
             exchange.bytes_down += len(data)
-            self._to_client += data
+            self._to_client.append(data)
         if self._decoder is not None:
             (self._decoder.client_data if from_client else self._decoder.server_data)(data)
 
@@ -590,7 +618,7 @@ class HttpProxy:
     # -- endings -------------------------------------------------------------------
 
     def _send_client(self, event: h11.Event) -> None:
-        self._to_client += self._client.send(event) or b""
+        self._to_client.append(self._client.send(event) or b"")
 
     def _respond_locally(
         self, now: float, code: int, message: str, reason: str | None = None
@@ -636,7 +664,7 @@ class HttpProxy:
                 exchange.error = message
             self._close(now, message)  # mid-body: nothing left to say but the close
             return
-        self._respond_locally(now, code, message, "ServiceUnavailable" if code == 503 else None)
+        self._respond_locally(now, code, message, _GATEWAY_REASONS.get(code))
 
     def _finish(self, exchange: Exchange, now: float) -> None:
         if exchange.ended is None:

@@ -13,7 +13,11 @@ stops. What they extract (``SessionDetail``):
 * watches (``?watch=true``): events per type from the JSON lines; ``log?follow``: lines.
 
 The WebSocket reader is a small streaming frame parser (headers only are buffered; a
-payload is unmasked only where its bytes are needed). Bounds: an error-stream Status of
+payload is unmasked only where its bytes are needed), and SPDY is skimmed: frame heads
+and control frames are read, data payloads only counted (kept only for an error
+stream's Status). Inside WebSocket the SPDY skimmer tells the frame reader which bytes
+it may skip, so a port-forward's data is neither unmasked nor copied: inspect mode's
+cost per byte stays near a splice's. Bounds: an error-stream Status of
 at most ``MAX_STATUS`` bytes, a watch line prefix of ``MAX_LINE_PREFIX`` bytes.
 """
 
@@ -141,28 +145,146 @@ class _SpdyStream:
     buffer: bytearray = field(default_factory=bytearray)
 
 
+ALL = 1 << 62
+"""A payload demand with no end: every byte is wanted (or, negated, skipped)."""
+
+
+class _SpdySide:
+    """One direction of a SPDY connection, skimmed frame by frame.
+
+    Frame heads are parsed here; control frames go whole through this direction's
+    ``SpdyFrameDecoder`` (its zlib context needs every header block in order); a data
+    frame's payload is only counted, unless it is an error stream's answer the
+    inspector records. ``demand()`` says what the next bytes are for, so a carrier
+    (WebSocket) can skip, without unmasking, what is only counted.
+    """
+
+    def __init__(self, inspector: SpdyInspector, side: int) -> None:
+        self._inspector = inspector
+        self._side = side
+        self._decoder = spdy.SpdyFrameDecoder()
+        self._head = bytearray()
+        self._remaining = 0
+        self._control: bytearray | None = None
+        self._stream: _SpdyStream | None = None
+        self._keep: bytearray | None = None
+        self._recorded = False
+        self._fin = False
+
+    def demand(self) -> int:
+        """How many of the next bytes are needed (positive) or only counted (negative)."""
+        if not self._remaining:
+            return 8 - len(self._head)
+        if self._control is None and self._keep is None:
+            return -self._remaining
+        return self._remaining
+
+    def skip(self, n: int) -> None:
+        """``n`` data payload bytes went by (``n`` at most ``-demand()``)."""
+        self._remaining -= n
+        stream = self._stream
+        if stream is not None and stream.kind == "data" and stream.connection is not None:
+            if self._side == 0:
+                stream.connection.bytes_up += n
+            else:
+                stream.connection.bytes_down += n
+        if not self._remaining:
+            self._data_end()
+
+    def receive_data(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            demand = self.demand()
+            if demand < 0:
+                n = min(-demand, len(view))
+                self.skip(n)
+                view = view[n:]
+                continue
+            n = min(demand, len(view))
+            part = view[:n]
+            view = view[n:]
+            if not self._remaining:
+                self._head += part
+                if len(self._head) == 8:
+                    self._frame_head()
+            elif self._control is not None:
+                self._control += part
+                self._remaining -= n
+                if not self._remaining:
+                    self._control_end()
+            else:
+                assert self._keep is not None
+                self._keep += part
+                self.skip(n)
+
+    def _frame_head(self) -> None:
+        head = bytes(self._head)
+        self._head = bytearray()
+        word0 = int.from_bytes(head[:4], "big")
+        flags, length = head[4], int.from_bytes(head[5:8], "big")
+        if word0 & 0x80000000:
+            self._control = bytearray(head)
+            self._remaining = length
+            if not length:
+                self._control_end()
+            return
+        if flags & ~spdy.FLAG_FIN:
+            raise RemoteProtocolError(f"unsupported SPDY data frame flags {flags:#x}")
+        if word0 == 0:
+            raise RemoteProtocolError("SPDY data frame on stream 0")
+        self._stream = stream = self._inspector.stream(word0)
+        self._fin = bool(flags & spdy.FLAG_FIN)
+        # An error stream's answer is recorded; a frame too large for a Status is not
+        # kept, though its end still counts.
+        self._recorded = stream is not None and stream.kind == "error" and self._side == 1
+        self._keep = bytearray() if self._recorded and length <= MAX_STATUS else None
+        self._remaining = length
+        if not length:
+            self._data_end()
+
+    def _control_end(self) -> None:
+        assert self._control is not None
+        self._decoder.receive_data(bytes(self._control))
+        self._control = None
+        frame = self._decoder.next_frame()
+        assert frame is not None  # the whole frame was fed
+        self._inspector.control_frame(self._side, frame)
+
+    def _data_end(self) -> None:
+        stream, keep = self._stream, self._keep
+        if keep is None and self._recorded:
+            keep = bytearray()
+        self._stream = self._keep = None
+        self._recorded = False
+        if stream is not None:
+            self._inspector.data_end(self._side, stream, keep, self._fin)
+
+
 class SpdyInspector(_BothSides):
-    """Both directions of one SPDY/3.1 connection, each through its own ``SpdyFrameDecoder``."""
+    """Both directions of one SPDY/3.1 connection, each skimmed by a ``_SpdySide``."""
 
     def __init__(self, detail: SessionDetail) -> None:
         super().__init__(detail, "SPDY")
-        self._decoders = (spdy.SpdyFrameDecoder(), spdy.SpdyFrameDecoder())
+        self._sides = (_SpdySide(self, 0), _SpdySide(self, 1))
         self._streams: dict[int, _SpdyStream] = {}
         self._by_request: dict[str, PortConnection] = {}
 
     def _receive(self, side: int, data: bytes) -> None:
-        decoder = self._decoders[side]
-        decoder.receive_data(data)
-        while (frame := decoder.next_frame()) is not None:
-            self._frame(side, frame)
+        self._sides[side].receive_data(data)
 
-    def _frame(self, side: int, frame: spdy.Frame) -> None:
+    def demand(self, side: int) -> int:
+        return -ALL if self._stopped else self._sides[side].demand()
+
+    def skip(self, side: int, n: int) -> None:
+        if not self._stopped:
+            self._sides[side].skip(n)
+
+    def stream(self, stream_id: int) -> _SpdyStream | None:
+        return self._streams.get(stream_id)
+
+    def control_frame(self, side: int, frame: spdy.Frame) -> None:
         if isinstance(frame, spdy.SynStream) and side == 0:
             self._opened(frame)
-        elif isinstance(frame, spdy.DataFrame):
-            stream = self._streams.get(frame.stream_id)
-            if stream is not None:
-                self._data(side, stream, frame)
         elif isinstance(frame, spdy.RstStream):
             stream = self._streams.get(frame.stream_id)
             if stream is not None and stream.connection is not None:
@@ -187,21 +309,18 @@ class SpdyInspector(_BothSides):
                 self.detail.ports.append(port)
         stream.connection = connection
 
-    def _data(self, side: int, stream: _SpdyStream, frame: spdy.DataFrame) -> None:
+    def data_end(self, side: int, stream: _SpdyStream, kept: bytearray | None, fin: bool) -> None:
+        """A data frame ended (its bytes were counted as they passed)."""
         connection = stream.connection
         if stream.kind == "data" and connection is not None:
-            if side == 0:
-                connection.bytes_up += len(frame.data)
-            else:
-                connection.bytes_down += len(frame.data)
-            if frame.fin and side == 1:
+            if fin and side == 1:
                 connection.closed = True
             return
-        if stream.kind != "error" or side != 1:
+        if kept is None:
             return
-        if len(stream.buffer) + len(frame.data) <= MAX_STATUS:
-            stream.buffer += frame.data
-        if not frame.fin:
+        if len(stream.buffer) + len(kept) <= MAX_STATUS:
+            stream.buffer += kept
+        if not fin:
             return
         if connection is not None:
             if stream.buffer:
@@ -224,11 +343,12 @@ def _unmask(data: bytes, mask: bytes, offset: int) -> bytes:
 class WebSocketFrameReader:
     """A streaming RFC 6455 frame reader for one direction; never buffers a payload.
 
-    Calls ``on_frame(opcode, fin)`` at each frame start, ``on_payload(chunk)`` with
-    payload bytes (unmasked) while ``want_payload()`` is true (skipped bytes are only
-    counted) and ``on_frame_end()``. Raises ``RemoteProtocolError`` on nonsense: reserved
-    bits or opcodes, oversized or fragmented control frames, masking in the wrong
-    direction.
+    Calls ``on_frame(opcode, fin)`` at each frame start, then asks ``demand()`` what the
+    next payload bytes are for: a positive count is unmasked and handed to
+    ``on_payload(chunk)``, a negative one is skipped unread (``on_skip(n)``; nothing is
+    unmasked or copied), and ``on_frame_end()``. Raises ``RemoteProtocolError`` on
+    nonsense: reserved bits or opcodes, oversized or fragmented control frames, masking
+    in the wrong direction.
     """
 
     def __init__(
@@ -237,14 +357,16 @@ class WebSocketFrameReader:
         masked: bool,
         on_frame: Callable[[int, bool], None],
         on_payload: Callable[[bytes], None],
+        on_skip: Callable[[int], None],
         on_frame_end: Callable[[], None],
-        want_payload: Callable[[], bool],
+        demand: Callable[[], int],
     ) -> None:
         self._masked = masked
         self._on_frame = on_frame
         self._on_payload = on_payload
+        self._on_skip = on_skip
         self._on_frame_end = on_frame_end
-        self._want_payload = want_payload
+        self._demand = demand
         self._head = bytearray()
         self._remaining = 0
         self._offset = 0
@@ -256,7 +378,12 @@ class WebSocketFrameReader:
         while view:
             if self._remaining:
                 n = min(self._remaining, len(view))
-                if self._want_payload():
+                demand = self._demand()
+                if demand < 0:
+                    n = min(n, -demand)
+                    self._on_skip(n)
+                else:
+                    n = min(n, demand)
                     chunk = bytes(view[:n])
                     if self._mask:
                         chunk = _unmask(chunk, self._mask, self._offset)
@@ -267,19 +394,26 @@ class WebSocketFrameReader:
                 if not self._remaining:
                     self._on_frame_end()
                 continue
-            self._head.append(view[0])
-            view = view[1:]
+            taken = self._head_size() - len(self._head)
+            self._head += view[:taken]
+            view = view[taken:]
             self._parse_head()
+
+    def _head_size(self) -> int:
+        """The frame head's full size, as far as its first two bytes tell."""
+        head = self._head
+        if len(head) < 2:
+            return 2
+        size = head[1] & 0x7F
+        return 2 + (2 if size == 126 else 8 if size == 127 else 0) + (4 if head[1] & 0x80 else 0)
 
     def _parse_head(self) -> None:
         head = self._head
-        if len(head) < 2:
+        need = self._head_size()
+        if len(head) < need:
             return
         b0, b1 = head[0], head[1]
         masked, size = bool(b1 & 0x80), b1 & 0x7F
-        need = 2 + {126: 2, 127: 8}.get(size, 0) + (4 if masked else 0)
-        if len(head) < need:
-            return
         opcode, fin = b0 & 0x0F, bool(b0 & 0x80)
         if b0 & 0x70:
             raise RemoteProtocolError("WebSocket frame with reserved bits set")
@@ -322,8 +456,9 @@ class _WsDirection:
             masked=side == 0,
             on_frame=self.frame,
             on_payload=self.payload,
+            on_skip=self.skip,
             on_frame_end=self.frame_end,
-            want_payload=self.want_payload,
+            demand=self.demand,
         )
 
     def frame(self, opcode: int, fin: bool) -> None:
@@ -342,8 +477,12 @@ class _WsDirection:
             self.close_target = False
             self.buffer = bytearray()
 
-    def want_payload(self) -> bool:
-        return self.control_frame or self.inspector.wants_bytes(self)
+    def demand(self) -> int:
+        return ALL if self.control_frame else self.inspector.demand(self)
+
+    def skip(self, n: int) -> None:
+        if not self.control_frame:
+            self.inspector.skipped(self, n)
 
     def payload(self, chunk: bytes) -> None:
         if self.control_frame:
@@ -374,12 +513,19 @@ class WebSocketInspector(_BothSides):
     def _receive(self, side: int, data: bytes) -> None:
         self._sides[side].reader.receive_data(data)
 
-    def wants_bytes(self, direction: _WsDirection) -> bool:
+    def demand(self, direction: _WsDirection) -> int:
+        """What the next message bytes are for: a port-forward tunnel's SPDY skimmer
+        decides; on v5 channels, only a message's first bytes and the error channel
+        are read."""
         if self._tunnel is not None:
-            return True
+            return self._tunnel.demand(direction.side)
         if direction.channel is None or direction.close_target:
-            return True
-        return direction.side == 1 and direction.channel == Channel.ERROR
+            return 1
+        return ALL if direction.side == 1 and direction.channel == Channel.ERROR else -ALL
+
+    def skipped(self, direction: _WsDirection, n: int) -> None:
+        if self._tunnel is not None:
+            self._tunnel.skip(direction.side, n)
 
     def message_bytes(self, direction: _WsDirection, chunk: bytes) -> None:
         if self._tunnel is not None:

@@ -13,11 +13,13 @@ to the wrong place) is refused after one byte. Errors are ``RemoteProtocolError`
 from __future__ import annotations
 
 import enum
+import os
 import re
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from core.errors import LocalProtocolError, RemoteProtocolError
+from core.format import host_port
 from core.pki.identity import NAME_MAX, is_valid_name
 
 MAGIC = b"WK"
@@ -29,6 +31,8 @@ MAX_REQUEST_SIZE = _REQUEST_HEADER + NAME_MAX + MAX_FIELD
 _PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e]*")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _T = TypeVar("_T")
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
+_ADDRESS = re.compile(r"\('([^']*)', (\d+)")
 
 
 class EndpointKind(enum.IntEnum):
@@ -99,6 +103,41 @@ class StreamStatus:
         if len(message) > MAX_FIELD or _CONTROL_CHARS.search(self.message):
             raise LocalProtocolError("status message must be ≤ 255 bytes, no control chars")
         return bytes([self.status, len(message)]) + message
+
+
+def os_error_words(message: str) -> str:
+    """``[Errno 111] Connect call failed (…)`` as a person reads it: ``connection refused``
+    (any other message is returned as it is)."""
+    errno = _ERRNO.search(message)
+    return os.strerror(int(errno.group(1))).lower() if errno else message
+
+
+_REFUSALS = {
+    Status.UNKNOWN_CLUSTER: "the relay does not know this cluster",
+    Status.AGENT_OFFLINE: "the cluster's agent is not connected to the relay (is it running?)",
+    Status.FORBIDDEN: "the relay or agent refused this client for the cluster",
+    Status.BUSY: "too many streams are open",
+    Status.BAD_REQUEST: "the relay or agent refused the stream",
+    Status.UNSUPPORTED_VERSION: "the relay or agent speaks another protocol version",
+}
+
+
+def refusal_words(status: StreamStatus) -> str:
+    """A refused ``StreamStatus`` in words a user can act on, after its status name
+    (the prefix a passthrough endpoint's ``last_refusal`` has too):
+    ``target_unreachable: the agent could not reach the apiserver at 10.0.0.1:6443:
+    connection refused``."""
+    name = status.status.name.lower()
+    if status.status is Status.TARGET_UNREACHABLE:
+        address = _ADDRESS.search(status.message)
+        where = f" at {host_port(address[1], address[2])}" if address else ""
+        _, _, reason = status.message.rpartition("target: ")
+        words = f"the agent could not reach the apiserver{where}: {os_error_words(reason)}"
+    else:
+        words = _REFUSALS.get(status.status, name)
+        if status.message:
+            words += f": {status.message}"
+    return f"{name}: {words}"
 
 
 class _OneShotDecoder(Generic[_T]):

@@ -28,6 +28,12 @@ class StreamView:
     rate_down: float
     state: str
     close_reason: str | None
+    sni: str | None = None
+    """Passthrough: the server name in the client's TLS ClientHello (None if none seen)."""
+    alpn: str | None = None
+    """Passthrough: the ALPN protocols the ClientHello offered, comma-separated
+    (``h2,http/1.1``: an API connection; ``http/1.1``, also for no offer: an
+    exec/attach/port-forward upgrade). None if no ClientHello was seen."""
     # Inspect mode only (one view per request; None/empty for passthrough streams):
     method: str | None = None
     path: str | None = None

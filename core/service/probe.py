@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 import h11
 
 from core.errors import TunnelError, UpstreamUnavailable
+from core.protocol.preamble import os_error_words
 
 PROBE_TIMEOUT = 10.0
 READ_SIZE = 65536
@@ -78,8 +77,7 @@ def plain_refusal(refusal: str) -> str:
     """An endpoint's refusal (``target_unreachable: agent cannot reach its target:
     [Errno 111] …``) as a person reads it: ``target unreachable: connection refused``."""
     code, _, message = refusal.partition(": ")
-    errno = re.search(r"\[Errno (\d+)\]", message)
-    detail = os.strerror(int(errno.group(1))).lower() if errno else message
+    detail = os_error_words(message)
     return f"{code.replace('_', ' ')}: {detail}" if detail else code.replace("_", " ")
 
 

@@ -238,6 +238,33 @@ async def test_exec_idle_longer_than_61_seconds(inspect_stack: DemoStack, tmp_pa
     await scenarios.exec_idle_longer_than_61_seconds(inspect_stack.kubeconfig_path, tmp_path)
 
 
+# -- impersonation ------------------------------------------------------------------------
+
+
+async def test_impersonation_is_refused_with_a_403_status(
+    inspect_kubectl: Kubectl, inspect_service: WicketService
+) -> None:
+    """``kubectl --as=nobody`` must not run as the endpoint's identity: a 403 ``Status``
+    that says why and how to allow it, shown by the real kubectl.
+
+    Without a discovery cache, client-go reads discovery answers as raw bytes and shows
+    only "Forbidden: unknown"; with one (kubectl keeps it for hours), the request itself
+    is refused and kubectl prints the Status message.
+    """
+    cold = await inspect_kubectl.run("--as=nobody", "get", "pods")
+    assert cold.returncode != 0, cold.out
+    assert "Error from server (Forbidden)" in cold.err, cold.err
+    assert (await inspect_kubectl.run("get", "pods")).returncode == 0  # fills the cache
+    result = await inspect_kubectl.run("--as=nobody", "get", "pods")
+    assert result.returncode != 0, result.out
+    assert "Error from server (Forbidden)" in result.err, result.err
+    assert "its own upstream identity" in result.err, result.err
+    assert "--credential-is-callers-own" in result.err, result.err
+    refused = await wait_for(inspect_service, lambda v: v.status == 403, count=2)
+    assert all(v.kubectl_command == "kubectl get" for v in refused), refused
+    assert all("--credential-is-callers-own" in (v.close_reason or "") for v in refused)
+
+
 # -- the agent goes away ------------------------------------------------------------------
 
 
@@ -399,6 +426,49 @@ async def test_wicket_connect_inspect_command(stack: DemoStack, tmp_path: Path) 
         assert await connect.terminate() == 0, connect.log.read_text()
     finally:
         await connect.kill()
+
+
+# -- passthrough rows say what they are ------------------------------------------------------
+
+
+async def test_passthrough_rows_carry_sni_and_alpn(
+    stack: DemoStack, kubectl: Kubectl, protocol: str
+) -> None:
+    """Without decrypting: the ClientHello's server name, and ALPN ``h2,http/1.1`` for
+    kubectl's API connection vs ``http/1.1`` for its exec upgrade."""
+    assert stack.endpoint is not None
+    before = {s.id for s in stack.endpoint.snapshot().streams}
+    result = await kubectl.run("exec", "web", "--", "echo", "hello")
+    assert result.out == "hello\n", result.err
+    rows = [s for s in stack.endpoint.snapshot().streams if s.id not in before]
+    assert rows and all(s.sni == TLS_SERVER_NAME for s in rows), rows
+    offers = {s.alpn for s in rows}
+    assert "http/1.1" in offers, offers  # the upgrade (it offers no ALPN: HTTP/1.1)
+    assert offers <= {"h2,http/1.1", "http/1.1"}, offers
+
+
+async def test_a_client_hello_after_the_splice_is_seen(stack: DemoStack) -> None:
+    """The status can come back before the ClientHello: it is read as it passes
+    through the splice, and the connection still works (the apiserver answers)."""
+    assert stack.endpoint is not None and stack.apiserver is not None
+    before = {s.id for s in stack.endpoint.snapshot().streams}
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.endpoint.port)
+    async with asyncio.timeout(5):
+        while not [s for s in stack.endpoint.snapshot().streams
+                   if s.id not in before and s.state == "open"]:  # fmt: skip
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # the status is back, the splice runs
+    ctx = ssl.create_default_context(cadata=stack.apiserver.ca_pem.decode())
+    ctx.set_alpn_protocols(["http/1.1"])
+    await writer.start_tls(ctx, server_hostname=TLS_SERVER_NAME)
+    writer.write(f"GET /version HTTP/1.1\r\nHost: {TLS_SERVER_NAME}\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+    writer.close()
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 "), head
+    (row,) = [s for s in stack.endpoint.snapshot().streams if s.id not in before]
+    assert (row.sni, row.alpn) == (TLS_SERVER_NAME, "http/1.1"), row
 
 
 # -- TLS failures towards the apiserver, over a tunnel stream ------------------------------

@@ -442,8 +442,18 @@ async def test_identity_headers(
             assert seen.values(normal) == (["system:admin"] if passes else []), seen.headers
             assert not any(k.startswith(("x-remote", "x_remote")) or "_" in k for k in seen.names())
 
-        case = Case(f"{kind}-{name}", raw, 101 if kind != "plain" else 200, reply=reply,
-                    upgrade=kind != "plain", check=check)  # fmt: skip
+        def refused(seen: Seen | None, answer: Answer) -> None:
+            assert seen is None
+            assert b"--credential-is-callers-own" in answer.body, answer.body
+            assert b'"reason": "Forbidden"' in answer.body, answer.body
+
+        # Impersonation is refused (403 Status) unless the credential is the caller's own.
+        if not own and name.lower().replace("_", "-").startswith("impersonate-"):
+            case = Case(f"{kind}-{name}", raw, 403, forwarded=0, reply=reply,
+                        upgrade=kind != "plain", check=refused)  # fmt: skip
+        else:
+            case = Case(f"{kind}-{name}", raw, 101 if kind != "plain" else 200, reply=reply,
+                        upgrade=kind != "plain", check=check)  # fmt: skip
         await run_case(endpoint, backend, case)
     finally:
         await endpoint.stop()

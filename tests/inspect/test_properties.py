@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -282,3 +283,34 @@ def test_status_is_json() -> None:
     status = json.loads(body)
     assert (status["kind"], status["apiVersion"], status["code"]) == ("Status", "v1", 401)
     assert proxy.state is ProxyState.CLOSED
+
+
+def test_port_forward_data_is_counted_not_unmasked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Speed: inside WebSocket, a port-forward's data payloads are skipped unread; only
+    frame heads and control frames are unmasked (the inspector records counts)."""
+    from core.protocol import inspect_decoders
+
+    unmasked: list[int] = []
+    real = inspect_decoders._unmask
+
+    def counting(data: bytes, mask: bytes, offset: int) -> bytes:
+        unmasked.append(len(data))
+        return real(data, mask, offset)
+
+    monkeypatch.setattr(inspect_decoders, "_unmask", counting)
+    c = spdy.SpdyFrameEncoder()
+    up = b"".join(
+        c.encode(spdy.SynStream(sid, {"streamtype": [kind], "port": ["9"], "requestid": ["0"]}))
+        for sid, kind in ((1, "error"), (3, "data"))
+    )
+    setup = len(up)
+    up += c.encode(spdy.DataFrame(3, os.urandom(1 << 20)))
+    mask = os.urandom(4)
+    client = b"".join(ws_frame(up[i : i + 40_000], 2, mask=mask) for i in range(0, len(up), 40_000))
+    detail = SessionDetail()
+    inspector = WebSocketInspector(detail, "SPDY/3.1+portforward.k8s.io")
+    for i in range(0, len(client), 65536):
+        inspector.client_data(client[i : i + 65536])
+    assert detail.error is None
+    assert detail.connections[0].bytes_up == 1 << 20
+    assert sum(unmasked) <= setup + 8, unmasked
