@@ -128,6 +128,25 @@ def upgrade_text(view: StreamView) -> str:
     return " · ".join(p for p in (view.upgrade, view.protocol, view.subprotocol) if p)
 
 
+def tls_text(view: StreamView) -> str:
+    """What a passthrough stream's TLS ClientHello said: ``SNI · ALPN`` ("" if none was
+    seen; an inspected request's TLS ended at Wicket)."""
+    if view.alpn is None and view.sni is None:
+        return ""
+    return f"{view.sni or 'no SNI'} · {view.alpn or '?'}"
+
+
+def alpn_meaning(alpn: str | None) -> str:
+    """What kubectl's ALPN offer says about the connection, in a few words."""
+    if alpn is None:
+        return ""
+    if "h2" in alpn.split(","):
+        return "an API connection (kubectl offers h2)"
+    if alpn == "http/1.1":
+        return "HTTP/1.1 only: kubectl's exec, attach and port-forward upgrades"
+    return "not kubectl's usual offer"
+
+
 class StreamRow(NamedTuple):
     """A stream with what the table needs from the rest of the snapshot.
 
@@ -140,6 +159,7 @@ class StreamRow(NamedTuple):
     age: float
     request: str  # inspect-mode fields ("" when the core does not see them)
     upgrade: str
+    tls: str  # passthrough: the ClientHello's SNI and ALPN ("" when none was seen)
 
     @property
     def key(self) -> str:
@@ -158,7 +178,7 @@ class StreamRow(NamedTuple):
         """What the filter box matches: the row's words, not its changing counters."""
         v = self.view
         words = (v.key, v.cluster, self.endpoint, v.client or "", self.request, self.upgrade)
-        return " ".join((*words, self.state_text)).lower()
+        return " ".join((*words, self.tls, self.state_text)).lower()
 
     @property
     def state_text(self) -> str:
@@ -184,7 +204,7 @@ def stream_rows(snap: ServiceSnapshot) -> list[StreamRow]:
         else:
             hop, label = "relay", v.endpoint
         age = (v.closed_at or now) - v.opened_at
-        rows.append(StreamRow(v, label, hop, age, request_text(v), upgrade_text(v)))
+        rows.append(StreamRow(v, label, hop, age, request_text(v), upgrade_text(v), tls_text(v)))
     return rows
 
 
@@ -223,6 +243,7 @@ STREAM_COLUMNS: tuple[Column, ...] = (
     Column("Client", 120, lambda r: r.view.client or ""),
     Column("Request", 110, lambda r: r.request or "—", inspect=True),
     Column("Upgrade", 110, lambda r: r.upgrade or "—", inspect=True),
+    Column("TLS hello", 130, lambda r: r.tls or "—"),
     _counter("Up", 75, lambda r: r.view.bytes_up, human_bytes),
     _counter("Down", 75, lambda r: r.view.bytes_down, human_bytes),
     _counter("Rate", 85, _rate, lambda bps: human_rate(bps) if bps >= 0 else ""),
@@ -256,11 +277,12 @@ class Table(NamedTuple):
         a, b = old.view, new.view
         if a.state != b.state or a.closed_at != b.closed_at or a.close_reason != b.close_reason:
             return (self.ticking[0], self.last)
-        if (a.client, old.endpoint, old.request, old.upgrade) != (
+        if (a.client, old.endpoint, old.request, old.upgrade, old.tls) != (
             b.client,
             new.endpoint,
             new.request,
             new.upgrade,
+            new.tls,
         ):
             return (0, self.last)
         return self.ticking

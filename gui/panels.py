@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 from core.service import ServiceEvent
 from gui.format import human_bytes, human_duration, human_rate
 from gui.lag import LagMonitor
-from gui.models import PASSTHROUGH_NOTE, StreamRow
+from gui.models import PASSTHROUGH_NOTE, StreamRow, alpn_meaning
 from gui.widgets import mono_font, mono_text
 
 LOG_LINES = 5000
@@ -67,6 +67,8 @@ class StreamDetail(QWidget):
             f"closed      {_clock(v.closed_at) if v.closed_at else '—'}",
             f"state       {row.state_text}",
         ]
+        if row.tls:
+            lines.append(f"tls hello   SNI {v.sni or '—'}, ALPN {v.alpn}: {alpn_meaning(v.alpn)}")
         if v.kubectl_command:
             lines.append(f"kubectl     {v.kubectl_command}")
         lines += [f"{name:<11} {value}" for name, value in v.detail]  # decoded session

@@ -20,6 +20,7 @@ from core.kube import KubeconfigPaths
 from gui.aio import wait_until
 from gui.backend import CLUSTERS_FILE, DEMO, AppSettings, Backend
 from gui.cluster_dialogs import INSPECT_EXPLAINED, EditClusterDialog
+from gui.models import column
 from gui.shell import WicketApp
 from tests.gui.conftest import resolve
 from tests.gui.kubectl import kubectl
@@ -56,6 +57,16 @@ async def test_the_demo_switches_to_inspect_and_back(tmp_path: Path, home: Path)
 
         await get_pods()
         passthrough_ca = demo_ca(kubeconfig)
+        # A passthrough stream says what its TLS ClientHello said (kubectl offers h2).
+        tls = column("TLS hello")
+        await wait_until(
+            lambda: any(
+                window.streams.index(r, tls).data().endswith("· h2,http/1.1")
+                for r in range(window.streams.rowCount())
+            ),
+            10,
+            what="the TLS hello of an API connection",
+        )
         for wanted in ("inspect", "passthrough"):
             menu.edit_action.trigger()
             edit = menu.dialogs[-1]

@@ -15,6 +15,7 @@ from gui.models import (
     ClustersModel,
     StreamsFilter,
     StreamsModel,
+    alpn_meaning,
     cluster_rows,
     column,
     online_count,
@@ -174,3 +175,24 @@ def test_one_column_table() -> None:
     assert [c.title for c in STREAM_COLUMNS[first : last + 1]] == ["Up", "Down", "Rate", "Age"]
     assert all(c.counter for c in STREAM_COLUMNS[first : last + 1])
     assert sum(c.counter for c in STREAM_COLUMNS) == last - first + 1
+
+
+def test_a_passthrough_stream_says_what_its_tls_hello_said() -> None:
+    """SNI and ALPN of the ClientHello (seen, not decrypted): an API connection offers h2,
+    an exec/attach/port-forward upgrade http/1.1 only; nothing seen, nothing shown."""
+    api = stream(1, sni="kubernetes", alpn="h2,http/1.1")
+    exec_ = stream(2, sni=None, alpn="http/1.1")
+    unseen = stream(3)
+    model = StreamsModel()
+    model.apply(snapshot([api, exec_, unseen]))
+    tls = column("TLS hello")
+    assert [model.index(r, tls).data() for r in range(3)] == [
+        "kubernetes · h2,http/1.1",
+        "no SNI · http/1.1",
+        "—",
+    ]
+    proxy = StreamsFilter()
+    proxy.setSourceModel(model)
+    proxy.set_text("h2,http")
+    assert proxy.rowCount() == 1
+    assert "API connection" in alpn_meaning(api.alpn) and "upgrade" in alpn_meaning(exec_.alpn)
