@@ -129,11 +129,11 @@ def upgrade_text(view: StreamView) -> str:
 
 
 def tls_text(view: StreamView) -> str:
-    """What a passthrough stream's TLS ClientHello said: ``SNI · ALPN`` ("" if none was
-    seen; an inspected request's TLS ended at Wicket)."""
+    """What a passthrough stream's TLS ClientHello said: ``ALPN · SNI``, the telling part
+    first ("" if none was seen; an inspected request's TLS ended at Wicket)."""
     if view.alpn is None and view.sni is None:
         return ""
-    return f"{view.sni or 'no SNI'} · {view.alpn or '?'}"
+    return f"{view.alpn or '?'} · {view.sni or 'no SNI'}"
 
 
 def alpn_meaning(alpn: str | None) -> str:
@@ -243,7 +243,7 @@ STREAM_COLUMNS: tuple[Column, ...] = (
     Column("Client", 120, lambda r: r.view.client or ""),
     Column("Request", 110, lambda r: r.request or "—", inspect=True),
     Column("Upgrade", 110, lambda r: r.upgrade or "—", inspect=True),
-    Column("TLS hello", 130, lambda r: r.tls or "—"),
+    Column("TLS hello", 170, lambda r: r.tls or "—"),
     _counter("Up", 75, lambda r: r.view.bytes_up, human_bytes),
     _counter("Down", 75, lambda r: r.view.bytes_down, human_bytes),
     _counter("Rate", 85, _rate, lambda bps: human_rate(bps) if bps >= 0 else ""),

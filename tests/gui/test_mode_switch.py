@@ -61,11 +61,21 @@ async def test_the_demo_switches_to_inspect_and_back(tmp_path: Path, home: Path)
         tls = column("TLS hello")
         await wait_until(
             lambda: any(
-                window.streams.index(r, tls).data().endswith("· h2,http/1.1")
+                window.streams.index(r, tls).data().startswith("h2,http/1.1 · ")
                 for r in range(window.streams.rowCount())
             ),
             10,
             what="the TLS hello of an API connection",
+        )
+        done = await kubectl(home, "--context", "wicket-demo", "exec", "web", "--", "true")
+        assert done.returncode == 0, done.stderr
+        await wait_until(  # an exec's upgrade connection offers HTTP/1.1 only
+            lambda: any(
+                window.streams.index(r, tls).data().startswith("http/1.1 · ")
+                for r in range(window.streams.rowCount())
+            ),
+            10,
+            what="the TLS hello of an exec",
         )
         for wanted in ("inspect", "passthrough"):
             menu.edit_action.trigger()

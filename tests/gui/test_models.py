@@ -187,8 +187,8 @@ def test_a_passthrough_stream_says_what_its_tls_hello_said() -> None:
     model.apply(snapshot([api, exec_, unseen]))
     tls = column("TLS hello")
     assert [model.index(r, tls).data() for r in range(3)] == [
-        "kubernetes · h2,http/1.1",
-        "no SNI · http/1.1",
+        "h2,http/1.1 · kubernetes",
+        "http/1.1 · no SNI",
         "—",
     ]
     proxy = StreamsFilter()
