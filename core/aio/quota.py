@@ -47,6 +47,10 @@ class Quota:
     def held(self, key: str) -> int:
         return self._held.get(key, 0)
 
+    def holdings(self) -> dict[str, int]:
+        """What each key holds now (keys holding nothing are absent)."""
+        return dict(self._held)
+
     def __len__(self) -> int:
         return self._sum
 

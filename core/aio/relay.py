@@ -201,8 +201,7 @@ class Relay:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._stopped = False  # sessions ending after stop() must not reopen the registry
-        self._preauth = 0
-        self._preauth_by_source: Counter[str] = Counter()
+        self._preauth = Quota(config.max_preauth_per_source, config.max_preauth)
         self.refused: Counter[str] = Counter()
         self.throttle = FailureThrottle(config.auth_failure_burst, config.auth_failure_rate)
         self.public = PublicEndpoints(
@@ -331,7 +330,7 @@ class Relay:
             self.address if self._listener else "",
             clusters,
             peers,
-            self._preauth,
+            len(self._preauth),
             dict(self.refused),
             self.book.snapshot(),
         )
@@ -344,7 +343,6 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
 
     def accepted(self, sock: socket.socket, peer: object) -> None:
-        cfg = self.config
         source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         wait = self.throttle.retry_after(source, time.monotonic())
         if wait > 0:
@@ -352,16 +350,12 @@ class Relay:
             log.debug("refused %s: throttled for %.1f s more", source, wait)
             sock.close()
             return
-        if self._preauth >= cfg.max_preauth or (
-            self._preauth_by_source[source] >= cfg.max_preauth_per_source
-        ):
+        if not self._preauth.take(source):
             self.refused[Refusal.PREAUTH_LIMIT.value] += 1
             message = "refused %s: too many unauthenticated connections"
             self.quiet.warning(Refusal.PREAUTH_LIMIT, source, time.monotonic(), message, source)
             sock.close()
             return
-        self._preauth += 1
-        self._preauth_by_source[source] += 1
         self._raw.add(sock)  # ours to close until a transport takes it (stop() closes them)
         self._spawn(
             self._handshake(sock, source, peer_address(peer))
@@ -420,7 +414,7 @@ class Relay:
                 conn.abort()
                 return
             authenticated = True
-            self._release(source)
+            self._preauth.release(source)
             await self._converse(conn, control, identity, first, address=address, source=source)
             # A refusal's ``error`` is only queued: the mux writes once per loop pass,
             # and ``abort()`` below would drop it. Let it leave first (bounded).
@@ -430,7 +424,7 @@ class Relay:
                 self._raw.discard(sock)
                 sock.close()
             if not authenticated:
-                self._release(source)
+                self._preauth.release(source)
             self._conns.discard(conn)
             conn.abort()
 
@@ -445,13 +439,6 @@ class Relay:
                 self.throttle.burst,
                 1 / self.throttle.rate,
             )
-
-    def _release(self, source: str) -> None:
-        if self._preauth_by_source.get(source):
-            self._preauth -= 1
-            self._preauth_by_source[source] -= 1
-            if not self._preauth_by_source[source]:
-                del self._preauth_by_source[source]
 
     # -- the control conversation ------------------------------------------------------
 

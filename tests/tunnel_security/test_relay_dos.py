@@ -253,7 +253,7 @@ class Sampler:
         relay = self.world.relay
         while True:
             self.preauth = max(self.preauth, relay.snapshot().preauth)
-            self.per_source = max(self.per_source, *relay._preauth_by_source.values(), 0)
+            self.per_source = max(self.per_source, *relay._preauth.holdings().values(), 0)
             if self.samples % 10 == 0:
                 self.rss = max(self.rss, self.proc.memory_info().rss)
             self.samples += 1
@@ -443,7 +443,7 @@ async def test_thousands_of_idle_preauth_connections(
     tls_lines = relay_lines(caplog, "TLS handshake with", "failed", since=mark)
     assert 0 < len(tls_lines) <= per_source
     # Everything was released: no bookkeeping, no TLS state, no fds left behind.
-    assert not relay._preauth_by_source
+    assert not relay._preauth.holdings()
     assert _ssl_protocols() <= protocols_before
     assert proc.num_fds() <= fds_before
     # Memory is bounded by the cap (asyncio's SSLProtocol and the mux session each hold
