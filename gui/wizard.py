@@ -47,6 +47,7 @@ from core.service import (
     TokenKind,
     describe_storage,
     parse_token,
+    save_user_file,
 )
 from gui.aio import async_slot, cancel_all, spawn
 from gui.backend import Backend
@@ -212,7 +213,7 @@ class ApiserverPage(_Page):
         self._dialog: QFileDialog | None = None
 
     def _browse(self) -> None:
-        dialog = QFileDialog(self, "Kubeconfig of the private cluster")
+        dialog = QFileDialog(self, "Kubeconfig of the private cluster", str(Path.home()))
         dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
         dialog.fileSelected.connect(self._picked)
         self._dialog = dialog
@@ -461,7 +462,7 @@ class AgentPage(_Page):
             clipboard.setText(text)
 
     def _save(self, name: str, text: str) -> None:
-        dialog = QFileDialog(self, "Save", name)
+        dialog = QFileDialog(self, "Save", str(Path.home() / name))
         dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
         dialog.fileSelected.connect(lambda path: self.wiz().run_step(_write(Path(path), text)))
         self._dialog = dialog
@@ -662,4 +663,4 @@ class AddClusterWizard(QWizard):
 
 
 async def _write(path: Path, text: str) -> None:
-    await asyncio.to_thread(path.write_text, text)
+    await asyncio.to_thread(save_user_file, path, text)

@@ -29,6 +29,7 @@ from core.service.config import (
 )
 from core.service.demo import DEMO
 from core.service.desktop import Desktop
+from core.service.files import save_user_file
 from core.service.model import (
     ClusterView,
     EndpointView,
@@ -83,4 +84,5 @@ __all__ = [
     "headless_passphrase",
     "use_context",
     "use_relay",
+    "save_user_file",
 ]

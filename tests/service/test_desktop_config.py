@@ -11,6 +11,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.mode import Mode
+from core.service import save_user_file
 from core.service.config import (
     SCHEMA_VERSION,
     ClusterConfig,
@@ -107,3 +108,15 @@ def test_the_demos_mode_is_kept(tmp_path: Path) -> None:
     DesktopConfig.update(path, lambda c: setattr(c, "demo_mode", Mode.INSPECT))
     assert DesktopConfig.load(path).demo_mode is Mode.INSPECT
     assert json.loads(path.read_text())["demo_mode"] == "inspect"
+
+
+def test_a_file_the_user_saves_is_private_and_whole(tmp_path: Path) -> None:
+    target = tmp_path / "wicket-join-token"
+    target.write_text("old")
+    target.chmod(0o644)
+    save_user_file(target, "secret-token\n")
+    assert target.read_text() == "secret-token\n"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["wicket-join-token"]
+    with pytest.raises(ConfigError, match="cannot save"):
+        save_user_file(tmp_path / "missing-dir" / "x", "y")
