@@ -1,4 +1,5 @@
-"""Take the README's screenshots: main window with live traffic, the wizard, the tray menu,
+"""Take the README's screenshots: main window with live traffic, the wizard (and its choice
+of where a token is kept), the tray menu, the Cluster menu,
 and the request inspector (the demo switched to inspect mode: the list, an exec's detail).
 
 ``.venv/bin/python scripts/screenshots.py [--out docs/screenshots]``
@@ -69,6 +70,7 @@ async def _take(out: Path, home: Path) -> None:
         await _shoot_window(app, out)
         await _shoot_wizard(app, out)
         await _shoot_tray(app, out)
+        await _shoot_cluster_menu(app, out)
         _stop(children)
         children.clear()
         await _shoot_inspector(app, out, home, children)
@@ -155,7 +157,24 @@ async def _shoot_wizard(app: WicketApp, out: Path) -> None:
     page.ca.setPlainText("-----BEGIN CERTIFICATE-----\nMIIB…(the cluster CA)\n")
     await asyncio.sleep(0.3)
     wizard.grab().save(str(out / "wizard.png"))
+    secrets = wizard.endpoint_page  # where the token is kept: keyring, file or session
+    secrets.resize(wizard.size())
+    await asyncio.sleep(0.3)
+    secrets.grab().save(str(out / "wizard-secrets.png"))
     wizard.reject()
+
+
+async def _shoot_cluster_menu(app: WicketApp, out: Path) -> None:
+    from PySide6.QtCore import QPoint
+
+    window = app.window
+    window.cluster_list.setCurrentIndex(window.cluster_list.model().index(0, 0))
+    await asyncio.sleep(0.3)
+    menu = window.cluster_menu.menu
+    menu.popup(QPoint(0, 0))
+    await asyncio.sleep(0.3)
+    menu.grab().save(str(out / "cluster-menu.png"))
+    menu.hide()
 
 
 async def _shoot_tray(app: WicketApp, out: Path) -> None:
