@@ -52,15 +52,20 @@ class Setup:
 
     def relaunch(self) -> Backend:
         """The app's backend as a second start of the app makes it."""
-        self.backend = Backend(self.tmp / "app", self.backend.kubeconfig)
+        self.backend = Backend(self.backend.state_dir, self.backend.kubeconfig)
         return self.backend
 
 
 @contextlib.asynccontextmanager
-async def private_cluster(tmp: Path, home: Path) -> AsyncIterator[Setup]:
+async def private_cluster(
+    tmp: Path, home: Path, state_dir: Path | None = None
+) -> AsyncIterator[Setup]:
+    """The private cluster, and the app's backend on ``state_dir`` (default: the test's
+    own; the app's default one when a real app process starts on it later)."""
     paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
-    AppSettings.update(tmp / "app" / CLUSTERS_FILE, lambda c: setattr(c, "demo", False))
-    backend = Backend(tmp / "app", paths)
+    state_dir = state_dir or tmp / "app"
+    AppSettings.update(state_dir / CLUSTERS_FILE, lambda c: setattr(c, "demo", False))
+    backend = Backend(state_dir, paths)
     await backend.start()
     assert await backend.restore() == []  # as the app starts: the runtime, no demo
     private = CoreThread(WicketService())
@@ -96,10 +101,14 @@ async def signal_once(signal: object) -> None:
 
 
 async def drive_to_agent_online(
-    s: Setup, storage: SecretStorage | None = None, mode: Mode = Mode.PASSTHROUGH
+    s: Setup,
+    storage: SecretStorage | None = None,
+    mode: Mode = Mode.PASSTHROUGH,
+    passphrase: str = "",
 ) -> AddClusterWizard:
     """Through the pages; kubectl uses the kubeconfig user, or (``storage``) the token,
-    kept where ``storage`` says; the endpoint in ``mode``."""
+    kept where ``storage`` says (the encrypted file's ``passphrase`` typed in); the
+    endpoint in ``mode``."""
     wizard = AddClusterWizard(s.backend)
     wizard.show()
     assert not wizard.isModal()
@@ -138,6 +147,7 @@ async def drive_to_agent_online(
         endpoint.use_user.setChecked(True)
         endpoint.user.setCurrentText("lab-admin")
     else:
+        endpoint.passphrase.setText(passphrase)
         endpoint.storage.setCurrentIndex(endpoint.storage.findData(storage.value))
         await wait_until(
             lambda: describe_storage(storage) in endpoint.store_state.text(), 10, what="store"
@@ -167,9 +177,12 @@ async def drive_to_agent_online(
 
 
 async def drive_to_test_page(
-    s: Setup, storage: SecretStorage | None = None, mode: Mode = Mode.PASSTHROUGH
+    s: Setup,
+    storage: SecretStorage | None = None,
+    mode: Mode = Mode.PASSTHROUGH,
+    passphrase: str = "",
 ) -> AddClusterWizard:
-    wizard = await drive_to_agent_online(s, storage, mode)
+    wizard = await drive_to_agent_online(s, storage, mode, passphrase)
     wizard.button(QWizard.WizardButton.NextButton).click()
     assert wizard.currentPage() is wizard.test_page
     finish = wizard.button(QWizard.WizardButton.FinishButton)
