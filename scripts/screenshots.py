@@ -158,7 +158,9 @@ async def _shoot_wizard(app: WicketApp, out: Path) -> None:
     await asyncio.sleep(0.3)
     wizard.grab().save(str(out / "wizard.png"))
     secrets = wizard.endpoint_page  # where the token is kept: keyring, file or session
-    secrets.resize(wizard.size())
+    secrets.storage.setCurrentIndex(secrets.storage.findData("encrypted-file"))
+    await asyncio.sleep(0.5)  # the page says what that store's state is
+    secrets.resize(wizard.width(), secrets.heightForWidth(wizard.width()) + 40)
     await asyncio.sleep(0.3)
     secrets.grab().save(str(out / "wizard-secrets.png"))
     wizard.reject()
