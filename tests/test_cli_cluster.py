@@ -12,16 +12,12 @@ from core.cli import main
 from core.format import utcnow
 from core.pki.ca import create_ca
 from core.service.config import DesktopConfig
+from tests.support.home import fresh_home
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
-    monkeypatch.setenv("KUBECONFIG", str(home / ".kube" / "config"))
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    home = fresh_home(tmp_path, monkeypatch, keyring=False)
     monkeypatch.delenv("WICKET_PASSPHRASE_FILE", raising=False)
     monkeypatch.chdir(tmp_path)
     ca = tmp_path / "ca.pem"

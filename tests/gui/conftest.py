@@ -19,6 +19,7 @@ from PySide6.QtCore import QAbstractItemModel, QEvent
 from PySide6.QtWidgets import QApplication
 
 from gui.aio import qasync_loop_factory
+from tests.support.home import fresh_home
 
 T = TypeVar("T")
 WATCHDOG_SECONDS = 150.0
@@ -100,10 +101,4 @@ def app() -> QApplication:
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throwaway HOME / XDG / KUBECONFIG so no test touches the developer's files."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("KUBECONFIG", str(home / ".kube" / "config"))
-    return home
+    return fresh_home(tmp_path, monkeypatch)

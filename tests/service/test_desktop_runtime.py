@@ -27,18 +27,14 @@ from core.registry.store import ALL_CLUSTERS
 from core.service import ClusterSetup, ProbeAuth, WicketService, desktop
 from core.service.config import EMBEDDED, ClusterConfig, DesktopConfig, config_path
 from core.service.desktop import Desktop
+from tests.support.home import fresh_home
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
-    monkeypatch.setenv("KUBECONFIG", str(home / ".kube" / "config"))
-    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    home = fresh_home(tmp_path, monkeypatch, keyring=False)
     monkeypatch.setattr(desktop, "RETRY_SECONDS", 0.3)
     return home
 
