@@ -30,12 +30,18 @@ from core.service.config import (
     EMBEDDED,
     ClusterConfig,
     DesktopConfig,
+    check_public_server,
     cluster_doc,
     config_path,
     default_state_dir,
 )
 from core.service.desktop import Desktop
 from core.service.vault import TokenVault
+
+PUBLIC_HELP = (
+    "the relay's public endpoint of this cluster, https://HOST[:PORT]: kubectl gets a "
+    "wicket-NAME-public context too (passthrough mode)"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,6 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("--port", type=int, default=0, metavar="P", help="local port (default: any)")
     add.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.PASSTHROUGH.value)
     add.add_argument("--join-token-out", type=Path, metavar="FILE", help="the agent's token")
+    add.add_argument("--public-server", default="", metavar="URL", help=PUBLIC_HELP)
     add.set_defaults(func=_add)
     listing = commands.add_parser("list", help="the configured clusters")
     listing.add_argument("--json", action="store_true")
@@ -59,10 +66,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     remove = commands.add_parser("remove", help="remove a cluster and everything it left")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(func=_remove)
-    change = commands.add_parser("set", help="change a cluster's mode or local port")
+    change = commands.add_parser("set", help="change a cluster's mode, port or public server")
     change.add_argument("name", metavar="NAME")
     change.add_argument("--mode", choices=[m.value for m in Mode])
     change.add_argument("--port", type=int, metavar="P")
+    public = change.add_mutually_exclusive_group()
+    public.add_argument("--public-server", metavar="URL", help=PUBLIC_HELP + '; "": none')
+    public.add_argument(
+        "--no-public-server",
+        dest="public_server",
+        action="store_const",
+        const="",
+        help="no public server: remove the wicket-NAME-public context",
+    )
     change.set_defaults(func=_set)
 
 
@@ -129,7 +145,25 @@ def _new_cluster(args: argparse.Namespace, state_dir: Path) -> ClusterConfig:
         relay = _enroll_remote(state_dir, read_token(args.relay_token_file, TokenKind.CLIENT))
     port = args.port or clusters.free_port()
     server_name = args.server_name or host
-    return ClusterConfig(args.name, relay, port, Mode(args.mode), ca_pem, server_name, args.target)
+    return ClusterConfig(
+        args.name,
+        relay,
+        port,
+        Mode(args.mode),
+        ca_pem,
+        server_name,
+        args.target,
+        public_server=_public_server(args.public_server),
+    )
+
+
+def _public_server(url: str) -> str:
+    """``--public-server URL`` checked, so the error names the option."""
+    try:
+        check_public_server(url)
+    except ConfigError as exc:
+        raise ConfigError(f"--public-server: {exc}") from None
+    return url
 
 
 def _print_contexts(cfg: ClusterConfig, context: str | None) -> None:
@@ -139,6 +173,13 @@ def _print_contexts(cfg: ClusterConfig, context: str | None) -> None:
         print(
             f"cluster {cfg.name}: inspect endpoint on local port {cfg.port}; no kubectl "
             "context is written for inspect mode yet (see docs/inspect.md)"
+        )
+    if context is not None and clusters.public_context_server(cfg):
+        print(f"cluster {cfg.name}: kubectl --context {context}-public ({cfg.public_server})")
+    elif cfg.public_server and cfg.mode is Mode.INSPECT:
+        print(
+            f"cluster {cfg.name}: no public context in inspect mode (kubectl's token is the "
+            f"local endpoint's, which the apiserver refuses); {cfg.public_server} is kept"
         )
 
 
@@ -178,9 +219,12 @@ def _list(args: argparse.Namespace) -> int:
         json.dump({"relay": config.relay_listen, "clusters": rows}, sys.stdout, indent=2)
         print()
         return 0
-    print(f"{'NAME':<16} {'RELAY':<22} {'PORT':>5}  {'MODE':<11} SECRETS")
+    print(f"{'NAME':<16} {'RELAY':<22} {'PORT':>5}  {'MODE':<11} {'SECRETS':<14} PUBLIC")
     for c in config.clusters:
-        print(f"{c.name:<16} {c.relay:<22} {c.port:>5}  {c.mode.value:<11} {c.secrets.value}")
+        print(
+            f"{c.name:<16} {c.relay:<22} {c.port:>5}  {c.mode.value:<11} "
+            f"{c.secrets.value:<14} {c.public_server or '-'}"
+        )
     return 0
 
 
@@ -201,10 +245,12 @@ def _set(args: argparse.Namespace) -> int:
     cfg = _known(args, args.name)
     if args.port is not None and not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port}: not a port")
+    public = cfg.public_server if args.public_server is None else args.public_server
     changed = replace(
         cfg,
         mode=Mode(args.mode) if args.mode else cfg.mode,
         port=args.port if args.port is not None else cfg.port,
+        public_server=_public_server(public),
     )
     context = clusters.sync_contexts(KubeconfigPaths.from_process(), changed)
     DesktopConfig.update(config_path(_state_dir(args)), lambda c: c.put(changed))

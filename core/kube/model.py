@@ -10,6 +10,7 @@ Wicket must never overwrite what it did not write.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ KINDS: tuple[Kind, ...] = ("clusters", "contexts", "users")
 
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _HOST = re.compile(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_DNS_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,9 @@ class ClusterSpec:
         except ValueError as exc:
             raise KubeconfigError(f"the CA is not a PEM certificate: {exc}") from None
         if self.public_server is not None:
-            url = urlsplit(self.public_server)
-            if url.scheme != "https" or not url.hostname:
-                raise KubeconfigError(f"public server must be an https URL: {url.geturl()!r}")
+            problem = public_server_problem(self.public_server)
+            if problem is not None:
+                raise KubeconfigError(f"public server {self.public_server!r}: {problem}")
         creds = self.credentials
         if isinstance(creds, ExecCredential) and not os.path.isabs(creds.command):
             raise KubeconfigError(f"exec command must be an absolute path: {creds.command!r}")
@@ -106,6 +108,35 @@ def check_cluster_name(name: str) -> None:
         raise KubeconfigError(
             f"invalid cluster name {name!r}: letters, digits, '.', '_', '-'; at most 63"
         )
+
+
+def public_server_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a cluster's public server, or None if it can.
+
+    A relay's public endpoint is a TCP port in front of the apiserver, so the URL is
+    ``https://HOST`` or ``https://HOST:PORT`` and nothing more: a path, query, fragment or
+    user name would mean nothing to it.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if url != url.strip() or parts.scheme != "https":
+        return "not an https:// URL"
+    host = parts.hostname
+    if not host:
+        return "no host in it"
+    if parts.username is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "only https://HOST[:PORT] (no user, path, query or fragment)"
+    if port == 0:
+        return "port 0 is not a port"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _DNS_NAME.fullmatch(host):
+            return f"{host!r} is not a host name or IP address"
+    return None
 
 
 def context_names(name: str) -> tuple[str, str]:

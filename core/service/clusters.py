@@ -23,6 +23,7 @@ from core.kube import (
     Credentials,
     ExecCredential,
     KubeconfigPaths,
+    MergedView,
     UserRef,
     add_cluster_contexts,
     remove_cluster_contexts,
@@ -147,11 +148,15 @@ def sync_contexts(
     local context's name.
 
     Passthrough: kubectl trusts the cluster's CA and uses the configured user, or
-    Wicket's exec credential plugin. Inspect: kubectl's TLS ends at Wicket, so the
-    context trusts Wicket's CA (``inspect_ca``, known once the endpoint ran) and the
-    plugin hands kubectl the endpoint's token (``Desktop.token_of``); a configured user's
-    own credential would be refused by the endpoint. Without ``inspect_ca`` yet, the old
-    contexts are removed rather than left pointing at the wrong CA."""
+    Wicket's exec credential plugin; with a public server, ``wicket-NAME-public`` is the
+    same at the relay's public endpoint (plain TCP to the apiserver), else it is removed.
+    Inspect: kubectl's TLS ends at Wicket, so the context trusts Wicket's CA
+    (``inspect_ca``, known once the endpoint ran) and the plugin hands kubectl the
+    endpoint's token (``Desktop.token_of``); a configured user's own credential would be
+    refused by the endpoint. The apiserver would refuse that token too, so an inspect
+    cluster has no public context (:func:`public_context_server`). Without
+    ``inspect_ca`` yet, the old contexts are removed rather than left pointing at the
+    wrong CA."""
     if cfg.mode is Mode.INSPECT and not inspect_ca:
         remove_cluster_contexts(kubeconfig, cfg.name)
         return None
@@ -161,9 +166,33 @@ def sync_contexts(
     else:
         credentials: Credentials = UserRef(cfg.user) if cfg.user else plugin
         ca = cfg.cluster_ca.encode()
-        spec = ClusterSpec(cfg.name, cfg.port, ca, cfg.server_name, credentials, cfg.mode)
+        spec = ClusterSpec(
+            cfg.name,
+            cfg.port,
+            ca,
+            cfg.server_name,
+            credentials,
+            cfg.mode,
+            public_context_server(cfg),
+        )
     add_cluster_contexts(kubeconfig, spec)
     return context_names(cfg.name)[0]
+
+
+def public_context_server(cfg: ClusterConfig) -> str | None:
+    """The server of the cluster's ``wicket-NAME-public`` context; None: it has none
+    (no public server, or inspect mode)."""
+    if cfg.mode is Mode.INSPECT or not cfg.public_server:
+        return None
+    return cfg.public_server
+
+
+def written_public_server(view: MergedView, name: str) -> str | None:
+    """The server of the public context Wicket wrote for cluster ``name`` (None: none)."""
+    context = view.context(context_names(name)[1])
+    if context is None or context.wicket_cluster != name:
+        return None
+    return context.server
 
 
 def remove_contexts(kubeconfig: KubeconfigPaths, name: str) -> None:

@@ -5,21 +5,24 @@ desktop app, ``wicket up`` and ``wicket cluster``: every change is a locked
 read-modify-write (:func:`core.fsutil.update_locked`), so two writers take turns and
 neither loses the other's update. Readers need no lock.
 
-Schema (version 1)::
+Schema (version 2)::
 
-    {"version": 1,
+    {"version": 2,
      "demo": true,                                 # start the built-in demo in the app
      "demo_mode": "passthrough",                   # the demo's endpoint mode
      "relay": {"listen": "127.0.0.1:41234"},       # the embedded relay's saved address
      "clusters": [{"name": "lab", "relay": "embedded" | "HOST:PORT", "port": 43120,
                    "mode": "passthrough" | "inspect", "cluster_ca": PEM, "server_name": "",
                    "target": "HOST:PORT", "secrets": "keyring" | "encrypted-file" | "session",
-                   "user": ""}]}                  # a kubeconfig user, or "": the exec plugin
+                   "user": "",                    # a kubeconfig user, or "": the exec plugin
+                   "public_server": ""}]}         # https://HOST[:PORT] at the relay, or ""
 
-A file without ``version`` is the format the app wrote before (``{"demo", "clusters"}``)
-and is read as version 0; the next write saves it as version 1. A newer version, or a
+Older files are migrated on reading and saved as version 2 by the next write: version 1
+had no ``public_server`` (read as ""), and a file without ``version`` is the format the
+app wrote before (``{"demo", "clusters"}``), read as version 0. A newer version, or a
 file that does not parse, is refused with a :class:`~core.errors.ConfigError` naming the
-file and the field, and is left exactly as it is.
+file and the field, and is left exactly as it is: a Wicket that does not know a field
+must not write the file back without it (why ``public_server`` took a new version).
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from typing import Any
 
 from core import fsutil
 from core.errors import ConfigError
+from core.kube.model import public_server_problem
 from core.mode import Mode, mode_of
 from core.paths import data_dir
 from core.secrets import Storage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CONFIG_FILE = "clusters.json"
 EMBEDDED = "embedded"
 DEFAULT_RELAY_LISTEN = "127.0.0.1:0"  # the embedded relay's first start: any free port
@@ -56,6 +60,13 @@ def describe_storage(storage: Storage) -> str:
     return _STORAGE_TEXT[storage]
 
 
+def check_public_server(url: str) -> None:
+    """A cluster's public server is "" (none) or ``https://HOST[:PORT]``."""
+    problem = public_server_problem(url) if url else None
+    if problem is not None:
+        raise ConfigError(f"public server {url!r}: {problem}")
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """A cluster the user added: everything needed to bring its local endpoint back."""
@@ -69,10 +80,12 @@ class ClusterConfig:
     target: str = ""  # HOST:PORT of the apiserver as the agent sees it
     secrets: SecretStorage = SecretStorage.KEYRING
     user: str = ""  # the kubeconfig user kubectl uses; "": Wicket's credential plugin
+    public_server: str = ""  # the relay's public endpoint, https://HOST[:PORT]; "": none
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", mode_of(self.mode))
         object.__setattr__(self, "secrets", SecretStorage(self.secrets))
+        check_public_server(self.public_server)
 
     @property
     def embedded(self) -> bool:
@@ -228,9 +241,10 @@ def _from_doc(doc: dict[str, Any], where: _Where) -> DesktopConfig:
 def _cluster(item: object, where: _Where) -> ClusterConfig:
     if not isinstance(item, dict):
         raise where.error("expected an object")
-    text = {
-        k: _get(item, k, str, "", where) for k in ("cluster_ca", "server_name", "target", "user")
-    }
+    keys = ("cluster_ca", "server_name", "target", "user", "public_server")
+    text = {k: _get(item, k, str, "", where) for k in keys}
+    if text["public_server"] and (problem := public_server_problem(text["public_server"])):
+        raise where.child("public_server").error(f"{text['public_server']!r}: {problem}")
     port = _get(item, "port", int, 0, where)
     if not 0 <= port <= 65535:
         raise where.child("port").error(f"port {port} is out of range")

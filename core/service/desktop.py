@@ -12,11 +12,13 @@ configuration (:mod:`core.service.config`):
   reason the cluster list shows.
 * a local endpoint per cluster, on its saved port (a port picked at the first start is
   saved too).
+* each cluster's ``wicket-NAME-public`` kubectl context, when it has a public server:
+  written or removed at start and whenever the public server changes.
 
 It polls the configuration file's stat every second and reconciles: a cluster added by
-``wicket cluster add`` starts, a removed one stops, a changed one restarts. A cluster
-that fails to start stays in the configuration, with the reason in :attr:`problems`,
-and is retried.
+``wicket cluster add`` starts, a removed one stops, a changed one restarts (unless only
+its public server changed: that is a context, not an endpoint). A cluster that fails to
+start stays in the configuration, with the reason in :attr:`problems`, and is retried.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from core.aio.lifecycle import cancel_and_wait
 from core.aio.relay import Relay, RelayConfig
 from core.cli.tunnel import endpoint_token, host_port
 from core.demo.embedded import DemoStack
-from core.errors import ConfigError, SecretStoreError, TunnelError, WicketError
+from core.errors import ConfigError, KubeconfigError, SecretStoreError, TunnelError, WicketError
 from core.format import utcnow
-from core.kube import KubeconfigPaths
+from core.kube import KubeconfigPaths, load_merged
 from core.mode import Mode
 from core.pki.identity import Role
 from core.pki.tokens import Token, parse
@@ -110,6 +112,7 @@ class Desktop:
         self._running: dict[str, ClusterConfig] = {}
         self._provisional: set[str] = set()  # a setup's endpoint, not saved yet
         self.join_tokens: dict[str, str] = {}  # the last one issued per cluster
+        self._public_checked: dict[str, str | None] = {}  # cluster -> its public context
         self._poll = poll
         self._stamp: tuple[int, int, int] | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -228,14 +231,19 @@ class Desktop:
         async with self._guard():
             wanted = {c.name: c for c in self.config.clusters if c.name not in self.held}
             for name, running in list(self._running.items()):
-                if name not in self._provisional and wanted.get(name) != running:
-                    removed = self.config.cluster(name) is None
-                    await self._stop_cluster(name, removed=removed)
+                if name in self._provisional or wanted.get(name) == running:
+                    continue
+                if _same_endpoint(wanted.get(name), running):
+                    self._running[name] = wanted[name]  # a new public server only
+                    continue
+                removed = self.config.cluster(name) is None
+                await self._stop_cluster(name, removed=removed)
             for name in set(self.problems) - set(wanted):
                 del self.problems[name]
             for cfg in wanted.values():
                 if cfg.name not in self._running:
                     await self._try_start(cfg)
+            await self._sync_public_contexts()
 
     def _guard(self) -> asyncio.Lock:
         """One change of the running parts at a time (made on first use, on the loop)."""
@@ -270,9 +278,44 @@ class Desktop:
         log.info("cluster %s: local endpoint %s", cfg.name, endpoint.url)
         return endpoint
 
-    async def _sync_contexts(self, cfg: ClusterConfig, inspect_ca: bytes = b"") -> None:
-        if cfg.cluster_ca and cfg.port:
-            await asyncio.to_thread(clusters.sync_contexts, self.kubeconfig, cfg, inspect_ca)
+    async def _sync_contexts(self, cfg: ClusterConfig, inspect_ca: bytes = b"") -> bool:
+        """Write the cluster's contexts; False if it has none to write (no CA or port)."""
+        if not (cfg.cluster_ca and cfg.port):
+            return False
+        await asyncio.to_thread(clusters.sync_contexts, self.kubeconfig, cfg, inspect_ca)
+        return True
+
+    async def _sync_public_contexts(self) -> None:
+        """Write or remove ``wicket-NAME-public`` where the kubeconfig is not in step
+        with what a cluster's configuration asks for; checked at start and when that
+        changes (``wicket cluster set`` and Edit write it themselves, and then this finds
+        it in step). A kubeconfig that cannot be written is logged and not retried until
+        the configuration changes again."""
+        configured = {c.name: c for c in self.config.clusters if c.name not in self._provisional}
+        for name in set(self._public_checked) - set(configured):
+            del self._public_checked[name]
+        todo = {  # "": never checked (a wanted server is None or a URL)
+            name: wanted
+            for name, cfg in configured.items()
+            if self._public_checked.get(name, "") != (wanted := clusters.public_context_server(cfg))
+        }
+        if not todo:
+            return
+        try:
+            view = await asyncio.to_thread(load_merged, self.kubeconfig)
+        except KubeconfigError as exc:
+            view = None
+            log.warning("the public contexts cannot be checked: %s", exc)
+        for name, wanted in todo.items():
+            self._public_checked[name] = wanted
+            if view is None or clusters.written_public_server(view, name) == wanted:
+                continue
+            current = self._running.get(name, configured[name])  # the port the endpoint has
+            try:
+                if await self._sync_contexts(current, self._inspect_ca()):
+                    log.info("cluster %s: public context %s", name, wanted or "removed")
+            except WicketError as exc:
+                log.warning("cluster %s: its public context stays as it was: %s", name, exc)
 
     async def _stop_cluster(self, name: str, *, removed: bool) -> None:
         self._running.pop(name, None)
@@ -371,17 +414,30 @@ class Desktop:
         await self.update(lambda c: c.drop(name))
         return removal.problems
 
-    async def edit(self, name: str, *, mode: Mode | None = None, port: int | None = None) -> None:
-        """Change the cluster's mode or local port; the endpoint restarts with them and
-        the kubectl context follows (inspect: Wicket's CA and the endpoint's token; it
-        is written again once the endpoint serves). The demo takes a mode only."""
+    async def edit(
+        self,
+        name: str,
+        *,
+        mode: Mode | None = None,
+        port: int | None = None,
+        public_server: str | None = None,
+    ) -> None:
+        """Change the cluster's mode, local port or public server ("": none). A new mode
+        or port restarts the endpoint; the kubectl contexts follow (inspect: Wicket's CA
+        and the endpoint's token, written again once the endpoint serves; the public
+        context: see :func:`clusters.sync_contexts`). The demo takes a mode only."""
         if name == DEMO and self.config.cluster(name) is None:
             await self._edit_demo(mode)
             return
         cfg = self.config.cluster(name)
         if cfg is None:
             raise ConfigError(f"no cluster {name!r}")
-        changed = replace(cfg, mode=mode or cfg.mode, port=cfg.port if port is None else port)
+        changed = replace(
+            cfg,
+            mode=mode or cfg.mode,
+            port=cfg.port if port is None else port,
+            public_server=cfg.public_server if public_server is None else public_server,
+        )
         if changed.mode is Mode.INSPECT and cfg.user:
             raise ConfigError(
                 f"{name} cannot inspect: kubectl authenticates as the kubeconfig user "
@@ -548,6 +604,13 @@ def relay_port_taken(listen: str, exc: OSError) -> str:
         f"({exc.strerror or exc}); agents dial that address, so Wicket does not move it "
         "silently: stop what holds the port, or choose another one "
         "(wicket up --relay-port P, 0 for any free port; agents then need new join tokens)"
+    )
+
+
+def _same_endpoint(wanted: ClusterConfig | None, running: ClusterConfig) -> bool:
+    """Whether ``wanted`` differs from ``running`` in its public server at most."""
+    return wanted is not None and replace(wanted, public_server="") == replace(
+        running, public_server=""
     )
 
 

@@ -302,7 +302,9 @@ def test_load_merged_marks_wicket_contexts(config: Path) -> None:
         ({"name": "bad name"}, "invalid cluster name"),
         ({"port": 0}, "out of range"),
         ({"ca_pem": b"nope"}, "not a PEM"),
-        ({"public_server": "http://x"}, "https URL"),
+        ({"public_server": "http://x"}, "public server 'http://x': not an https:// URL"),
+        ({"public_server": "https://k.example/api"}, "no user, path, query or fragment"),
+        ({"public_server": "https://k.example:0"}, "port 0 is not a port"),
         ({"tls_server_name": ""}, "tls-server-name"),
     ],
 )

@@ -1,10 +1,13 @@
-"""The desktop configuration: migrated from the app's old format, validated, refused
-when newer or damaged (and then left as it is), changed one writer at a time."""
+"""The desktop configuration: migrated from the app's old format and from version 1,
+validated, refused when newer or damaged (and then left as it is), changed one writer at
+a time."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from core.service.config import (
     ClusterConfig,
     DesktopConfig,
     SecretStorage,
+    cluster_doc,
 )
 
 OLD_FORMAT = {
@@ -34,6 +38,29 @@ OLD_FORMAT = {
 }
 
 
+LAB_V1 = {
+    "name": "lab",
+    "relay": "embedded",
+    "port": 43120,
+    "mode": "passthrough",
+    "cluster_ca": "PEM",
+    "server_name": "lab.example",
+    "target": "10.0.0.1:6443",
+    "secrets": "encrypted-file",
+    "user": "",
+}
+VERSION_1 = {
+    "version": 1,
+    "demo": True,
+    "demo_mode": "inspect",
+    "relay": {"listen": "127.0.0.1:41234"},
+    "clusters": [
+        LAB_V1,
+        {"name": "far", "relay": "relay.example:443", "port": 43121, "user": "admin"},
+    ],
+}
+
+
 def test_the_apps_old_format_is_read_and_written_back_versioned(tmp_path: Path) -> None:
     path = tmp_path / "clusters.json"
     path.write_text(json.dumps(OLD_FORMAT))
@@ -45,11 +72,74 @@ def test_the_apps_old_format_is_read_and_written_back_versioned(tmp_path: Path) 
     assert config.clusters[0].secrets is SecretStorage.KEYRING
     DesktopConfig.update(path, lambda c: setattr(c, "relay_listen", "127.0.0.1:7000"))
     doc = json.loads(path.read_text())
-    assert doc["version"] == SCHEMA_VERSION
+    assert doc["version"] == SCHEMA_VERSION == 2
     assert doc["relay"] == {"listen": "127.0.0.1:7000"}
     assert doc["clusters"][0]["mode"] == "inspect"
+    assert doc["clusters"][0]["public_server"] == ""
     assert DesktopConfig.load(path).clusters == config.clusters
     assert path.stat().st_mode & 0o077 == 0
+
+
+def test_version_1_is_migrated_and_the_public_server_kept(tmp_path: Path) -> None:
+    path = tmp_path / "clusters.json"
+    path.write_text(json.dumps(VERSION_1))
+    config = DesktopConfig.load(path)
+    lab, far = config.clusters
+    assert lab == ClusterConfig(
+        "lab",
+        "embedded",
+        43120,
+        Mode.PASSTHROUGH,
+        "PEM",
+        "lab.example",
+        "10.0.0.1:6443",
+        SecretStorage.ENCRYPTED_FILE,
+    )
+    assert (far.relay, far.user, far.public_server) == ("relay.example:443", "admin", "")
+    assert (config.demo_mode, config.relay_listen) == (Mode.INSPECT, "127.0.0.1:41234")
+
+    public = "https://relay.example:7443"
+    DesktopConfig.update(path, lambda c: c.put(replace(lab, public_server=public)))
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 2
+    assert doc["clusters"] == [{**LAB_V1, "public_server": public}, cluster_doc(far)]
+    assert cluster_doc(far)["public_server"] == ""
+    again = DesktopConfig.load(path)
+    assert again.clusters == [replace(lab, public_server=public), far]
+    assert (again.demo_mode, again.relay_listen) == (Mode.INSPECT, "127.0.0.1:41234")
+    DesktopConfig.update(path, lambda c: c.put(replace(lab, public_server="")))
+    assert DesktopConfig.load(path).clusters == [lab, far]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://relay.example:7443", "not an https:// URL"),
+        ("relay.example:7443", "not an https:// URL"),
+        ("https://:7443", "no host in it"),
+        ("https://relay.example:99999", "Port out of range"),
+        ("https://relay.example:7443/api", "no user, path, query or fragment"),
+        ("https://relay example", "is not a host name"),
+    ],
+)
+def test_a_public_server_that_is_no_https_url_is_refused(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    path = tmp_path / "clusters.json"
+    content = json.dumps(
+        {**VERSION_1, "version": 2, "clusters": [{"name": "x", "public_server": url}]}
+    )
+    path.write_text(content)
+    with pytest.raises(ConfigError) as refused:
+        DesktopConfig.load(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: clusters[0].public_server: {url!r}: ")
+    assert problem in message and message.endswith("left as it is")
+    with pytest.raises(ConfigError):
+        DesktopConfig.update(path, lambda c: c.drop("x"))
+    assert path.read_text() == content  # byte for byte
+    with pytest.raises(ConfigError, match=f"public server {re.escape(repr(url))}: "):
+        ClusterConfig("x", "embedded", 0, public_server=url)  # nor from code
 
 
 @pytest.mark.parametrize(

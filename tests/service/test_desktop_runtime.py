@@ -19,7 +19,7 @@ from core.aio.endpoint import LocalEndpoint, RelayClient
 from core.aio.relay import RelayConfig
 from core.errors import ConfigError, UpstreamUnavailable
 from core.format import utcnow
-from core.kube import KubeconfigPaths
+from core.kube import KubeconfigPaths, load_merged
 from core.mode import Mode
 from core.pki.ca import create_ca
 from core.pki.tokens import parse
@@ -360,3 +360,43 @@ async def test_an_inspect_cluster_gets_a_context_that_trusts_wicket(
     cluster, _ = _local_context(home)
     assert base64.b64decode(str(cluster["certificate-authority-data"])) == cluster_ca
     assert cluster["tls-server-name"] == "api"
+
+
+def _public_server(home: Path) -> str | None:
+    """The server of the ``wicket-lab-public`` context (None: there is none)."""
+    view = load_merged(KubeconfigPaths.resolve(env=os.environ, home=str(home)))
+    context = view.context("wicket-lab-public")
+    return context.server if context is not None else None
+
+
+async def test_the_public_context_follows_the_configuration(run: Running, home: Path) -> None:
+    """Written at start and on a change of the file (as ``wicket cluster set`` makes it),
+    removed when cleared, without restarting the endpoint; none in inspect mode."""
+    public, moved = "https://relay.example:7443", "https://203.0.113.7:443"
+    cluster_ca = create_ca(utcnow(), common_name="lab CA").cert_pem.decode()
+    lab = ClusterConfig("lab", EMBEDDED, closed_port(), cluster_ca=cluster_ca, server_name="api")
+    run.change(lambda c: c.put(replace(lab, public_server=public)))
+    app = await run.start()
+    assert _public_server(home) == public  # at start: the port did not move, still written
+    endpoint = app.service.component("endpoint:lab")
+    assert isinstance(endpoint, LocalEndpoint)
+
+    run.change(lambda c: c.put(replace(lab, public_server=moved)))
+    await until(lambda: _public_server(home) == moved, "the new public server")
+    run.change(lambda c: c.put(lab))
+    await until(lambda: _public_server(home) is None, "the public context removed")
+    local = load_merged(KubeconfigPaths.resolve(env=os.environ, home=str(home)))
+    assert local.context("wicket-lab") is not None  # the local context stays
+    assert app.service.component("endpoint:lab") is endpoint  # never restarted for it
+
+    await app.edit("lab", public_server=public)  # the app's Edit
+    assert _public_server(home) == public
+    assert run.config().cluster("lab").public_server == public  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="not an https:// URL"):
+        await app.edit("lab", public_server="relay.example:7443")
+    assert _public_server(home) == public
+    await app.edit("lab", mode=Mode.INSPECT)  # the apiserver would refuse its token
+    await until(lambda: _public_server(home) is None, "no public context in inspect mode")
+    assert run.config().cluster("lab").public_server == public  # type: ignore[union-attr]
+    await app.edit("lab", mode=Mode.PASSTHROUGH)
+    assert _public_server(home) == public
