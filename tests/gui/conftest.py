@@ -1,4 +1,5 @@
-"""GUI tests: a qasync loop for async tests, a watchdog, and real in-process tunnels."""
+"""GUI tests: a qasync loop for async tests, a watchdog, real in-process tunnels, and
+the app started as a launch starts it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import QAbstractItemModel, QEvent
 from PySide6.QtWidgets import QApplication
 
+from core.kube import KubeconfigPaths
 from gui.aio import qasync_loop_factory
+from gui.backend import Backend
+from gui.shell import WicketApp
 from tests.support.home import fresh_home
 
 T = TypeVar("T")
@@ -37,6 +41,22 @@ def resolve(future: asyncio.Future[T], value: T) -> None:
     """Set a future's result once (a signal may fire again)."""
     if not future.done():
         future.set_result(value)
+
+
+async def started_app(tmp_path: Path, home: Path) -> WicketApp:
+    """The app on ``tmp_path/app`` and the fresh ``home``'s kubeconfig, started as a
+    launch starts it (no dialogs) and ready; the caller ends it with ``app.shutdown()``."""
+    paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
+    app = WicketApp(Backend(tmp_path / "app", paths), show_dialogs=False)
+    ready = asyncio.get_running_loop().create_future()
+    app.ready.connect(lambda: resolve(ready, None))
+    await app.start()
+    try:
+        await asyncio.wait_for(ready, 60)
+    except BaseException:
+        await app.shutdown()
+        raise
+    return app
 
 
 def pytest_asyncio_loop_factories(

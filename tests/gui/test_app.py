@@ -4,17 +4,13 @@ switches contexts (checked with kubectl) and connects clusters, Quit stops every
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
 
-from core.kube import KubeconfigPaths
 from gui.aio import wait_until
-from gui.backend import Backend
 from gui.models import HOP_ROLE, KEY_ROLE, column
-from gui.shell import WicketApp
-from tests.gui.conftest import resolve
+from tests.gui.conftest import resolve, started_app
 from tests.gui.kubectl import kubectl
 
 FOREIGN = """apiVersion: v1
@@ -38,13 +34,8 @@ async def test_first_run_demo_try_it_exec_and_tray(tmp_path: Path, home: Path) -
     kubeconfig = home / ".kube" / "config"
     kubeconfig.parent.mkdir(mode=0o700)
     kubeconfig.write_text(FOREIGN)
-    paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
-    app = WicketApp(Backend(tmp_path / "app", paths), show_dialogs=False)
-    ready = asyncio.get_running_loop().create_future()
-    app.ready.connect(lambda: resolve(ready, None))
-    await app.start()
+    app = await started_app(tmp_path, home)
     try:
-        await asyncio.wait_for(ready, 60)
         assert app.reporter.reported == []
         window, tray = app.window, app.tray
         assert app.demo is not None

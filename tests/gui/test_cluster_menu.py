@@ -4,14 +4,12 @@ agent); the list, the tray, its tooltip and the status bar show the same state."
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from pathlib import Path
 
 import pytest
 from PySide6.QtWidgets import QWidget
 
-from core.kube import KubeconfigPaths
 from core.pki.tokens import parse
 from core.service import ClusterView
 from gui.aio import wait_until
@@ -19,8 +17,7 @@ from gui.backend import CLUSTERS_FILE, DEMO, EMBEDDED, AppSettings, Backend, Clu
 from gui.cluster_dialogs import AgentCommandDialog, EditClusterDialog
 from gui.cluster_menu import DEMO_KEPT, ClusterMenu
 from gui.models import ClusterRow
-from gui.shell import WicketApp
-from tests.gui.conftest import resolve
+from tests.gui.conftest import resolve, started_app
 
 DISCARD = ("127.0.0.1", 9)  # the agent's target: nothing is sent through in this test
 
@@ -43,13 +40,8 @@ async def test_connect_disconnect_remove_and_one_state_everywhere(
     tmp_path: Path, home: Path
 ) -> None:
     AppSettings.update(tmp_path / "app" / CLUSTERS_FILE, save_lab)
-    paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
-    app = WicketApp(Backend(tmp_path / "app", paths), show_dialogs=False)
-    ready = asyncio.get_running_loop().create_future()
-    app.ready.connect(lambda: resolve(ready, None))
-    await app.start()
+    app = await started_app(tmp_path, home)
     try:
-        await asyncio.wait_for(ready, 60)
         backend, window, tray = app.backend, app.window, app.tray
         token = parse((await backend.agent_instructions("lab")).token)
 

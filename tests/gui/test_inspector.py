@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import re
 import subprocess
 import time
@@ -20,10 +19,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
-from core.kube import KubeconfigPaths
 from core.service import Mode
 from gui.aio import wait_until
-from gui.backend import CLUSTERS_FILE, AppSettings, Backend
+from gui.backend import CLUSTERS_FILE, AppSettings
 from gui.inspector import (
     REQUESTS,
     RequestsFilter,
@@ -34,8 +32,7 @@ from gui.inspector import (
 )
 from gui.main_window import MainWindow
 from gui.models import KEY_ROLE, stream_rows
-from gui.shell import WicketApp
-from tests.gui.conftest import check_model, resolve
+from tests.gui.conftest import check_model, started_app
 from tests.gui.kubectl import KUBECTL, kubectl, kubectl_env
 from tests.gui.test_models import snapshot, stream
 
@@ -107,13 +104,8 @@ async def test_kubectl_requests_in_the_inspector(
     AppSettings.update(
         tmp_path / "app" / CLUSTERS_FILE, lambda c: setattr(c, "demo_mode", Mode.INSPECT)
     )
-    paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
-    app = WicketApp(Backend(tmp_path / "app", paths), show_dialogs=False)
-    ready = asyncio.get_running_loop().create_future()
-    app.ready.connect(lambda: resolve(ready, None))
-    await app.start()
+    app = await started_app(tmp_path, home)
     try:
-        await asyncio.wait_for(ready, 60)
         window = app.window
         inspector = window.inspector
         assert window.tabs.tabText(window.tabs.indexOf(inspector)) == "&Requests"

@@ -8,7 +8,6 @@ and the choice is saved (the next launch starts the demo in it).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 from pathlib import Path
@@ -18,11 +17,10 @@ from ruamel.yaml import YAML
 
 from core.kube import KubeconfigPaths
 from gui.aio import wait_until
-from gui.backend import CLUSTERS_FILE, DEMO, AppSettings, Backend
+from gui.backend import CLUSTERS_FILE, DEMO, AppSettings
 from gui.cluster_dialogs import INSPECT_EXPLAINED, EditClusterDialog
 from gui.models import column
-from gui.shell import WicketApp
-from tests.gui.conftest import resolve
+from tests.gui.conftest import started_app
 from tests.gui.kubectl import kubectl
 
 
@@ -37,12 +35,8 @@ def demo_ca(kubeconfig: Path) -> bytes:
 async def test_the_demo_switches_to_inspect_and_back(tmp_path: Path, home: Path) -> None:
     paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
     kubeconfig = Path(paths.default_file)
-    app = WicketApp(Backend(tmp_path / "app", paths), show_dialogs=False)
-    ready = asyncio.get_running_loop().create_future()
-    app.ready.connect(lambda: resolve(ready, None))
-    await app.start()
+    app = await started_app(tmp_path, home)
     try:
-        await asyncio.wait_for(ready, 60)
         backend, window = app.backend, app.window
         menu = window.cluster_menu
         assert window.selected_cluster == DEMO and menu.edit_action.isEnabled()

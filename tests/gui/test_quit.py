@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from core.kube import KubeconfigPaths
 from gui.aio import wait_until
-from gui.backend import Backend
 from gui.shell import WicketApp
-from tests.gui.conftest import resolve
+from tests.gui.conftest import started_app
 from tests.gui.kubectl import kubectl
 
 
@@ -40,14 +37,9 @@ async def test_quit_with_a_live_exec_asks_first(
     tmp_path: Path, home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    paths = KubeconfigPaths.resolve(env=os.environ, home=str(home))
-    app = WicketApp(Backend(tmp_path / "app", paths), show_dialogs=False)
-    ready = asyncio.get_running_loop().create_future()
-    app.ready.connect(lambda: resolve(ready, None))
-    await app.start()
+    app = await started_app(tmp_path, home)
     exec_run = None
     try:
-        await asyncio.wait_for(ready, 60)
         window = app.window
         assert window.tabs.currentWidget() is window.try_it  # no stream has run yet
         exec_run = asyncio.ensure_future(
