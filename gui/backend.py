@@ -193,11 +193,18 @@ class Backend:
             raise ConfigError(f"{name} removed, but " + "; ".join(problems))
 
     async def edit_cluster(
-        self, name: str, *, mode: Mode | str | None = None, port: int | None = None
+        self,
+        name: str,
+        *,
+        mode: Mode | str | None = None,
+        port: int | None = None,
+        public_server: str | None = None,
     ) -> None:
-        """Change the cluster's endpoint mode or local port (it restarts with them)."""
+        """Change the cluster's endpoint mode or local port (it restarts with them), or
+        its public server ("": none; the ``wicket-NAME-public`` context follows)."""
         new_mode = Mode(mode) if mode is not None else None
-        await self.core.call(self.desktop.edit(name, mode=new_mode, port=port))
+        edit = self.desktop.edit(name, mode=new_mode, port=port, public_server=public_server)
+        await self.core.call(edit)
 
     async def agent_instructions(self, name: str) -> AgentInstructions:
         """The agent's command line and manifests again (a fresh join token when the

@@ -104,24 +104,30 @@ class ClusterMenu(QObject):
             raise ConfigError(f"{name} removed, but " + "; ".join(problems))
 
     def open_edit(self) -> None:
-        """The selected cluster's mode and local port (the demo's mode), in a dialog;
-        Save applies them."""
+        """The selected cluster's mode, local port and public server (the demo's mode),
+        in a dialog; Save applies them."""
         if self.row is None:
             return
         cfg = self.backend.cluster_config(self.row.name)
+        dialog: EditClusterDialog
         if cfg is not None:
-            name, mode, port = cfg.name, str(cfg.mode), cfg.port
+            dialog = EditClusterDialog(
+                cfg.name, str(cfg.mode), cfg.port, cfg.public_server, self.parent_widget
+            )
         elif self.row.name == DEMO:
-            name, mode, port = DEMO, str(self.backend.settings.demo_mode), 0
+            mode = str(self.backend.settings.demo_mode)
+            dialog = EditClusterDialog(DEMO, mode, 0, parent=self.parent_widget)
         else:
             return
-        dialog = EditClusterDialog(name, mode, port, self.parent_widget)
         dialog.edited.connect(self._edit)
         show_kept(dialog, self.dialogs)
 
-    @async_slot(str, str, int)
-    async def _edit(self, name: str, mode: str, port: int) -> None:
-        await self.backend.edit_cluster(name, mode=mode, port=port or None)
+    @async_slot(str, str, int, str)
+    async def _edit(self, name: str, mode: str, port: int, public_server: str) -> None:
+        configured = self.backend.cluster_config(name) is not None
+        await self.backend.edit_cluster(
+            name, mode=mode, port=port or None, public_server=public_server if configured else None
+        )
 
     @async_slot()
     async def _show_agent(self) -> None:

@@ -15,6 +15,7 @@ from core.demo.embedded import CONTEXT as DEMO_CONTEXT
 from core.demo.embedded import DemoStack
 from core.format import host_port, human_bytes
 from core.kube import KubeconfigPaths, MergedView, Mode, load_merged, use_context
+from core.kube.model import context_names, public_server_problem
 from core.pki.tokens import TokenKind
 from core.pki.tokens import parse as parse_token
 from core.service.clusters import AgentInstructions
@@ -74,6 +75,7 @@ __all__ = [
     "VersionProbe",
     "WicketService",
     "cli_main",
+    "context_names",
     "default_state_dir",
     "describe_storage",
     "host_port",
@@ -81,6 +83,7 @@ __all__ = [
     "load_enrollment",
     "load_merged",
     "parse_token",
+    "public_server_problem",
     "headless_passphrase",
     "use_context",
     "use_relay",

@@ -1,25 +1,31 @@
 """The Cluster menu and the list's context menu on a real cluster (embedded relay, a real
-agent); the list, the tray, its tooltip and the status bar show the same state."""
+agent); the list, the tray, its tooltip and the status bar show the same state. Edit…
+sets and clears a cluster's public server, and refuses one that is not a URL."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 
 import pytest
 from PySide6.QtWidgets import QWidget
 
+from core.format import utcnow
+from core.kube import KubeconfigPaths, load_merged
+from core.pki.ca import create_ca
 from core.pki.tokens import parse
 from core.service import ClusterView
 from gui.aio import wait_until
 from gui.backend import CLUSTERS_FILE, DEMO, EMBEDDED, AppSettings, Backend, ClusterConfig
-from gui.cluster_dialogs import AgentCommandDialog, EditClusterDialog
+from gui.cluster_dialogs import NO_PUBLIC_IN_INSPECT, AgentCommandDialog, EditClusterDialog
 from gui.cluster_menu import DEMO_KEPT, ClusterMenu
 from gui.models import ClusterRow
 from tests.gui.conftest import resolve, started_app
 
 DISCARD = ("127.0.0.1", 9)  # the agent's target: nothing is sent through in this test
+PUBLIC = "https://relay.example:7443"
 
 
 def save_lab(settings: AppSettings) -> None:
@@ -164,3 +170,84 @@ def test_actions_follow_the_row_and_the_demo_is_not_removed(tmp_path: Path, home
     for action in (menu.edit_action, menu.agent_action):
         assert not action.isEnabled()  # neither is a configured cluster of this backend
     parent.deleteLater()
+
+
+def public_server(home: Path, context: str = "wicket-lab-public") -> str | None:
+    """The server of ``context`` in the kubeconfig (None: there is no such context)."""
+    view = load_merged(KubeconfigPaths.resolve(env=os.environ, home=str(home)))
+    found = view.context(context)
+    return found.server if found is not None else None
+
+
+def saved_public(backend: Backend) -> str | None:
+    cfg = backend.cluster_config("lab")
+    return cfg.public_server if cfg is not None else None
+
+
+@pytest.mark.timeout(90)
+async def test_edit_sets_and_clears_the_public_server(tmp_path: Path, home: Path) -> None:
+    """Cluster → Edit… on a cluster at the embedded relay (no agent needed): a URL that
+    is not https://HOST[:PORT] keeps Save disabled and says why; a good one is saved and
+    kubectl gets wicket-lab-public; cleared, that context goes and the local one stays."""
+    ca = create_ca(utcnow(), common_name="lab CA").cert_pem.decode()
+
+    def save(settings: AppSettings) -> None:
+        settings.demo = False
+        settings.put(ClusterConfig("lab", EMBEDDED, 0, cluster_ca=ca, server_name="api"))
+
+    AppSettings.update(tmp_path / "app" / CLUSTERS_FILE, save)
+    app = await started_app(tmp_path, home)
+    try:
+        backend, window = app.backend, app.window
+        menu = window.cluster_menu
+        await wait_until(lambda: window.selected_cluster == "lab", 15, what="lab selected")
+        await wait_until(lambda: public_server(home, "wicket-lab") is not None, 15, what="local")
+        menu.edit_action.trigger()
+        (edit,) = menu.dialogs
+        assert isinstance(edit, EditClusterDialog)
+        assert edit.public.text() == "" and edit.save.isEnabled()
+        for bad, why in (
+            ("http://relay.example:7443", "not an https:// URL"),
+            ("https://relay.example:7443/k8s", "no user, path, query or fragment"),
+            ("https://relay.example:70000", "Port out of range"),
+        ):
+            edit.public.setText(bad)
+            assert not edit.save.isEnabled(), bad
+            assert edit.public_note.text().startswith("Cannot save: ") and why in (
+                edit.public_note.text()
+            )
+        edit.accept()  # Enter in the line edit: nothing is saved
+        assert edit.isVisible() and menu.dialogs == [edit]
+        edit.public.setText(f"  {PUBLIC}  ")
+        assert edit.save.isEnabled()
+        assert "kubectl --context wicket-lab-public" in edit.public_note.text()
+        edit.mode.setCurrentText("inspect")
+        assert edit.public_note.text() == NO_PUBLIC_IN_INSPECT and edit.save.isEnabled()
+        edit.mode.setCurrentText("passthrough")
+        edit.save.click()
+        await wait_until(lambda: saved_public(backend) == PUBLIC, 15, what="saved")
+        assert public_server(home) == PUBLIC  # written before the configuration
+        saved = AppSettings.load(tmp_path / "app" / CLUSTERS_FILE).cluster("lab")
+        assert saved is not None and saved.public_server == PUBLIC
+
+        menu.edit_action.trigger()
+        again = menu.dialogs[-1]
+        assert isinstance(again, EditClusterDialog) and again.public.text() == PUBLIC
+        again.public.clear()
+        assert again.save.isEnabled() and again.public_note.text() == ""
+        again.save.click()
+        await wait_until(lambda: saved_public(backend) == "", 15, what="cleared")
+        assert public_server(home) is None
+        cfg = backend.cluster_config("lab")
+        assert cfg is not None
+        assert public_server(home, "wicket-lab") == f"https://127.0.0.1:{cfg.port}"
+        assert app.reporter.reported == []
+    finally:
+        await app.shutdown()
+
+
+def test_the_demos_edit_has_no_public_server() -> None:
+    edit = EditClusterDialog(DEMO, "passthrough", 0)
+    assert not edit.port.isEnabled()
+    assert edit.public.parent() is None  # not in the form
+    edit.deleteLater()
