@@ -6,9 +6,14 @@ kubeconfig, in argv or in the environment. It comes from, in turn: the running W
 (app or ``wicket up``) over the credential socket, the keyring, the encrypted file.
 
 ``KUBERNETES_EXEC_INFO`` is honoured: the reply uses the apiVersion kubectl asked for,
-and ``spec.interactive`` decides whether the plugin may ask for the passphrase of the
-encrypted file on the terminal (``WICKET_PASSPHRASE_FILE`` works either way). Failures
-go to stderr with exit status 1, name the one thing to do, and never name the token.
+and ``spec.interactive`` alone decides whether the plugin may ask for the passphrase of
+the encrypted file on the terminal (``WICKET_PASSPHRASE_FILE`` works either way). Wicket
+writes ``interactiveMode: IfAvailable``, so kubectl says yes when its stdin is a terminal
+it does not need itself (and hands it to the plugin), and no otherwise: from a GUI, a
+script, a pipe. Run by hand, without ``KUBERNETES_EXEC_INFO``, the plugin asks when its
+stdin is a terminal.
+Failures go to stderr with exit status 1, name the one thing to do, and never name the
+token.
 """
 
 from __future__ import annotations
@@ -76,9 +81,10 @@ def _from_file(key: str, path: Path, interactive: bool) -> tuple[str | None, str
     passphrase = passphrase_from_environment(path, interactive=interactive)
     if passphrase is None:
         raise SecretBackendUnavailable(
-            f"it may be in the passphrase-encrypted {path}, and kubectl runs this plugin "
-            "without a terminal: start Wicket (wicket up, or the app), or set "
-            "interactiveMode: IfAvailable in the kubeconfig so this plugin may ask"
+            f"it may be in the passphrase-encrypted {path}, and kubectl gave this plugin no "
+            "terminal to ask for its passphrase on: start Wicket (wicket up, or the app), or "
+            "run kubectl in a terminal (its user entry needs interactiveMode: IfAvailable, as "
+            "Wicket writes it)"
         )
     return encrypted_file_store(passphrase, path).get_sync(key), f"not in {path}"
 

@@ -48,7 +48,10 @@ class UserRef:
 class ExecCredential:
     """A Wicket-owned exec plugin user that runs ``<command> credential --cluster NAME``.
 
-    The secret stays in the OS keyring; the kubeconfig only names the command.
+    The secret stays in the OS keyring; the kubeconfig only names the command. Its
+    ``interactiveMode: IfAvailable`` lets kubectl hand the plugin its terminal when it has
+    one, and say so (``spec.interactive``), so the plugin may ask for the encrypted file's
+    passphrase there; run from a GUI or a script, kubectl says no and the plugin never asks.
     """
 
     command: str
@@ -203,7 +206,7 @@ def desired_entries(spec: ClusterSpec) -> tuple[Entry, ...]:
             "apiVersion": EXEC_API_VERSION,
             "command": creds.command,
             "args": ["credential", "--cluster", spec.name],
-            "interactiveMode": "Never",
+            "interactiveMode": "IfAvailable",
             "provideClusterInfo": False,
         }
         entries.append(Entry("users", local, {"exec": exec_, "extensions": [marker(spec)]}))

@@ -110,7 +110,7 @@ def test_kubectl_reads_wicket_entries(tmp_path: Path, monkeypatch: pytest.Monkey
     assert exec_["command"] == WICKET_BIN
     assert exec_["args"] == ["credential", "--cluster", "prod"]
     assert exec_["apiVersion"] == "client.authentication.k8s.io/v1"
-    assert exec_["interactiveMode"] == "Never"
+    assert exec_["interactiveMode"] == "IfAvailable"
     assert exec_.get("provideClusterInfo", False) is False
 
 

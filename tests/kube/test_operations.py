@@ -76,7 +76,7 @@ def test_new_file_in_new_directory(tmp_path: Path) -> None:
         "apiVersion": "client.authentication.k8s.io/v1",
         "command": WICKET_BIN,
         "args": ["credential", "--cluster", "prod"],
-        "interactiveMode": "Never",
+        "interactiveMode": "IfAvailable",
         "provideClusterInfo": False,
     }
     assert set(user) == {"exec", "extensions"}  # never a token

@@ -1,5 +1,6 @@
-"""A real SecretService (gnome-keyring-daemon on a private D-Bus session), and an HTTPS
-server standing in for a kube-apiserver that records the bearer tokens kubectl sends.
+"""A real SecretService (gnome-keyring-daemon on a private D-Bus session), an HTTPS
+server standing in for a kube-apiserver that records the bearer tokens kubectl sends, and
+a fresh HOME for the plugin (``tests.support.credential.plugin_env``).
 
 ``dbus-run-session`` starts a throwaway session bus and runs a small shell that starts
 ``gnome-keyring-daemon --unlock`` (passphrase on its stdin) in a throwaway HOME, prints
@@ -20,6 +21,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +42,17 @@ printf '%s' "$1" | gnome-keyring-daemon --unlock --components=secrets --foregrou
     >/dev/null 2>&1 &
 exec cat >/dev/null
 """
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A fresh HOME whose runtime dir (``xdg-run``) is short enough for a socket path."""
+    base = Path(tempfile.mkdtemp(prefix="wk-", dir="/tmp"))
+    (base / "xdg-run").mkdir(mode=0o700)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _need(tool: str) -> None:

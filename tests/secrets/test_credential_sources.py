@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,61 +16,28 @@ import pytest
 from core.secrets import encrypted_file_store, upstream_token_key
 from core.secrets.encrypted_file import ScryptCost
 from core.secrets.socket import CredentialServer
-from tests.secrets.test_credential_cli import _store_token_in_keyring
+from tests.secrets.test_credential_cli import store_token_in_keyring
+from tests.support.credential import (
+    FAIL,
+    NO_TERMINAL,
+    SECRET_SERVICE,
+    needs_kubectl,
+    plugin_env,
+    run_credential,
+    run_kubectl,
+    wicket_command,
+    write_kubeconfig,
+)
 
 pytestmark = pytest.mark.timeout(60)
-ROOT = Path(__file__).parents[2]
 RUNNING_TOKEN = "held-by-the-running-wicket-71c2"
 KEYRING_TOKEN = "upstream-tok-5f3a9c"
 FILE_TOKEN = "in-the-encrypted-file-0b9e"
-SECRET_SERVICE = "keyring.backends.SecretService.Keyring"
-FAIL = "keyring.backends.fail.Keyring"
-EXEC_V1 = '{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential"}'
 
 
-@pytest.fixture
-def home() -> Iterator[Path]:
-    """A fresh HOME whose runtime dir path fits in sun_path."""
-    base = Path(tempfile.mkdtemp(prefix="wk-", dir="/tmp"))
-    (base / "xdg-run").mkdir(mode=0o700)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _env(home: Path, backend: str | None, **extra: str) -> dict[str, str]:
-    """Fresh XDG dirs; no D-Bus session unless the test process has one (its fixture)."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "XDG_DATA_HOME": str(home / "data"),
-        "XDG_RUNTIME_DIR": str(home / "xdg-run"),
-        "LANG": "C.UTF-8",
-        "KUBERNETES_EXEC_INFO": EXEC_V1,
-    }
-    if backend is not None:
-        env["PYTHON_KEYRING_BACKEND"] = backend
-    if "DBUS_SESSION_BUS_ADDRESS" in os.environ:
-        env["DBUS_SESSION_BUS_ADDRESS"] = os.environ["DBUS_SESSION_BUS_ADDRESS"]
-    env.update(extra)
-    return env
-
-
-async def _credential(
-    env: dict[str, str], cluster: str = "prod"
-) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "core.cli", "credential", "--cluster", cluster],
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+async def _credential(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The plugin, off the loop: the running Wicket's server answers on this loop."""
+    return await asyncio.to_thread(run_credential, env)
 
 
 class Running:
@@ -103,7 +65,7 @@ async def test_the_running_wicket_answers_the_plugin(home: Path) -> None:
     running = Running(home, {"prod": RUNNING_TOKEN})
     await running.server.start()
     try:
-        proc = await _credential(_env(home, FAIL))
+        proc = await _credential(plugin_env(home, FAIL))
     finally:
         await running.server.stop()
     assert _token_of(proc) == RUNNING_TOKEN
@@ -111,7 +73,7 @@ async def test_the_running_wicket_answers_the_plugin(home: Path) -> None:
 
 
 async def test_nothing_to_ask_names_the_one_thing_to_do(home: Path) -> None:
-    env = _env(home, None)  # keyring's own choice, with no D-Bus session to find
+    env = plugin_env(home, None)  # keyring's own choice, with no D-Bus session to find
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
     proc = await _credential(env)
     assert proc.returncode == 1
@@ -127,7 +89,7 @@ async def test_a_running_wicket_without_the_cluster_says_add_it(home: Path) -> N
     running = Running(home, {})
     await running.server.start()
     try:
-        proc = await _credential(_env(home, FAIL))
+        proc = await _credential(plugin_env(home, FAIL))
     finally:
         await running.server.stop()
     assert proc.returncode == 1
@@ -138,13 +100,13 @@ async def test_a_running_wicket_without_the_cluster_says_add_it(home: Path) -> N
 async def test_the_keyring_answers_when_wicket_does_not_hold_it(
     secret_service: str, home: Path
 ) -> None:
-    _store_token_in_keyring()
-    proc = await _credential(_env(home, SECRET_SERVICE))  # nothing running
+    store_token_in_keyring()
+    proc = await _credential(plugin_env(home, SECRET_SERVICE))  # nothing running
     assert _token_of(proc) == KEYRING_TOKEN
     running = Running(home, {})  # running, but the token is kept in the keyring only
     await running.server.start()
     try:
-        proc = await _credential(_env(home, SECRET_SERVICE))
+        proc = await _credential(plugin_env(home, SECRET_SERVICE))
     finally:
         await running.server.stop()
     assert _token_of(proc) == KEYRING_TOKEN
@@ -167,11 +129,11 @@ def _encrypted_file(home: Path) -> None:
 async def test_the_file_opens_with_a_passphrase_file_without_a_terminal(home: Path) -> None:
     _encrypted_file(home)
     passphrase = _passphrase_file(home, 0o600)
-    proc = await _credential(_env(home, FAIL, WICKET_PASSPHRASE_FILE=str(passphrase)))
+    proc = await _credential(plugin_env(home, FAIL, WICKET_PASSPHRASE_FILE=str(passphrase)))
     assert _token_of(proc) == FILE_TOKEN
 
     passphrase.chmod(0o644)
-    proc = await _credential(_env(home, FAIL, WICKET_PASSPHRASE_FILE=str(passphrase)))
+    proc = await _credential(plugin_env(home, FAIL, WICKET_PASSPHRASE_FILE=str(passphrase)))
     assert proc.returncode == 1
     assert "mode 0644 lets others read it; run chmod 600" in proc.stderr
     assert FILE_TOKEN not in proc.stderr + proc.stdout
@@ -182,60 +144,27 @@ async def test_the_running_wicket_comes_before_the_file(home: Path) -> None:
     running = Running(home, {"prod": RUNNING_TOKEN})
     await running.server.start()
     try:
-        proc = await _credential(_env(home, FAIL))  # no terminal, no passphrase file
+        proc = await _credential(plugin_env(home, FAIL))  # no terminal, no passphrase file
     finally:
         await running.server.stop()
     assert _token_of(proc) == RUNNING_TOKEN
-    proc = await _credential(_env(home, FAIL))
+    proc = await _credential(plugin_env(home, FAIL))
     assert proc.returncode == 1
-    assert "start Wicket (wicket up, or the app), or set interactiveMode: IfAvailable" in (
-        proc.stderr
-    )
+    assert NO_TERMINAL in proc.stderr
 
 
+@needs_kubectl
 async def test_kubectl_works_while_wicket_runs(
     home: Path, fake_apiserver: tuple[str, Path, list[str | None]]
 ) -> None:
-    kubectl = ROOT / ".venv" / "bin" / "kubectl"
-    if not kubectl.exists():
-        kubectl = Path(shutil.which("kubectl") or "/nonexistent")
-    if not kubectl.exists():
-        pytest.skip("kubectl missing: run scripts/install-kubectl.sh")
     url, ca_path, seen = fake_apiserver
-    user = {
-        "exec": {
-            "apiVersion": "client.authentication.k8s.io/v1",
-            "command": sys.executable,
-            "args": ["-m", "core.cli", "credential", "--cluster", "prod"],
-            "interactiveMode": "Never",
-        }
-    }
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "p", "cluster": {"server": url, "certificate-authority": str(ca_path)}}
-        ],
-        "users": [{"name": "wicket-prod", "user": user}],
-        "contexts": [{"name": "p", "context": {"cluster": "p", "user": "wicket-prod"}}],
-        "current-context": "p",
-    }
-    path = home / "kubeconfig"
-    path.write_text(json.dumps(kubeconfig))
-    env = _env(home, FAIL)
-    del env["KUBERNETES_EXEC_INFO"]
+    kubeconfig = home / "kubeconfig"
+    write_kubeconfig(kubeconfig, url, ca_path, wicket_command(home / "bin"))
     running = Running(home, {"prod": RUNNING_TOKEN})
     await running.server.start()
     try:
         proc = await asyncio.to_thread(
-            subprocess.run,
-            [str(kubectl), "--kubeconfig", str(path), "get", "--raw", "/version"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=40,
-            check=False,
+            run_kubectl, plugin_env(home, FAIL), kubeconfig, "get", "--raw", "/version"
         )
     finally:
         await running.server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -21,7 +20,7 @@ from core.secrets import (
 )
 from core.secrets.passphrase import PASSPHRASE_FILE_ENV, read_passphrase_file
 from tests.secrets.fakes import FakeDictKeyring, new_backend
-from tests.secrets.test_credential_cli import _read_until
+from tests.support.credential import on_a_terminal
 
 pytestmark = pytest.mark.timeout(30)
 ROOT = Path(__file__).parents[2]
@@ -142,28 +141,12 @@ _PROMPT = textwrap.dedent(
 
 
 def _prompt_on_a_terminal(path: Path, answers: list[bytes]) -> bytes:
-    """Run the prompt under script(1), a real terminal, and type ``answers``."""
+    """Run the prompt on a real terminal and type ``answers``; what the terminal showed."""
     command = f"{sys.executable} -c '{_PROMPT}' {path}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(PASSPHRASE_FILE_ENV, None)
-    with subprocess.Popen(
-        ["script", "-qec", command, "/dev/null"],
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    ) as proc:
-        try:
-            assert proc.stdin is not None
-            seen = b""
-            for marker, answer in zip([b"Passphrase for", b"again"], answers, strict=False):
-                seen += _read_until(proc, marker, 15)
-                proc.stdin.write(answer + b"\n")
-                proc.stdin.flush()
-            rest, _ = proc.communicate(timeout=15)  # up to the child's exit
-        finally:
-            proc.kill()
-    return seen + rest
+    prompts = zip([b"Passphrase for", b"again"], answers, strict=False)
+    return on_a_terminal(command, env, list(prompts))[1]
 
 
 def test_a_new_file_asks_twice_on_the_terminal(tmp_path: Path) -> None:
