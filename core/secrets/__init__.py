@@ -11,20 +11,17 @@ without a window), ``wire`` and ``socket`` (the running Wicket answers
 from core.secrets.passphrase import open_store_from_environment, passphrase_from_environment
 from core.secrets.state import SecretStoreState, StateKind
 from core.secrets.store import (
-    Fallback,
     SecretStore,
     Storage,
     encrypted_file_store,
     keyring_store,
     memory_store,
-    open_secret_store,
     open_store,
     probe_keyring,
     upstream_token_key,
 )
 
 __all__ = [
-    "Fallback",
     "SecretStore",
     "SecretStoreState",
     "StateKind",
@@ -32,7 +29,6 @@ __all__ = [
     "encrypted_file_store",
     "keyring_store",
     "memory_store",
-    "open_secret_store",
     "open_store",
     "open_store_from_environment",
     "passphrase_from_environment",

@@ -1,9 +1,9 @@
-"""The secret store the app and the CLI use, and the policy that picks its vault.
+"""The secret store the app and the CLI use, and the user's choice of its vault.
 
-Policy: a secure desktop keyring when there is one (LOCKED counts: using it makes the
-desktop prompt for the unlock). Otherwise the user chooses, and the app shows the
-choice: a file encrypted with a key derived from a passphrase, or not remembering
-secrets after Wicket quits. Plaintext is never an option.
+:func:`open_store` opens the :class:`Storage` the user chose: a secure desktop keyring
+(LOCKED counts: using it makes the desktop prompt for the unlock), a file encrypted with
+a key derived from a passphrase, or this session only (not remembered after Wicket
+quits). The keyring is offered first when there is one. Plaintext is never an option.
 
 Every vault call runs in a daemon thread with a deadline (:mod:`core.secrets.deadline`):
 the async methods keep the event loop (and the UI painting on it) free, and the sync
@@ -46,13 +46,6 @@ class Storage(enum.Enum):
     KEYRING = "keyring"
     ENCRYPTED_FILE = "encrypted-file"
     SESSION = "session"
-
-
-class Fallback(enum.Enum):
-    """What to do when there is no secure keyring (the user's choice, remembered)."""
-
-    ENCRYPTED_FILE = "encrypted-file"
-    NOT_REMEMBERING = "not-remembering"
 
 
 def upstream_token_key(cluster: str) -> str:
@@ -115,16 +108,16 @@ def keyring_store(backend: KeyringBackend, state: SecretStoreState) -> SecretSto
 
 
 def encrypted_file_store(
-    passphrase: str, path: Path | None = None, reason: str = "", cost: ScryptCost | None = None
+    passphrase: str, path: Path | None = None, cost: ScryptCost | None = None
 ) -> SecretStore:
     """Open (or prepare) the encrypted fallback file; raises on a wrong passphrase."""
     vault = EncryptedFileVault.open(path or default_secrets_file(), passphrase, cost)
-    detail = f"{vault.path}; {reason}" if reason else str(vault.path)
-    return SecretStore(vault, SecretStoreState(StateKind.FALLBACK_ENCRYPTED_FILE, detail))
+    state = SecretStoreState(StateKind.FALLBACK_ENCRYPTED_FILE, str(vault.path))
+    return SecretStore(vault, state)
 
 
-def memory_store(reason: str = "") -> SecretStore:
-    return SecretStore(MemoryVault(), SecretStoreState(StateKind.NOT_REMEMBERING, reason))
+def memory_store() -> SecretStore:
+    return SecretStore(MemoryVault(), SecretStoreState(StateKind.NOT_REMEMBERING, ""))
 
 
 def secure_keyring_store(
@@ -162,24 +155,3 @@ def open_store(
             f"{keyring_or_state.detail}; choose the encrypted file or this session only"
         )
     return keyring_or_state
-
-
-def open_secret_store(
-    fallback: Fallback,
-    passphrase: str | None = None,
-    path: Path | None = None,
-    backend: KeyringBackend | None = None,
-) -> SecretStore:
-    """Apply the policy: the keyring if secure (or locked), else the chosen fallback.
-
-    The probe blocks for up to :data:`PROBE_TIMEOUT`; call this off the UI thread.
-    """
-    keyring_or_state = secure_keyring_store(backend)
-    if not isinstance(keyring_or_state, SecretStoreState):
-        return keyring_or_state
-    reason = keyring_or_state.detail
-    if fallback is Fallback.NOT_REMEMBERING:
-        return memory_store(reason)
-    if passphrase is None:
-        raise SecretBackendUnavailable(f"{reason}; the encrypted-file fallback needs a passphrase")
-    return encrypted_file_store(passphrase, path, reason)

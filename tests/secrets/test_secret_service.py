@@ -11,7 +11,7 @@ import secretstorage
 from keyring.backends import SecretService
 
 from core.errors import SecretStoreLocked, SecretTimeout
-from core.secrets import Fallback, StateKind, open_secret_store, probe_keyring
+from core.secrets import StateKind, Storage, open_store, probe_keyring
 from core.secrets.store import SERVICE
 from tests.secrets.fakes import new_backend
 
@@ -33,7 +33,7 @@ def _lock_default_collection() -> None:
 
 
 async def test_round_trip_through_the_real_keyring(secret_service: str) -> None:
-    store = open_secret_store(Fallback.NOT_REMEMBERING, backend=new_backend(SecretService.Keyring))
+    store = open_store(Storage.KEYRING, backend=new_backend(SecretService.Keyring))
     assert store.state.kind is StateKind.SECURE
     assert "SecretService" in store.state.detail
 
@@ -55,7 +55,7 @@ async def test_round_trip_through_the_real_keyring(secret_service: str) -> None:
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_locked_collection_is_reported_and_never_hangs(secret_service: str) -> None:
-    store = open_secret_store(Fallback.NOT_REMEMBERING, backend=new_backend(SecretService.Keyring))
+    store = open_store(Storage.KEYRING, backend=new_backend(SecretService.Keyring))
     await store.set("k", "v")
     _lock_default_collection()
 

@@ -1,4 +1,5 @@
-"""The store: round trips, the policy, error translation, and hangs that stay bounded."""
+"""The store: round trips, the storage choices, error translation, and hangs that stay
+bounded."""
 
 from __future__ import annotations
 
@@ -12,14 +13,20 @@ from pathlib import Path
 import pytest
 from keyring.backends import fail
 
-from core.errors import SecretBackendUnavailable, SecretStoreError, SecretStoreLocked, SecretTimeout
+from core.errors import (
+    SecretBackendUnavailable,
+    SecretPassphraseError,
+    SecretStoreError,
+    SecretStoreLocked,
+    SecretTimeout,
+)
 from core.secrets import (
-    Fallback,
     SecretStore,
     StateKind,
+    Storage,
     keyring_store,
     memory_store,
-    open_secret_store,
+    open_store,
 )
 from core.secrets.encrypted_file import ScryptCost
 from core.secrets.state import SecretStoreState
@@ -52,7 +59,7 @@ async def test_async_round_trip_through_keyring_vault() -> None:
 
 
 def test_sync_round_trip_in_memory() -> None:
-    store = memory_store("no keyring here")
+    store = memory_store()
     assert store.state.kind is StateKind.NOT_REMEMBERING
     assert not store.state.persistent
     store.set_sync("a", "b")
@@ -155,27 +162,29 @@ async def test_keyring_errors_become_wicket_errors_without_the_secret() -> None:
         locked.get_sync("k")
 
 
-def test_policy_prefers_a_secure_keyring(tmp_path: Path) -> None:
-    store = open_secret_store(Fallback.ENCRYPTED_FILE, "pw", tmp_path / "s", FakeDictKeyring())
+def test_the_keyring_choice_takes_a_secure_keyring() -> None:
+    store = open_store(Storage.KEYRING, backend=FakeDictKeyring())
     assert store.state.kind is StateKind.SECURE
     assert isinstance(store.vault, KeyringVault)
 
 
-def test_policy_without_keyring_not_remembering() -> None:
-    store = open_secret_store(Fallback.NOT_REMEMBERING, backend=new_backend(fail.Keyring))
+def test_without_a_keyring_this_session_only() -> None:
+    with pytest.raises(SecretBackendUnavailable, match=r"fail backend.*choose the encrypted file"):
+        open_store(Storage.KEYRING, backend=new_backend(fail.Keyring))
+    store = open_store(Storage.SESSION, backend=new_backend(fail.Keyring))
     assert store.state.kind is StateKind.NOT_REMEMBERING
-    assert "fail backend" in store.state.detail
+    assert not store.state.persistent
 
 
-def test_policy_without_keyring_encrypted_file(
+def test_without_a_keyring_the_encrypted_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(SecretBackendUnavailable, match="needs a passphrase"):
-        open_secret_store(Fallback.ENCRYPTED_FILE, backend=new_backend(fail.Keyring))
+    path = tmp_path / "secrets.enc"
+    with pytest.raises(SecretPassphraseError, match="needs a passphrase"):
+        open_store(Storage.ENCRYPTED_FILE, path=path, backend=new_backend(fail.Keyring))
 
     monkeypatch.setattr("core.secrets.encrypted_file.ScryptCost", lambda: CHEAP)
-    path = tmp_path / "secrets.enc"
-    store = open_secret_store(Fallback.ENCRYPTED_FILE, "pw", path, new_backend(fail.Keyring))
+    store = open_store(Storage.ENCRYPTED_FILE, "pw", path=path, backend=new_backend(fail.Keyring))
     assert store.state.kind is StateKind.FALLBACK_ENCRYPTED_FILE
     assert store.state.persistent
     assert str(path) in store.state.describe()
