@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -18,82 +17,21 @@ from core.errors import ConfigError
 from core.resources import APP_ID, resource_dir
 from core.service import freedesktop
 from tests.support.cli import run_wicket
+from tests.support.freedesktop import (
+    ACCEPTED_APPSTREAM,
+    appstream_issues,
+    exec_argv,
+    tool,
+    validate_entry,
+)
 from tests.support.home import fresh_home
 
 RESOURCES = resource_dir()
-#: Accepted: the validators' notes that are not errors (the app id is given, CamelCase as
-#: reverse-DNS ids commonly are; two main categories are what the product asks for).
-ACCEPTED_DESKTOP_HINTS = {"contains more than one main category"}
-ACCEPTED_APPSTREAM = {("P", "cid-contains-uppercase-letter")}
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:  # pragma: no cover
-        pytest.skip(f"{name} is not installed (scripts/install-system-test-deps.sh)")
-    return found
-
-
-def validate_entry(path: Path) -> None:
-    """desktop-file-validate: no error or warning, only the accepted hints."""
-    proc = subprocess.run(
-        [tool("desktop-file-validate"), str(path)], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    notes = [line for line in proc.stdout.splitlines() if line.strip()]
-    for note in notes:
-        assert ": hint: " in note, note
-        assert any(hint in note for hint in ACCEPTED_DESKTOP_HINTS), note
-
-
-def appstream_issues(*args: str) -> set[tuple[str, str]]:
-    """appstreamcli --strict --pedantic: (severity letter, tag) of every issue."""
-    proc = subprocess.run(
-        [tool("appstreamcli"), *args, "--no-net", "--strict", "--pedantic"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {
-        (m[1], m[2]) for m in re.finditer(r"^\s*([EWIP]): \S+:\S*: (\S+)", proc.stdout, re.M)
-    }
-
-
-def exec_argv(entry: Path) -> list[str]:
-    """The Exec= key read as the Desktop Entry spec says a launcher reads it: the string
-    escapes first, then the quoting, then %% (a reader written from the spec, not from
-    the writer)."""
-    (value,) = [line[5:] for line in entry.read_text().splitlines() if line.startswith("Exec=")]
-    escapes = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
-    unescaped = re.sub(r"\\(.)", lambda m: escapes.get(m[1], "\\" + m[1]), value)
-    argv: list[str] = []
-    current: str | None = None
-    chars = iter(unescaped)
-    quoted = False
-    for char in chars:
-        if quoted and char == "\\":
-            current = (current or "") + next(chars)
-        elif char == '"':
-            quoted = not quoted
-            current = current or ""
-        elif char == " " and not quoted:
-            if current is not None:
-                argv.append(current)
-            current = None
-        else:
-            current = (current or "") + char
-    assert not quoted, value
-    if current is not None:
-        argv.append(current)
-    return [arg.replace("%%", "%") for arg in argv]
 
 
 def tree(root: Path) -> dict[str, int]:
     """Every file and folder below ``root``: relative path → mode."""
-    return {
-        str(p.relative_to(root)): stat.S_IMODE(p.lstat().st_mode) for p in root.rglob("*")
-    }
+    return {str(p.relative_to(root)): stat.S_IMODE(p.lstat().st_mode) for p in root.rglob("*")}
 
 
 def test_the_packaged_entry_and_metainfo_pass_the_validators() -> None:
@@ -178,9 +116,10 @@ def test_install_and_uninstall_for_the_user(
     version = subprocess.run([*argv, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("wicket ")
     assert APP_ID.encode() in cache.read_bytes()  # the existing icon cache was refreshed
-    assert layout.icon(None).read_bytes() == (resource_dir() or tmp_path).joinpath(
-        "wicket.svg"
-    ).read_bytes()
+    assert (
+        layout.icon(None).read_bytes()
+        == (resource_dir() or tmp_path).joinpath("wicket.svg").read_bytes()
+    )
 
     freedesktop.set_autostart(True, argv[0])
     autostart = home / ".config" / "autostart" / f"{APP_ID}.desktop"
@@ -206,9 +145,7 @@ def test_install_and_uninstall_for_the_user(
         "/tmp/semi;colon&amp(paren)/wicket",
     ],
 )
-def test_exec_survives_any_path(
-    path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_exec_survives_any_path(path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fresh_home(tmp_path, monkeypatch)
     freedesktop.set_autostart(True, path)
     entry = freedesktop.autostart_path()
