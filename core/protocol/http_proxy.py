@@ -20,7 +20,10 @@ Inputs: ``client_data_received`` / ``upstream_data_received`` (``b""`` is EOF),
 ``upstream_connected``, ``upstream_failed``, ``handle_timer``. Outputs:
 ``client_data_to_send`` / ``upstream_data_to_send``, ``wants_upstream``, the
 ``*_eof_to_send`` flags and ``state``. Each request becomes an ``Exchange`` record,
-updated in place (and handed to ``on_exchange`` when it starts).
+updated in place (and handed to ``on_exchange`` when it starts). It keeps the request's
+headers as kubectl sent them and the response's as the apiserver sent them (or ours, for
+a ``Status`` answered here), credentials redacted and bounded
+(``core.protocol.redaction``): work once per head, never per byte.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from h11._state import MIGHT_SWITCH_PROTOCOL  # public in h11, missing from __al
 
 from core.protocol.inspect_decoders import PassiveDecoder, SessionDetail, decoder_for
 from core.protocol.k8s_channels import status_failure
+from core.protocol.redaction import NO_HEADERS, RecordedHeaders, record_headers
 
 __all__ = [
     "HOP_BY_HOP",
@@ -151,6 +155,11 @@ class Exchange:
     ended: float | None = None
     error: str | None = None
     detail: SessionDetail = field(default_factory=SessionDetail)
+    request_headers: RecordedHeaders = NO_HEADERS
+    """The request head's headers as kubectl sent them (redacted, bounded)."""
+    response_headers: RecordedHeaders = NO_HEADERS
+    """The final (or 101) response's headers as the apiserver sent them, or as this proxy
+    answered (redacted, bounded)."""
 
     @property
     def path(self) -> str:
@@ -380,6 +389,7 @@ class HttpProxy:
         exchange.method = event.method.decode("latin-1")
         exchange.target = event.target.decode("latin-1")
         headers = list(event.headers)
+        exchange.request_headers = record_headers(event.headers.raw_items())
         command = _values(headers, b"kubectl-command")
         exchange.kubectl_command = command[0] if command else None
         self._current = exchange
@@ -510,6 +520,7 @@ class HttpProxy:
             headers.append((b"connection", b"close"))
         self._response_started = True
         self._decoder = decoder_for(exchange.method, exchange.target, None, None, exchange.detail)
+        exchange.response_headers = record_headers(event.headers.raw_items())
         self._send_client(
             h11.Response(status_code=event.status_code, headers=headers, reason=event.reason)
         )
@@ -564,6 +575,7 @@ class HttpProxy:
             (b"connection", b"Upgrade"),
             (b"upgrade", got[0].encode("latin-1")),
         ]
+        exchange.response_headers = record_headers(event.headers.raw_items())
         self._send_client(
             h11.InformationalResponse(status_code=101, headers=headers, reason=event.reason)
         )
@@ -637,6 +649,7 @@ class HttpProxy:
                 (b"cache-control", b"no-cache, private"),
                 (b"connection", b"close"),
             ]
+            exchange.response_headers = record_headers(headers)
             try:
                 self._send_client(
                     h11.Response(status_code=code, headers=headers, reason=phrase.encode())

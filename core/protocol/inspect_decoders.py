@@ -5,11 +5,12 @@ learn less, never break a session: on malformed input it records ``detail.error`
 stops. What they extract (``SessionDetail``):
 
 * exec/attach over SPDY (``v4.channel.k8s.io``): the command (from the request query),
-  the channels opened (``streamtype``), the exit code from the error stream's Status;
+  the channels opened (``streamtype``), the bytes per channel, the terminal sizes sent on
+  the resize stream, the exit code from the error stream's Status;
 * port-forward over SPDY (``portforward.k8s.io``) and inside WebSocket
   (``SPDY/3.1+portforward.k8s.io``): ports, and bytes per forwarded connection;
-* exec/attach over WebSocket ``v5.channel.k8s.io``: channels seen, the exit code from
-  the channel-3 Status, the Close code;
+* exec/attach over WebSocket ``v5.channel.k8s.io``: channels seen, the bytes per
+  channel, the sizes on channel 4, the exit code from the channel-3 Status, the Close code;
 * watches (``?watch=true``): events per type from the JSON lines; ``log?follow``: lines.
 
 The WebSocket reader is a small streaming frame parser (headers only are buffered; a
@@ -17,8 +18,10 @@ payload is unmasked only where its bytes are needed), and SPDY is skimmed: frame
 and control frames are read, data payloads only counted (kept only for an error
 stream's Status). Inside WebSocket the SPDY skimmer tells the frame reader which bytes
 it may skip, so a port-forward's data is neither unmasked nor copied: inspect mode's
-cost per byte stays near a splice's. Bounds: an error-stream Status of
-at most ``MAX_STATUS`` bytes, a watch line prefix of ``MAX_LINE_PREFIX`` bytes.
+cost per byte stays near a splice's: bytes are counted per frame (a length), never looked
+at one by one. Bounds: an error-stream Status of at most ``MAX_STATUS`` bytes, a watch
+line prefix of ``MAX_LINE_PREFIX`` bytes, a resize line of ``MAX_RESIZE_LINE`` bytes and
+the last ``KEEP_SIZES`` sizes.
 """
 
 from __future__ import annotations
@@ -34,14 +37,20 @@ from core.protocol import spdy
 from core.protocol.k8s_channels import (
     CLOSE_CHANNEL,
     PORTFORWARD_WEBSOCKET_PROTOCOL,
+    STREAM_TYPE_BY_NAME,
     Channel,
+    TerminalSize,
     exit_code_from_status,
+    parse_resize,
 )
 
 __all__ = [
+    "KEEP_SIZES",
+    "MAX_RESIZE_LINE",
     "MAX_STATUS",
     "PassiveDecoder",
     "PortConnection",
+    "ResizeReader",
     "SessionDetail",
     "SpdyInspector",
     "StreamLineCounter",
@@ -52,6 +61,11 @@ __all__ = [
 
 MAX_STATUS = 64 * 1024
 MAX_LINE_PREFIX = 256
+MAX_RESIZE_LINE = 256
+"""A resize line longer than this is not a size (counted in ``bad_resizes``, not kept)."""
+KEEP_SIZES = 8
+"""Terminal sizes kept per session (the last ones); all are counted."""
+_SESSIONS = frozenset({"exec", "attach"})
 _WATCH_TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z]{1,32})"')
 
 
@@ -75,6 +89,15 @@ class SessionDetail:
     """``exec``, ``attach``, ``portforward``, ``watch``, ``log`` or empty."""
     command: tuple[str, ...] = ()
     channels: set[str] = field(default_factory=set)
+    channel_bytes: dict[str, int] = field(default_factory=dict)
+    """Exec/attach: payload bytes per channel name (``stdin``, ``stdout``, ``stderr``,
+    ``error``, ``resize``), counted per frame as they pass."""
+    resizes: int = 0
+    """Terminal sizes read from the resize channel."""
+    sizes: list[TerminalSize] = field(default_factory=list)
+    """The last ``KEEP_SIZES`` of them, oldest first."""
+    bad_resizes: int = 0
+    """Resize lines that were no size (not JSON, not ``{"Width":W,"Height":H}``, too long)."""
     exit_code: int | None = None
     status_message: str | None = None
     ports: list[int] = field(default_factory=list)
@@ -135,6 +158,64 @@ def _status(detail: SessionDetail, raw: bytes) -> None:
         detail.status_message = raw[:512].decode("utf-8", "replace")
 
 
+class ResizeReader:
+    """A resize channel read passively: newline-separated ``{"Width":W,"Height":H}`` lines.
+
+    Each size is counted and the last ``KEEP_SIZES`` kept; a line that is no size is
+    counted in ``bad_resizes`` and never raises (the session decides what it means).
+    ``end()`` closes a pending line: a v5 message or a SPDY stream ended. Work is per line
+    (kubectl sends one per resize), never per byte.
+    """
+
+    def __init__(self, detail: SessionDetail) -> None:
+        self.detail = detail
+        self._line = bytearray()
+        self._overlong = False
+
+    def receive(self, data: bytes) -> None:
+        start = 0
+        while (end := data.find(b"\n", start)) != -1:
+            self._add(data[start:end])
+            self.end()
+            start = end + 1
+        self._add(data[start:])
+
+    def end(self) -> None:
+        line, overlong = bytes(self._line).strip(), self._overlong
+        self._line.clear()
+        self._overlong = False
+        if overlong:
+            self.detail.bad_resizes += 1
+        elif line:
+            self._size(line)
+
+    def _add(self, part: bytes) -> None:
+        if self._overlong or not part:
+            return
+        if len(self._line) + len(part) > MAX_RESIZE_LINE:
+            self._overlong = True
+            self._line.clear()
+            return
+        self._line += part
+
+    def _size(self, line: bytes) -> None:
+        detail = self.detail
+        try:
+            size = parse_resize(line)
+        except RemoteProtocolError:
+            detail.bad_resizes += 1
+            return
+        detail.resizes += 1
+        detail.sizes.append(size)
+        if len(detail.sizes) > KEEP_SIZES:
+            del detail.sizes[0]
+
+
+def _count(detail: SessionDetail, channel: str, n: int) -> None:
+    counts = detail.channel_bytes
+    counts[channel] = counts.get(channel, 0) + n
+
+
 # -- SPDY ----------------------------------------------------------------------------
 
 
@@ -143,6 +224,8 @@ class _SpdyStream:
     kind: str
     connection: PortConnection | None = None
     buffer: bytearray = field(default_factory=bytearray)
+    counted: bool = False
+    """An exec/attach channel: its bytes are counted under ``kind``."""
 
 
 ALL = 1 << 62
@@ -154,8 +237,8 @@ class _SpdySide:
 
     Frame heads are parsed here; control frames go whole through this direction's
     ``SpdyFrameDecoder`` (its zlib context needs every header block in order); a data
-    frame's payload is only counted, unless it is an error stream's answer the
-    inspector records. ``demand()`` says what the next bytes are for, so a carrier
+    frame's payload is only counted, unless it is an error stream's answer or a resize
+    the inspector records. ``demand()`` says what the next bytes are for, so a carrier
     (WebSocket) can skip, without unmasking, what is only counted.
     """
 
@@ -168,6 +251,7 @@ class _SpdySide:
         self._control: bytearray | None = None
         self._stream: _SpdyStream | None = None
         self._keep: bytearray | None = None
+        self._resize = False
         self._recorded = False
         self._fin = False
 
@@ -175,7 +259,7 @@ class _SpdySide:
         """How many of the next bytes are needed (positive) or only counted (negative)."""
         if not self._remaining:
             return 8 - len(self._head)
-        if self._control is None and self._keep is None:
+        if self._control is None and self._keep is None and not self._resize:
             return -self._remaining
         return self._remaining
 
@@ -183,11 +267,14 @@ class _SpdySide:
         """``n`` data payload bytes went by (``n`` at most ``-demand()``)."""
         self._remaining -= n
         stream = self._stream
-        if stream is not None and stream.kind == "data" and stream.connection is not None:
-            if self._side == 0:
-                stream.connection.bytes_up += n
-            else:
-                stream.connection.bytes_down += n
+        if stream is not None:
+            if stream.counted:
+                _count(self._inspector.detail, stream.kind, n)
+            elif stream.kind == "data" and stream.connection is not None:
+                if self._side == 0:
+                    stream.connection.bytes_up += n
+                else:
+                    stream.connection.bytes_down += n
         if not self._remaining:
             self._data_end()
 
@@ -212,6 +299,9 @@ class _SpdySide:
                 self._remaining -= n
                 if not self._remaining:
                     self._control_end()
+            elif self._resize:
+                self._inspector.resize.receive(bytes(part))
+                self.skip(n)
             else:
                 assert self._keep is not None
                 self._keep += part
@@ -238,6 +328,7 @@ class _SpdySide:
         # kept, though its end still counts.
         self._recorded = stream is not None and stream.kind == "error" and self._side == 1
         self._keep = bytearray() if self._recorded and length <= MAX_STATUS else None
+        self._resize = stream is not None and stream.kind == "resize" and self._side == 0
         self._remaining = length
         if not length:
             self._data_end()
@@ -255,7 +346,7 @@ class _SpdySide:
         if keep is None and self._recorded:
             keep = bytearray()
         self._stream = self._keep = None
-        self._recorded = False
+        self._recorded = self._resize = False
         if stream is not None:
             self._inspector.data_end(self._side, stream, keep, self._fin)
 
@@ -268,6 +359,7 @@ class SpdyInspector(_BothSides):
         self._sides = (_SpdySide(self, 0), _SpdySide(self, 1))
         self._streams: dict[int, _SpdyStream] = {}
         self._by_request: dict[str, PortConnection] = {}
+        self.resize = ResizeReader(detail)
 
     def _receive(self, side: int, data: bytes) -> None:
         self._sides[side].receive_data(data)
@@ -292,7 +384,8 @@ class SpdyInspector(_BothSides):
 
     def _opened(self, frame: spdy.SynStream) -> None:
         kind = (frame.headers.get("streamtype") or [""])[0]
-        stream = _SpdyStream(kind)
+        counted = self.detail.kind in _SESSIONS and kind in STREAM_TYPE_BY_NAME
+        stream = _SpdyStream(kind, counted=counted)
         self._streams[frame.stream_id] = stream
         self.detail.channels.add(kind)
         request_id = (frame.headers.get("requestid") or [""])[0]
@@ -311,6 +404,10 @@ class SpdyInspector(_BothSides):
 
     def data_end(self, side: int, stream: _SpdyStream, kept: bytearray | None, fin: bool) -> None:
         """A data frame ended (its bytes were counted as they passed)."""
+        if stream.kind == "resize":
+            if fin and side == 0:
+                self.resize.end()
+            return
         connection = stream.connection
         if stream.kind == "data" and connection is not None:
             if fin and side == 1:
@@ -450,6 +547,8 @@ class _WsDirection:
         self.fin = False
         self.in_message = False
         self.channel: int | None = None
+        self.name: str | None = None
+        """The message's channel name (None before its first byte and for a close)."""
         self.close_target = False
         self.buffer = bytearray()
         self.reader = WebSocketFrameReader(
@@ -473,7 +572,7 @@ class _WsDirection:
             if self.in_message:
                 raise RemoteProtocolError("new WebSocket message inside a fragmented one")
             self.in_message = True
-            self.channel = None
+            self.channel = self.name = None
             self.close_target = False
             self.buffer = bytearray()
 
@@ -509,23 +608,26 @@ class WebSocketInspector(_BothSides):
         if subprotocol == PORTFORWARD_WEBSOCKET_PROTOCOL:
             self._tunnel = SpdyInspector(detail)
         self._sides = (_WsDirection(self, 0), _WsDirection(self, 1))
+        self._resize = ResizeReader(detail)
 
     def _receive(self, side: int, data: bytes) -> None:
         self._sides[side].reader.receive_data(data)
 
     def demand(self, direction: _WsDirection) -> int:
         """What the next message bytes are for: a port-forward tunnel's SPDY skimmer
-        decides; on v5 channels, only a message's first bytes and the error channel
-        are read."""
+        decides; on v5 channels, only a message's first bytes, the error channel and the
+        resize channel are read (the rest is counted)."""
         if self._tunnel is not None:
             return self._tunnel.demand(direction.side)
         if direction.channel is None or direction.close_target:
             return 1
-        return ALL if direction.side == 1 and direction.channel == Channel.ERROR else -ALL
+        return ALL if _read(direction.side, direction.channel) else -ALL
 
     def skipped(self, direction: _WsDirection, n: int) -> None:
         if self._tunnel is not None:
             self._tunnel.skip(direction.side, n)
+        elif direction.name is not None:
+            _count(self.detail, direction.name, n)
 
     def message_bytes(self, direction: _WsDirection, chunk: bytes) -> None:
         if self._tunnel is not None:
@@ -540,25 +642,40 @@ class WebSocketInspector(_BothSides):
             if direction.channel == CLOSE_CHANNEL:
                 direction.close_target = True
             else:
-                self.detail.channels.add(_channel_name(direction.channel))
-        if direction.close_target and chunk:
+                direction.name = _channel_name(direction.channel)
+                self.detail.channels.add(direction.name)
+        if not chunk:
+            return
+        if direction.close_target:
             direction.close_target = False
             self.detail.channels.add(_channel_name(chunk[0]))
-        elif (
-            direction.side == 1
-            and direction.channel == Channel.ERROR
-            and len(direction.buffer) + len(chunk) <= MAX_STATUS
-        ):
+            return
+        if direction.name is None:
+            return
+        _count(self.detail, direction.name, len(chunk))
+        if direction.side == 0:  # only the resize channel is read from the client
+            self._resize.receive(chunk)
+        elif len(direction.buffer) + len(chunk) <= MAX_STATUS:  # the error channel
             direction.buffer += chunk
 
     def message_end(self, direction: _WsDirection) -> None:
-        if self._tunnel is None and direction.side == 1 and direction.channel == Channel.ERROR:
-            _status(self.detail, bytes(direction.buffer))
+        channel = direction.channel
+        if self._tunnel is None and channel is not None and _read(direction.side, channel):
+            if direction.side == 1:
+                _status(self.detail, bytes(direction.buffer))
+            else:
+                self._resize.end()
         direction.buffer = bytearray()
 
     def closed(self, side: int, payload: bytes) -> None:
         if side == 1 and len(payload) >= 2:
             self.detail.close_code = int.from_bytes(payload[:2], "big")
+
+
+def _read(side: int, channel: int) -> bool:
+    """The v5 channels whose bytes are read, not only counted: the error channel from the
+    apiserver, the resize channel from kubectl."""
+    return channel == (Channel.ERROR if side == 1 else Channel.RESIZE)
 
 
 def _channel_name(channel: int) -> str:

@@ -174,7 +174,7 @@ def _size(obj: object) -> TerminalSize:
     if not isinstance(obj, dict):
         raise RemoteProtocolError("resize message is not an object")
     width, height = obj.get("Width", 0), obj.get("Height", 0)
-    if not (isinstance(width, int) and isinstance(height, int)):
+    if type(width) is not int or type(height) is not int:  # JSON true is no width
         raise RemoteProtocolError("resize Width/Height are not integers")
     if not (0 <= width < 65536 and 0 <= height < 65536):
         raise RemoteProtocolError("resize Width/Height out of range")

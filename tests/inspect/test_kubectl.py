@@ -15,7 +15,9 @@ import pytest
 from core.aio.inspect import InspectEndpoint, tcp_connector, upstream_context
 from core.demo import DemoApiServer
 from core.protocol.http_proxy import Exchange, UpgradeState
+from core.protocol.k8s_channels import TerminalSize
 from tests.demo.kubectl import KUBECTL, PROTOCOLS, Kubectl, http_get
+from tests.demo.scenarios import exec_tty_resize
 
 if not KUBECTL.exists():  # pragma: no cover
     pytest.skip("the real kubectl is not installed", allow_module_level=True)
@@ -82,7 +84,7 @@ def upgraded(endpoint: InspectEndpoint, sub: str) -> list[Exchange]:
 async def test_get_and_exec(
     inspected: tuple[DemoApiServer, InspectEndpoint], tmp_path: Path, protocol: str
 ) -> None:
-    _, endpoint = inspected
+    demo, endpoint = inspected
     kubectl = kubectl_through(endpoint, tmp_path / "home", protocol)
     pods = await kubectl.run("get", "pods")
     assert pods.returncode == 0, pods.err
@@ -102,6 +104,20 @@ async def test_get_and_exec(
     assert second.detail.exit_code == 0
     assert "stdin" in second.detail.channels
     assert first.detail.error is None and second.detail.error is None
+    # Bytes per channel (payloads only), and the heads both ways with no credential.
+    assert second.detail.channel_bytes["stdin"] == 100_000
+    assert second.detail.channel_bytes["stdout"] == len("100000\n")
+    assert first.detail.channel_bytes["stdout"] == len("to-out\n")
+    assert first.detail.channel_bytes["error"] > 0
+    assert "stdin" not in first.detail.channel_bytes
+    for exchange in endpoint.exchanges():
+        assert TOKEN not in repr(exchange) and demo.bearer_token not in repr(exchange)
+        request = dict(exchange.request_headers.lines)
+        assert request["Authorization"] == "Bearer <redacted>"
+        assert request["User-Agent"].startswith("kubectl/")
+        assert exchange.response_headers.lines
+    switched = {name.lower(): value for name, value in first.response_headers.lines}
+    assert switched["upgrade"].lower() == str(first.upgrade).lower()
     if protocol == "websocket":
         assert (first.upgrade, first.subprotocol) == ("websocket", "v5.channel.k8s.io")
         assert first.detail.close_code == 1000
@@ -109,6 +125,23 @@ async def test_get_and_exec(
         assert (first.upgrade, first.subprotocol) == ("SPDY/3.1", "v4.channel.k8s.io")
         assert {"error", "stdout"} <= first.detail.channels
     assert not [e for e in endpoint.exchanges() if e.upgrade_state is UpgradeState.REFUSED]
+
+
+async def test_exec_with_a_terminal_and_a_resize(
+    inspected: tuple[DemoApiServer, InspectEndpoint], tmp_path: Path, protocol: str
+) -> None:
+    """``exec -it`` in a real terminal of 100x30, resized to 123x45: the record has both
+    sizes, the tty in its query, the resize channel's bytes and the exit code."""
+    demo, endpoint = inspected
+    kubectl = kubectl_through(endpoint, tmp_path / "home", protocol)
+    command = await exec_tty_resize(kubectl, demo.cluster.workdir("default", "web"), protocol)
+    (session,) = upgraded(endpoint, "/exec")
+    detail = session.detail
+    assert (detail.command, detail.exit_code, detail.error) == (command, 4, None)
+    assert "tty=true" in session.target and "stdin=true" in session.target
+    assert detail.sizes[:2] == [TerminalSize(100, 30), TerminalSize(123, 45)]
+    assert detail.resizes == len(detail.sizes) and detail.bad_resizes == 0
+    assert detail.channel_bytes["resize"] > 0 and detail.channel_bytes["stdout"] > 0
 
 
 async def test_port_forward(

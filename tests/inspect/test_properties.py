@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from core.protocol import spdy
 from core.protocol.http_proxy import HttpProxy, ProxyPolicy, ProxyState, UpgradeState
 from core.protocol.inspect_decoders import (
+    KEEP_SIZES,
     PassiveDecoder,
     SessionDetail,
     SpdyInspector,
@@ -174,7 +175,7 @@ def _fed_garbage(
     kind: str, side: bool, data: bytes, step: int
 ) -> tuple[SessionDetail, PassiveDecoder]:
     """``data`` to one side and reversed to the server, in pieces of ``step`` bytes."""
-    detail = SessionDetail()
+    detail = SessionDetail(kind="exec")  # every decoder counts an exec's channels
     inspector: PassiveDecoder = (
         SpdyInspector(detail)
         if kind == "spdy"
@@ -207,6 +208,10 @@ def test_decoders_survive_garbage(data: bytes, side: bool, kind: str) -> None:
     assert sum(c.bytes_up for c in detail.connections) <= from_client
     assert sum(c.bytes_down for c in detail.connections) <= from_server
     assert all(count > 0 for count in detail.events.values())
+    assert all(n > 0 for n in detail.channel_bytes.values())
+    assert sum(detail.channel_bytes.values()) <= from_client + from_server
+    assert len(detail.sizes) <= min(detail.resizes, KEEP_SIZES)
+    assert detail.bad_resizes >= 0
     assert detail.lines == 0  # no line counter among these decoders
     before = copy.deepcopy(detail)
     inspector.finish()

@@ -45,7 +45,8 @@ def test_choose_protocol_prefers_ours() -> None:
 
 def test_parse_resize() -> None:
     assert kc.parse_resize(b'{"Width":80,"Height":24}') == kc.TerminalSize(80, 24)
-    for bad in (b"nope", b"[]", b'{"Width":"x"}', b'{"Width":70000,"Height":1}'):
+    bad_sizes = (b"nope", b"[]", b'{"Width":"x"}', b'{"Width":70000,"Height":1}')
+    for bad in (*bad_sizes, b'{"Width":true,"Height":1}', b'{"Width":1,"Height":-1}'):
         with pytest.raises(RemoteProtocolError):
             kc.parse_resize(bad)
 
