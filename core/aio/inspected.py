@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from core.aio.tunnel import StreamInfo
 from core.protocol.http_proxy import Exchange
 from core.protocol.inspect_decoders import SessionDetail
+from core.protocol.k8s_channels import STREAM_TYPE_BY_NAME
+from core.protocol.redaction import RecordedHeaders
 
 
 @dataclass(frozen=True)
@@ -21,9 +24,12 @@ class InspectedStream(StreamInfo):
 
     ``upgrade`` is ``none``, ``requested``, ``accepted`` or ``refused``; ``protocol`` the
     protocol asked for (``websocket``, ``SPDY/3.1``), ``subprotocol`` the one the 101
-    chose. ``detail`` is what was decoded, as ``(name, value)`` pairs: ``kind``,
-    ``command``, ``channels``, ``exit_code``, ``ports``, ``connection <id>``,
-    ``events``, ``event_count``, ``lines``, ``close_code``, ``error``…
+    chose. ``query`` is the request target's query string (what a copied kubectl
+    command needs: ``follow``, ``container``, ``tty``…). ``detail`` is what was decoded,
+    as ``(name, value)`` pairs: ``kind``, ``command``, ``channels``, ``exit_code``,
+    ``ports``, ``channel_bytes``, ``resizes``, ``connection <id>``, ``events``,
+    ``event_count``, ``lines``, ``close_code``, ``error``… The headers are the proxy's
+    redacted records, shared as they are (frozen).
     """
 
     method: str
@@ -34,6 +40,9 @@ class InspectedStream(StreamInfo):
     protocol: str | None
     subprotocol: str | None
     detail: tuple[tuple[str, str], ...]
+    query: str
+    request_headers: RecordedHeaders
+    response_headers: RecordedHeaders
 
 
 def inspected_stream(exchange: Exchange, cluster: str, offset: float = 0.0) -> InspectedStream:
@@ -58,12 +67,20 @@ def inspected_stream(exchange: Exchange, cluster: str, offset: float = 0.0) -> I
         exchange.upgrade,
         exchange.subprotocol,
         detail_pairs(exchange.detail),
+        urlsplit(exchange.target).query,
+        exchange.request_headers,
+        exchange.response_headers,
     )
 
 
 def detail_pairs(detail: SessionDetail) -> tuple[tuple[str, str], ...]:
     """What was decoded, as display pairs (only what is known), in a fixed order."""
-    return (*_session_pairs(detail), *_connection_pairs(detail), *_stream_pairs(detail))
+    return (
+        *_session_pairs(detail),
+        *_channel_pairs(detail),
+        *_connection_pairs(detail),
+        *_stream_pairs(detail),
+    )
 
 
 def _session_pairs(detail: SessionDetail) -> list[tuple[str, str]]:
@@ -81,6 +98,27 @@ def _session_pairs(detail: SessionDetail) -> list[tuple[str, str]]:
         pairs.append(("status", detail.status_message))
     if detail.ports:
         pairs.append(("ports", ",".join(map(str, detail.ports))))
+    return pairs
+
+
+def _channel_pairs(detail: SessionDetail) -> list[tuple[str, str]]:
+    """An exec's or attach's bytes per channel (every channel opened, in channel order)
+    and the terminal sizes it sent."""
+    pairs: list[tuple[str, str]] = []
+    if detail.kind in ("exec", "attach"):
+        counts = dict(detail.channel_bytes)
+        names = set(counts) | set(detail.channels)
+        order = sorted(
+            names, key=lambda n: (STREAM_TYPE_BY_NAME.get(n, len(STREAM_TYPE_BY_NAME)), n)
+        )
+        if order:
+            pairs.append(("channel_bytes", ",".join(f"{n}={counts.get(n, 0)}" for n in order)))
+    if detail.resizes:
+        sizes = " ".join(f"{s.width}x{s.height}" for s in list(detail.sizes))
+        last = f" (last {len(detail.sizes)})" if detail.resizes > len(detail.sizes) else ""
+        pairs.append(("resizes", f"{detail.resizes}{last}: {sizes}"))
+    if detail.bad_resizes:
+        pairs.append(("bad_resizes", str(detail.bad_resizes)))
     return pairs
 
 

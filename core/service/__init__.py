@@ -19,6 +19,7 @@ from core.kube import KubeconfigPaths, MergedView, Mode, load_merged, use_contex
 from core.kube.model import context_names, public_server_problem
 from core.pki.tokens import TokenKind
 from core.pki.tokens import parse as parse_token
+from core.protocol.redaction import RecordedHeaders
 from core.resources import APP_ID, resource_dir
 from core.service.clusters import AgentInstructions
 from core.service.config import (
@@ -66,6 +67,7 @@ __all__ = [
     "MergedView",
     "Mode",
     "ProbeAuth",
+    "RecordedHeaders",
     "Relay",
     "RelayClient",
     "RelayConfig",

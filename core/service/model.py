@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from core.protocol.preamble import INSPECT_CLIENT
+from core.protocol.redaction import NO_HEADERS, RecordedHeaders
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,14 @@ class StreamView:
     """What the 101 chose, e.g. ``v5.channel.k8s.io``, ``portforward.k8s.io``."""
     detail: tuple[tuple[str, str], ...] = ()
     """Decoded session detail as ``(name, value)`` pairs (``kind``, ``command``,
-    ``channels``, ``exit_code``, ``ports``, ``connection <id>``, ``event_count``…)."""
+    ``channels``, ``exit_code``, ``channel_bytes``, ``resizes``, ``ports``,
+    ``connection <id>``, ``event_count``…)."""
+    query: str | None = None
+    """The request target's query string (``follow=true&container=web``…)."""
+    request_headers: RecordedHeaders = NO_HEADERS
+    """The request's headers as kubectl sent them, credentials redacted, bounded."""
+    response_headers: RecordedHeaders = NO_HEADERS
+    """The response's headers as the apiserver sent them, credentials redacted, bounded."""
 
     @property
     def inspected(self) -> bool:

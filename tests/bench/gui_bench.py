@@ -136,9 +136,18 @@ class RequestFeed:
     HISTORY = 500
 
     def __init__(self, rate: float) -> None:
+        from core.protocol.redaction import record_headers
+
         self.rate = rate
         self.started = time.time()
         self._made: dict[tuple[int, bool], Any] = {}
+        self._headers = record_headers(
+            [
+                (b"User-Agent", b"kubectl/v1.33.0"),
+                (b"Authorization", b"Bearer x"),
+                (b"Accept", b"*/*"),
+            ]
+        )
 
     async def start(self) -> None:
         return None
@@ -176,6 +185,9 @@ class RequestFeed:
             "websocket" if exec_ else None,
             "v5.channel.k8s.io" if exec_ else None,
             (("kind", "exec"), ("command", "sh")) if exec_ else (),
+            "command=sh&container=p&stdout=true" if exec_ else "limit=500",
+            self._headers,
+            self._headers,
         )
         self._made[(n, closed)] = made
         return made

@@ -14,6 +14,8 @@ from core.aio.tunnel import StreamInfo
 from core.errors import ConfigError
 from core.protocol.http_proxy import Exchange, UpgradeState
 from core.protocol.inspect_decoders import PortConnection, SessionDetail
+from core.protocol.k8s_channels import TerminalSize
+from core.protocol.redaction import record_headers
 from core.service import StreamView, WicketService
 from tests.support.certs import make_pki
 
@@ -41,6 +43,8 @@ def _exchange() -> Exchange:
         bytes_up=40,
         bytes_down=20,
         detail=detail,
+        request_headers=record_headers([(b"Authorization", b"Bearer secret-endpoint-token")]),
+        response_headers=record_headers([(b"Upgrade", b"websocket")]),
     )
 
 
@@ -50,6 +54,9 @@ def test_an_exchange_becomes_a_frozen_stream() -> None:
     assert isinstance(info, StreamInfo)
     assert (info.id, info.opened_at, info.closed_at, info.state) == (7, 1100.0, None, "open")
     assert info.path == "/api/v1/namespaces/default/pods/web/portforward"
+    assert info.query == "ports=80&ports=9"
+    assert info.request_headers.lines == (("Authorization", "Bearer <redacted>"),)
+    assert info.response_headers is exchange.response_headers  # frozen: shared, not copied
     assert (info.upgrade, info.protocol) == ("accepted", "websocket")
     assert info.detail == (
         ("kind", "portforward"),
@@ -79,6 +86,33 @@ def test_detail_pairs_for_exec_watch_and_log() -> None:
     assert ("event_count", "0") in detail_pairs(SessionDetail(kind="watch"))
     assert detail_pairs(SessionDetail(kind="log", lines=4)) == (("kind", "log"), ("lines", "4"))
     assert detail_pairs(SessionDetail()) == ()
+
+
+def test_detail_pairs_for_an_exec_s_channels_and_sizes() -> None:
+    """Every channel opened, in channel order (0 if it carried nothing); the sizes: how
+    many, and the last ones kept."""
+    exec_ = SessionDetail(
+        kind="exec",
+        channels={"stdout", "stdin", "error", "resize", "7"},
+        channel_bytes={"resize": 50, "stdout": 1200, "error": 80, "7": 1},
+        resizes=10,
+        sizes=[TerminalSize(80, 24), TerminalSize(123, 45)],
+        bad_resizes=2,
+        exit_code=0,
+    )
+    pairs = dict(detail_pairs(exec_))
+    assert pairs["channel_bytes"] == "stdin=0,stdout=1200,error=80,resize=50,7=1"
+    assert pairs["resizes"] == "10 (last 2): 80x24 123x45"
+    assert pairs["bad_resizes"] == "2"
+    one = SessionDetail(kind="attach", channels={"stdout"}, resizes=1, sizes=[TerminalSize(1, 2)])
+    assert dict(detail_pairs(one)) == {
+        "kind": "attach",
+        "channels": "stdout",
+        "channel_bytes": "stdout=0",
+        "resizes": "1: 1x2",
+    }
+    watch = SessionDetail(kind="watch", channel_bytes={"stdout": 3})  # not an exec's
+    assert "channel_bytes" not in dict(detail_pairs(watch))
 
 
 def test_an_inspect_endpoint_needs_its_settings(tmp_path: Path) -> None:
@@ -120,6 +154,9 @@ async def test_the_service_carries_the_inspection_into_stream_views() -> None:
     assert (view.protocol, view.subprotocol) == ("websocket", "SPDY/3.1+portforward.k8s.io")
     assert view.detail_value("ports") == "80,9"
     assert view.detail == inspected.detail
+    assert view.query == "ports=80&ports=9"
+    assert view.request_headers == inspected.request_headers
+    assert dict(view.response_headers.lines) == {"Upgrade": "websocket"}
     other = views["endpoint:b/1"]
     assert not other.inspected and other.detail == () and other.upgrade is None
     assert {e.mode for e in service.latest.endpoints} == {"inspect", "passthrough"}
@@ -129,6 +166,7 @@ async def test_the_service_carries_the_inspection_into_stream_views() -> None:
 def test_stream_view_fields_have_defaults() -> None:
     view = StreamView("k", "c", "demo", "local", None, 0.0, None, 0, 0, 0.0, 0.0, "open", None)
     assert view.detail == () and view.method is None and view.detail_value("kind") is None
+    assert view.query is None and view.request_headers.lines == ()
 
 
 def test_a_stream_view_carries_every_stream_field_by_name() -> None:
