@@ -6,8 +6,9 @@ method), live, filterable by text, cluster, status class and upgrades only, sort
 any column. Its columns come from one table (``REQUEST_COLUMNS``, the same ``Column``
 as the streams table), and the model is the streams model over the inspected rows, so a
 tick costs a keyed diff, never a signal per byte. The detail pane shows what was decoded
-of the selected request and copies it as a kubectl or a curl command (never with a
-credential).
+of the selected request and its headers (redacted by the core before they were ever
+recorded), and copies it as a kubectl or a curl command (never with a credential), built
+from the request's own path and query: a flag is there only if kubectl asked for it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QGuiApplication
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.service import RecordedHeaders, StreamView
 from gui.format import human_bytes, human_duration
 from gui.models import (
     KEY_ROLE,
@@ -213,41 +215,126 @@ def context_of(cluster: str) -> str:
     return f"wicket-{cluster}"
 
 
+Query = dict[str, list[str]]
+#: Cluster-scoped resources a list needs no ``-A`` for (on the others, a list without a
+#: namespace in its path is across all namespaces; ``-A`` is harmless on any left out).
+CLUSTER_SCOPED = frozenset({"namespaces", "nodes", "persistentvolumes"})
+#: ``logs`` options from a ``/log`` query: ``(query key, kubectl option, unit)``.
+LOG_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("tailLines", "--tail", ""),
+    ("sinceSeconds", "--since", "s"),
+    ("sinceTime", "--since-time", ""),
+    ("limitBytes", "--limit-bytes", ""),
+)
+#: ``logs`` flags from a ``/log`` query: ``(query key, kubectl flag)``.
+LOG_FLAGS: tuple[tuple[str, str], ...] = (
+    ("follow", "-f"),
+    ("previous", "-p"),
+    ("timestamps", "--timestamps"),
+    ("insecureSkipTLSVerifyBackend", "--insecure-skip-tls-verify-backend"),
+)
+
+
+def query_of(view: StreamView) -> Query:
+    return parse_qs(view.query or "", keep_blank_values=True)
+
+
+def _flag(query: Query, key: str) -> bool:
+    return (query.get(key) or [""])[-1].lower() in ("true", "1")
+
+
+def _last(query: Query, key: str) -> str | None:
+    values = query.get(key)
+    return values[-1] if values else None
+
+
+def _container(query: Query) -> list[str]:
+    container = _last(query, "container")
+    return ["-c", container] if container else []
+
+
 def as_kubectl(row: StreamRow) -> str:
-    """The request as a kubectl command line: ``exec``, ``port-forward``, ``logs`` of a
-    pod, ``get`` (``-w`` for a watch) and ``delete`` of a resource as kubectl would have
-    run them, else ``get --raw`` of the path (a GET) or the method and path as a comment
-    (kubectl has no generic verb for the rest)."""
+    """The request as a kubectl command line: ``exec``, ``attach``, ``port-forward``,
+    ``logs`` of a pod, ``get`` and ``delete`` of a resource as kubectl would have run
+    them (flags from the request's query, never assumed), else ``get --raw`` of the path
+    (a GET) or the method and path as a comment (kubectl has no generic verb for the
+    rest)."""
     v = row.view
     ctx = ["kubectl", "--context", context_of(v.cluster)]
     api = api_path(v.path or "")
     if api is None or (api.sub is not None and api.resource != "pods"):
         return _raw(row, ctx)
+    query = query_of(v)
     ns = ["-n", api.namespace] if api.namespace else []
-    name = [api.name] if api.name else []
-    if api.sub in ("exec", "attach") and api.name:
-        command = v.detail_value("command")
-        tail = ["--", *shlex.split(command)] if command and api.sub == "exec" else []
-        return shlex.join([*ctx, api.sub, "-i", api.name, *ns, *tail])
-    if api.sub == "portforward" and api.name:
-        ports = (v.detail_value("ports") or "").split(",")
-        return shlex.join([*ctx, "port-forward", f"pod/{api.name}", *ns, *filter(None, ports)])
-    if api.sub == "log" and api.name:
-        follow = ["-f"] if v.detail_value("kind") == "log" else []
-        return shlex.join([*ctx, "logs", *follow, api.name, *ns])
+    if api.name and api.sub in ("exec", "attach"):
+        return shlex.join(
+            [*ctx, *_session_args(api.sub, api.name, query), *ns, *_command(api.sub, query)]
+        )
+    if api.name and api.sub == "portforward":
+        return shlex.join([*ctx, "port-forward", f"pod/{api.name}", *ns, *_ports(v, query)])
+    if api.name and api.sub == "log":
+        return shlex.join([*ctx, "logs", *_log_args(query), api.name, *ns])
     if api.sub is None and v.method == "GET":
-        watch = ["-w"] if v.detail_value("kind") == "watch" else []
-        return shlex.join([*ctx, "get", api.resource, *name, *ns, *watch])
+        return shlex.join([*ctx, "get", *_get_args(api, query), *ns])
     if api.sub is None and v.method == "DELETE" and api.name:
         return shlex.join([*ctx, "delete", api.resource, api.name, *ns])
     return _raw(row, ctx)
 
 
+def _session_args(sub: str, name: str, query: Query) -> list[str]:
+    """``exec``/``attach``: ``-i`` only if stdin was asked for, ``-t`` only for a tty."""
+    letters = "i" * _flag(query, "stdin") + "t" * _flag(query, "tty")
+    return [sub, *([f"-{letters}"] if letters else []), name, *_container(query)]
+
+
+def _command(sub: str, query: Query) -> list[str]:
+    command = query.get("command", []) if sub == "exec" else []
+    return ["--", *command] if command else []
+
+
+def _ports(view: StreamView, query: Query) -> list[str]:
+    """The remote ports as ``:PORT`` (the local port is not on the wire, so kubectl
+    picks one); from the decoded streams or the query, else a placeholder."""
+    ports = [p for p in (view.detail_value("ports") or "").split(",") if p]
+    ports = ports or [p for p in query.get("ports", []) if p]
+    return [f":{p}" for p in ports] or [":PORT"]
+
+
+def _log_args(query: Query) -> list[str]:
+    args = [flag for key, flag in LOG_FLAGS if _flag(query, key)]
+    args += _container(query)
+    for key, option, unit in LOG_OPTIONS:
+        if (value := _last(query, key)) is not None:
+            args.append(f"{option}={value}{unit}")
+    return args
+
+
+def _get_args(api: ApiPath, query: Query) -> list[str]:
+    """``get``: the resource, its name, selectors, ``-A`` for a namespaced list across
+    namespaces, ``-w`` for a watch."""
+    args = [api.resource, *([api.name] if api.name else [])]
+    if (labels := _last(query, "labelSelector")) is not None:
+        args += ["-l", labels]
+    if (fields := _last(query, "fieldSelector")) is not None:
+        args += ["--field-selector", fields]
+    if not api.namespace and not api.name and api.resource not in CLUSTER_SCOPED:
+        args.append("-A")
+    if _flag(query, "watch"):
+        args.append("-w")
+    return args
+
+
+def _target(view: StreamView) -> str:
+    """The request target: path and query, as kubectl sent them."""
+    path = view.path or "/"
+    return f"{path}?{view.query}" if view.query else path
+
+
 def _raw(row: StreamRow, ctx: list[str]) -> str:
     v = row.view
     if v.method == "GET":
-        return shlex.join([*ctx, "get", "--raw", v.path or "/"])
-    return f"# {v.method} {v.path} (no kubectl verb: see Copy as curl)"
+        return shlex.join([*ctx, "get", "--raw", _target(v)])
+    return f"# {v.method} {_target(v)} (no kubectl verb: see Copy as curl)"
 
 
 def as_curl(row: StreamRow) -> str:
@@ -264,17 +351,18 @@ def as_curl(row: StreamRow) -> str:
             WICKET_CA,
             "-H",
             '"Authorization: Bearer $WICKET_ENDPOINT_TOKEN"',
-            shlex.quote(f"https://{address}{v.path or '/'}"),
+            shlex.quote(f"https://{address}{_target(v)}"),
         ]
     )
 
 
 def describe(row: StreamRow) -> str:
     """The detail pane's text: the request, its upgrade, what was decoded (first: an
-    exec's command and exit code matter more than its byte counts), then the rest."""
+    exec's command and exit code matter more than its byte counts), then the rest, and
+    last the headers both ways (as the core recorded them: credentials redacted)."""
     v = row.view
     lines = [
-        f"request     {v.method} {v.path}",
+        f"request     {v.method} {_target(v)}",
         f"status      {v.status if v.status is not None else 'pending'}",
         f"kubectl     {v.kubectl_command or '—'}",
         f"upgrade     {upgrade_text(v) or '—'}",
@@ -286,8 +374,20 @@ def describe(row: StreamRow) -> str:
         f"bytes       ↑ {human_bytes(v.bytes_up)}   ↓ {human_bytes(v.bytes_down)}",
         f"state       {row.state_text}",
         f"stream      {v.key}",
+        *_headers("request headers", v.request_headers),
+        *_headers("response headers", v.response_headers),
     ]
     return "\n".join(lines)
+
+
+def _headers(title: str, headers: RecordedHeaders) -> list[str]:
+    lines = ["", title]
+    lines += [f"  {name}: {value}" for name, value in headers.lines]
+    if headers.cut:
+        lines.append(f"  ({headers.cut})")
+    if len(lines) == 2:
+        lines.append("  —")
+    return lines
 
 
 class RequestDetail(QWidget):

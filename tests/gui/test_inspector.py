@@ -1,7 +1,9 @@
 """The request inspector, driven by the real app and the real kubectl through the demo
-in inspect mode: exec (WebSocket and SPDY), port-forward, ``logs -f`` and ``get -w`` each
-show as a row with its fields; an exec's detail shows its command and exit code; the
-filters, the copy commands and the link between a stream and its request work."""
+in inspect mode: exec (WebSocket and SPDY, and with a terminal), port-forward, ``logs``,
+``logs -f`` and ``get -w`` each show as a row with its fields; an exec's detail shows its
+command, exit code, bytes per channel, terminal sizes and headers (the credential
+redacted); the filters, the copy commands and the link between a stream and its request
+work."""
 
 from __future__ import annotations
 
@@ -73,6 +75,30 @@ def _get_through(first_line: str) -> None:
         assert b"You asked for /one" in answer.read()
 
 
+def _exec_in_a_terminal(home: Path) -> subprocess.CompletedProcess[str]:
+    """``exec -it`` under ``script``, a real terminal of 100x30: kubectl sends its size."""
+    remote = "sh -c 'stty size; exit 4'"
+    command = f"stty cols 100 rows 30; {KUBECTL} --context wicket-demo exec -it web -- {remote}"
+    return subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        env=kubectl_env(home),
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _key_where(window: MainWindow, path_end: str, word: str, *, has: bool = True) -> str | None:
+    """The key of a request whose path ends with ``path_end`` and whose query has
+    ``word`` (or, ``has=False``, has it not)."""
+    for row in window.inspector.model.rows:
+        if (row.view.path or "").endswith(path_end) and (word in (row.view.query or "")) == has:
+            return row.key
+    return None
+
+
 def _has(window: MainWindow, path_end: str, upgrade: str = "") -> bool:
     return _find(window, path_end, upgrade) is not None
 
@@ -110,6 +136,12 @@ async def test_kubectl_requests_in_the_inspector(
         inspector = window.inspector
         assert window.tabs.tabText(window.tabs.indexOf(inspector)) == "&Requests"
         window.tabs.setCurrentWidget(inspector)  # a hidden Requests tab does not follow
+        jsonpath = '{.users[?(@.name=="wicket-demo")].user.token}'
+        raw = await kubectl(home, "config", "view", "--raw", "-o", f"jsonpath={jsonpath}")
+        token = raw.stdout.strip()
+        assert len(token) > 20, raw  # what kubectl presents: it must never show
+        clipboard = QGuiApplication.clipboard()
+        assert clipboard is not None
 
         # exec over WebSocket, then SPDY: exit code 3 each time.
         for websockets, upgrade in (
@@ -131,18 +163,58 @@ async def test_kubectl_requests_in_the_inspector(
             assert re.search(r"command\s+sh -c 'exit 3'", detail), detail
             assert re.search(r"exit_code\s+3", detail), detail
             assert "status      101" in detail
+            assert re.search(r"channel_bytes\s+\S*\berror=[1-9]", detail), detail
+            assert "\n  Authorization: Bearer <redacted>\n" in detail, detail
+            assert re.search(r"response headers\n(  .*\n)*  Upgrade: ", detail, re.I), detail
+            assert token not in detail
             inspector.detail.copy_kubectl.click()
-            clipboard = QGuiApplication.clipboard()
-            assert clipboard is not None
-            assert clipboard.text() == (
-                "kubectl --context wicket-demo exec -i web -n default -- sh -c 'exit 3'"
+            assert clipboard.text() == (  # no -i: kubectl sent no stdin
+                "kubectl --context wicket-demo exec web -c web -n default -- sh -c 'exit 3'"
             )
             inspector.detail.copy_curl.click()
             assert "$WICKET_ENDPOINT_TOKEN" in clipboard.text()
             assert "/api/v1/namespaces/default/pods/web/exec" in clipboard.text()
 
-        # port-forward (a GET through it), logs -f and get -w.
+        # exec with a terminal: its size arrives on the resize channel.
         monkeypatch.delenv("KUBECTL_REMOTE_COMMAND_WEBSOCKETS")
+        tty = await asyncio.to_thread(_exec_in_a_terminal, home)
+        assert tty.returncode == 4 and "30 100" in tty.stdout, (tty.stdout, tty.stderr)
+        await wait_until(
+            lambda: _key_where(window, "/pods/web/exec", "tty=true") is not None, 10, what="tty"
+        )
+        tty_key = _key_where(window, "/pods/web/exec", "tty=true")
+        assert tty_key is not None and inspector.select(tty_key)
+        await wait_until(
+            lambda: "resizes" in inspector.detail.text.toPlainText(), 10, what="resizes"
+        )
+        detail = inspector.detail.text.toPlainText()
+        assert re.search(r"resizes\s+\d+: 100x30\b", detail), detail
+        assert re.search(r"channel_bytes\s+stdin=\d+,stdout=[1-9]\d*,.*resize=[1-9]", detail)
+        assert re.search(r"exit_code\s+4", detail) and token not in detail, detail
+        inspector.detail.copy_kubectl.click()
+        assert clipboard.text() == (
+            "kubectl --context wicket-demo exec -it web -c web -n default -- "
+            "sh -c 'stty size; exit 4'"
+        )
+
+        # logs without -f copies without it.
+        done = await kubectl(home, "--context", "wicket-demo", "logs", "ticker", "--tail=2")
+        assert done.returncode == 0 and "tick" in done.stdout, done.stderr
+        await wait_until(
+            lambda: _key_where(window, "/pods/ticker/log", "follow", has=False) is not None,
+            10,
+            what="logs",
+        )
+        logs_key = _key_where(window, "/pods/ticker/log", "follow", has=False)
+        assert logs_key is not None and inspector.select(logs_key)
+        inspector.detail.copy_kubectl.click()
+        words = clipboard.text().split()
+        assert words[:4] == ["kubectl", "--context", "wicket-demo", "logs"], words
+        assert "-f" not in words and "--tail=2" in words, words
+        assert words[-3:] == ["ticker", "-n", "default"], words
+        assert token not in inspector.detail.text.toPlainText()
+
+        # port-forward (a GET through it), logs -f and get -w.
         await asyncio.to_thread(
             _in_background,
             home,
@@ -158,7 +230,11 @@ async def test_kubectl_requests_in_the_inspector(
         assert "tick" in logs
         await asyncio.to_thread(_in_background, home, 1.0, "get", "pods", "-w", "-o", "name")
         await wait_until(partial(_has, window, "/pods/web/portforward", "accepted"), 10, what="pf")
-        await wait_until(partial(_has, window, "/pods/ticker/log"), 10, what="logs -f")
+        await wait_until(
+            lambda: _key_where(window, "/pods/ticker/log", "follow=true") is not None,
+            10,
+            what="logs -f",
+        )
         await wait_until(
             lambda: any(p.endswith("/pods") and c == "kubectl get" for p, _, _, c in _rows(window)),
             10,
@@ -168,9 +244,11 @@ async def test_kubectl_requests_in_the_inspector(
         assert pf is not None and inspector.select(pf)
         await wait_until(lambda: "connection" in inspector.detail.text.toPlainText(), 10, what="pf")
         assert re.search(r"ports\s+80", inspector.detail.text.toPlainText())
-        log_key = _find(window, "/pods/ticker/log")
+        log_key = _key_where(window, "/pods/ticker/log", "follow=true")
         assert log_key is not None and inspector.select(log_key)
         assert re.search(r"lines\s+\d+", inspector.detail.text.toPlainText())
+        inspector.detail.copy_kubectl.click()
+        assert "-f" in clipboard.text().split()
         kinds = {r.view.detail_value("kind") for r in inspector.model.rows}
         assert {"exec", "portforward", "log", "watch"} <= kinds, kinds
         for _, status, _, command in _rows(window):
@@ -221,6 +299,7 @@ def test_the_requests_model_filters_and_copies(qtmodeltester: ModelTester) -> No
         protocol="websocket",
         subprotocol="v5.channel.k8s.io",
         detail=(("kind", "exec"), ("command", "sh -c 'exit 3'"), ("exit_code", "3")),
+        query="command=sh&command=-c&command=exit+3&container=web&stdin=true&stdout=true",
     )
     missing = stream(3, method="GET", path="/api/v1/namespaces/default/pods/nope", status=404)
     model.apply_rows(stream_rows(snapshot([stream(1), exec_, missing])))
@@ -241,11 +320,11 @@ def test_the_requests_model_filters_and_copies(qtmodeltester: ModelTester) -> No
 
     (exec_row,) = [r for r in model.rows if r.key == exec_.key]
     assert as_kubectl(exec_row) == (
-        "kubectl --context wicket-lab exec -i web -n default -- sh -c 'exit 3'"
+        "kubectl --context wicket-lab exec -i web -c web -n default -- sh -c 'exit 3'"
     )
     curl = as_curl(exec_row)
     assert curl.startswith("curl -X GET --cacert ") and "Bearer $WICKET_ENDPOINT_TOKEN" in curl
-    assert "https://127.0.0.1:6443/api/v1/namespaces/default/pods/web/exec" in curl
+    assert f"'https://127.0.0.1:6443/api/v1/namespaces/default/pods/web/exec?{exec_.query}'" in curl
     (missing_row,) = [r for r in model.rows if r.key == missing.key]
     assert as_kubectl(missing_row) == "kubectl --context wicket-lab get pods nope -n default"
 
@@ -256,50 +335,115 @@ def test_the_requests_model_filters_and_copies(qtmodeltester: ModelTester) -> No
     assert seen == [REQUESTS.ticking]
 
 
+POD = "/api/v1/namespaces/default/pods"
+
+
 @pytest.mark.parametrize(
-    ("method", "path", "detail", "command"),
+    ("method", "path", "query", "detail", "command"),
     [
-        ("GET", "/version", (), "get --raw /version"),
-        ("GET", "/api/v1/namespaces", (), "get namespaces"),
-        ("GET", "/api/v1/namespaces/default", (), "get namespaces default"),
+        ("GET", "/version", "", (), "get --raw /version"),
+        ("GET", "/openapi/v3", "hash=ab", (), "get --raw '/openapi/v3?hash=ab'"),
+        ("GET", "/api/v1/namespaces", "limit=500", (), "get namespaces"),
+        ("GET", "/api/v1/namespaces/default", "", (), "get namespaces default"),
+        ("GET", "/api/v1/pods", "limit=500", (), "get pods -A"),  # all namespaces
+        ("GET", "/api/v1/nodes", "", (), "get nodes"),
         (
             "GET",
             "/api/v1/namespaces/kube-system/pods",
+            "labelSelector=app%3Dweb&resourceVersion=5&watch=true",
+            (),
+            "get pods -l app=web -w -n kube-system",
+        ),
+        (  # the decoder's word is not the query: no watch asked, no -w
+            "GET",
+            POD,
+            "fieldSelector=status.phase%3DRunning",
             (("kind", "watch"),),
-            "get pods -n kube-system -w",
+            "get pods --field-selector status.phase=Running -n default",
         ),
         (
             "GET",
             "/apis/apps/v1/namespaces/web/deployments/front",
+            "",
             (),
             "get deployments.apps front -n web",
         ),
+        ("GET", f"{POD}/ticker/log", "", (("kind", "log"),), "logs ticker -n default"),
+        ("GET", f"{POD}/ticker/log", "follow=false", (), "logs ticker -n default"),
         (
             "GET",
-            "/api/v1/namespaces/default/pods/ticker/log",
+            f"{POD}/ticker/log",
+            "container=ticker&follow=true",
             (("kind", "log"),),
-            "logs -f ticker -n default",
+            "logs -f -c ticker ticker -n default",
         ),
         (
             "GET",
-            "/api/v1/namespaces/default/pods/web/portforward",
-            (("ports", "80,443"),),
-            "port-forward pod/web -n default 80 443",
+            f"{POD}/ticker/log",
+            "tailLines=5&sinceSeconds=60&timestamps=true&previous=true&limitBytes=100",
+            (),
+            "logs -p --timestamps --tail=5 --since=60s --limit-bytes=100 ticker -n default",
         ),
-        ("POST", "/api/v1/namespaces/default/pods/web/attach", (), "attach -i web -n default"),
-        ("DELETE", "/api/v1/namespaces/default/pods/web", (), "delete pods web -n default"),
+        (
+            "GET",
+            f"{POD}/ticker/log",
+            "sinceTime=2025-01-02T03%3A04%3A05Z",
+            (),
+            "logs --since-time=2025-01-02T03:04:05Z ticker -n default",
+        ),
+        (  # ports from the decoded streams (kubectl's are not in the query), local ones free
+            "GET",
+            f"{POD}/web/portforward",
+            "",
+            (("ports", "80,443"),),
+            "port-forward pod/web -n default :80 :443",
+        ),
+        (
+            "GET",
+            f"{POD}/web/portforward",
+            "ports=8080",
+            (),
+            "port-forward pod/web -n default :8080",
+        ),
+        ("GET", f"{POD}/web/portforward", "", (), "port-forward pod/web -n default :PORT"),
+        (
+            "GET",
+            f"{POD}/web/exec",
+            "command=ls&command=-l&container=web&stdout=true&stderr=true",
+            (("command", "echo from the decoder"),),
+            "exec web -c web -n default -- ls -l",
+        ),
+        (
+            "GET",
+            f"{POD}/web/exec",
+            "command=sh&container=web&stdin=true&stdout=true&tty=true",
+            (),
+            "exec -it web -c web -n default -- sh",
+        ),
+        ("GET", f"{POD}/web/exec", "command=date&tty=true", (), "exec -t web -n default -- date"),
+        (
+            "POST",
+            f"{POD}/chat/attach",
+            "container=chat&stdin=true&stdout=true",
+            (),
+            "attach -i chat -c chat -n default",
+        ),
+        ("POST", f"{POD}/chat/attach", "command=ignored", (), "attach chat -n default"),
+        ("DELETE", f"{POD}/web", "", (), "delete pods web -n default"),
         (
             "GET",
             "/apis/apps/v1/namespaces/web/deployments/front/scale",
+            "",
             (),
             "get --raw /apis/apps/v1/namespaces/web/deployments/front/scale",
         ),
     ],
 )
 def test_copy_as_kubectl(
-    method: str, path: str, detail: tuple[tuple[str, str], ...], command: str
+    method: str, path: str, query: str, detail: tuple[tuple[str, str], ...], command: str
 ) -> None:
-    view = stream(1, method=method, path=path, status=200, detail=detail)
+    """Per path shape: flags come from the request's query (never assumed)."""
+    view = stream(1, method=method, path=path, query=query, status=200, detail=detail)
     (row,) = stream_rows(snapshot([view]))
     assert as_kubectl(row) == f"kubectl --context wicket-lab {command}"
 
