@@ -17,7 +17,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, parse_qsl, unquote
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QGuiApplication
@@ -362,7 +362,8 @@ def describe(row: StreamRow) -> str:
     last the headers both ways (as the core recorded them: credentials redacted)."""
     v = row.view
     lines = [
-        f"request     {v.method} {_target(v)}",
+        f"request     {v.method} {v.path}",
+        *([f"query       {_readable(v.query)}"] if v.query else []),
         f"status      {v.status if v.status is not None else 'pending'}",
         f"kubectl     {v.kubectl_command or '—'}",
         f"upgrade     {upgrade_text(v) or '—'}",
@@ -378,6 +379,12 @@ def describe(row: StreamRow) -> str:
         *_headers("response headers", v.response_headers),
     ]
     return "\n".join(lines)
+
+
+def _readable(query: str) -> str:
+    """A query decoded for reading: ``key=value`` pairs, values quoted as a shell would."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return " ".join(f"{key}={shlex.quote(value)}" for key, value in pairs)
 
 
 def _headers(title: str, headers: RecordedHeaders) -> list[str]:

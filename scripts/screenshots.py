@@ -115,8 +115,10 @@ async def _shoot_inspector(
     app: WicketApp, out: Path, home: Path, children: list[subprocess.Popen[bytes]]
 ) -> None:
     """The demo in inspect mode (Cluster → Edit… does the same), kubectl's requests in
-    the Requests tab, and an exec's decoded detail."""
+    the Requests tab, and the decoded detail of an exec in a terminal (under ``script``,
+    so kubectl sends its size) with its headers."""
     from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QSplitter
 
     from gui.backend import DEMO
     from gui.inspector import request_column
@@ -124,10 +126,20 @@ async def _shoot_inspector(
 
     window = app.window
     await app.backend.edit_cluster(DEMO, mode="inspect")
-    for args in (("get", "pods"), ("exec", "web", "--", "sh", "-c", "echo hello; exit 3")):
-        await asyncio.to_thread(
-            subprocess.run, [str(KUBECTL), "--context", "wicket-demo", *args], env=_env(home)
-        )
+    await asyncio.to_thread(
+        subprocess.run, [str(KUBECTL), "--context", "wicket-demo", "get", "pods"], env=_env(home)
+    )
+    in_a_terminal = (
+        f"stty cols 120 rows 40; {KUBECTL} --context wicket-demo exec -it web -- "
+        "sh -c 'echo hello; exit 3'"
+    )
+    await asyncio.to_thread(
+        subprocess.run,
+        ["script", "-qec", in_a_terminal, "/dev/null"],
+        env=_env(home),
+        input=b"",
+        stdout=subprocess.DEVNULL,
+    )
     children += [
         _start(home, "logs", "-f", "ticker"),
         _start(home, "get", "pods", "--watch"),
@@ -142,6 +154,12 @@ async def _shoot_inspector(
             inspector.select(inspector.proxy.index(row, 0).data(KEY_ROLE))
     await asyncio.sleep(0.5)
     window.grab().save(str(out / "inspector.png"))
+    split = inspector.findChild(QSplitter)
+    if split is not None:
+        split.setSizes([150, 650])  # room for the whole detail, headers included
+    await asyncio.sleep(0.3)
+    inspector.table.scrollTo(inspector.table.currentIndex())
+    await asyncio.sleep(0.2)
     inspector.grab().save(str(out / "inspector-exec.png"))
 
 

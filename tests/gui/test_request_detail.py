@@ -25,7 +25,7 @@ def test_the_detail_shows_the_target_decoding_and_headers(qtbot: QtBot) -> None:
         1,
         method="GET",
         path="/api/v1/namespaces/default/pods/web/exec",
-        query="command=sh&stdin=true&tty=true",
+        query="command=sh&command=-c&command=echo+hi%3B+exit+3&stdin=true&tty=true",
         status=101,
         detail=(
             ("kind", "exec"),
@@ -38,9 +38,10 @@ def test_the_detail_shows_the_target_decoding_and_headers(qtbot: QtBot) -> None:
     (row,) = stream_rows(snapshot([view]))
     text = describe(row)
     lines = text.splitlines()
-    assert lines[0] == (
-        "request     GET /api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true&tty=true"
-    )
+    assert lines[:2] == [
+        "request     GET /api/v1/namespaces/default/pods/web/exec",
+        "query       command=sh command=-c command='echo hi; exit 3' stdin=true tty=true",
+    ]
     assert "channel_bytes stdin=3,stdout=10,error=0,resize=26" in lines
     assert "resizes     1: 80x24" in lines
     headers = lines[lines.index("request headers") :]
@@ -59,3 +60,5 @@ def test_the_detail_shows_the_target_decoding_and_headers(qtbot: QtBot) -> None:
     assert pane.text.toPlainText() == text
     pane.show_row(None)
     assert pane.text.toPlainText() == ""
+    (plain,) = stream_rows(snapshot([stream(2, method="GET", path="/version", status=200)]))
+    assert describe(plain).splitlines()[1] == "status      200"  # no query, no query line
