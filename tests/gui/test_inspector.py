@@ -184,8 +184,15 @@ async def test_kubectl_requests_in_the_inspector(
         )
         tty_key = _key_where(window, "/pods/web/exec", "tty=true")
         assert tty_key is not None and inspector.select(tty_key)
+        # The session ends in the record after kubectl exits: wait for its exit code
+        # too, so the channel counts read below are the final ones.
         await wait_until(
-            lambda: "resizes" in inspector.detail.text.toPlainText(), 10, what="resizes"
+            lambda: (
+                "resizes" in (text := inspector.detail.text.toPlainText())
+                and re.search(r"exit_code\s+4", text) is not None
+            ),
+            10,
+            what="resizes and the exit code",
         )
         detail = inspector.detail.text.toPlainText()
         assert re.search(r"resizes\s+\d+: 100x30\b", detail), detail
