@@ -11,10 +11,25 @@ from core import fsutil
 APP_NAME = "wicket"
 
 
+def data_home() -> Path:
+    """``$XDG_DATA_HOME``, default ``~/.local/share`` (a relative value is ignored, as the
+    XDG spec asks)."""
+    return _xdg("XDG_DATA_HOME", ".local", "share")
+
+
+def config_home() -> Path:
+    """``$XDG_CONFIG_HOME``, default ``~/.config`` (a relative value is ignored)."""
+    return _xdg("XDG_CONFIG_HOME", ".config")
+
+
+def _xdg(variable: str, *default: str) -> Path:
+    value = os.environ.get(variable, "")
+    return Path(value) if os.path.isabs(value) else Path.home().joinpath(*default)
+
+
 def data_dir(*parts: str) -> Path:
     """``$XDG_DATA_HOME/wicket/<parts>`` (default ``~/.local/share/wicket/<parts>``)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base, APP_NAME, *parts)
+    return data_home().joinpath(APP_NAME, *parts)
 
 
 def frozen_executable() -> str | None:

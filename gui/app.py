@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from core.errors import AlreadyRunning
+from core.service import APP_ID
+from core.service.freedesktop import AUTOSTART_FLAG
 from core.service.instance import InstanceLock, hand_over
 from gui.display import check_display, fatal_qt_messages, probe_display
 
@@ -77,15 +79,24 @@ class QtThreadCollector:
 
 
 def run_app(argv: Sequence[str]) -> int:
-    """Run the app; 0 too when another launch's app was raised instead."""
+    """Run the app; 0 too when another launch's app was raised instead.
+
+    ``--autostart`` (the "Start at login" entry's flag) starts it with the window hidden
+    where there is a tray, and raises no window of an app already running.
+    """
+    autostart = AUTOSTART_FLAG in argv
+    qt_argv = [a for a in argv if a != AUTOSTART_FLAG]
     check_display()
     probe_display()
     try:
         lock = InstanceLock.acquire("app")
     except AlreadyRunning as running:
+        if autostart and running.kind == "app":
+            print(f"wicket: Wicket already runs (pid {running.pid})")
+            return 0
         return _hand_over(running)
     with lock:
-        return _run(argv, lock)
+        return _run(qt_argv, lock, start_hidden=autostart)
 
 
 def _hand_over(running: AlreadyRunning) -> int:
@@ -106,13 +117,13 @@ def _application(argv: Sequence[str]) -> QApplication:
         app = QApplication([sys.argv[0], *argv])
     app.setApplicationName("Wicket")
     app.setOrganizationName("Wicket")
-    app.setDesktopFileName("wicket")
+    app.setDesktopFileName(APP_ID)  # the Wayland app id: the desktop entry's name
     app.setWindowIcon(state_icon("online"))
     app.setQuitOnLastWindowClosed(False)
     return app
 
 
-def _run(argv: Sequence[str], lock: InstanceLock) -> int:
+def _run(argv: Sequence[str], lock: InstanceLock, *, start_hidden: bool = False) -> int:
     tune_gil()
     from gui.aio import qasync_loop_factory
     from gui.backend import Backend
@@ -131,7 +142,7 @@ def _run(argv: Sequence[str], lock: InstanceLock) -> int:
     signal.signal(signal.SIGTERM, quit_on_signal)
 
     async def main() -> None:
-        wicket = WicketApp(Backend())
+        wicket = WicketApp(Backend(), start_hidden=start_hidden)
         running.append(wicket)
         server = RaiseServer(lock.socket_path)
         server.raise_requested.connect(wicket.show_window)

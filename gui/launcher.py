@@ -1,7 +1,8 @@
 """The ``wicket`` console entry point.
 
 With a sub-command it runs the headless CLI (``core.cli``) without importing Qt; with
-none it starts the desktop app (or, when the app already runs, raises its window).
+none (or ``--autostart``, how "Start at login" starts it) it starts the desktop app (or,
+when the app already runs, raises its window).
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from collections.abc import Sequence
 
 from core.errors import AlreadyRunning, DisplayUnavailable
 from core.service import cli_main
+from core.service.freedesktop import AUTOSTART_FLAG
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] != "app":
+    if args and args[0] == "app":
+        args = args[1:]
+    elif args and args[0] != AUTOSTART_FLAG:
         return cli_main(args)
     from gui.app import run_app  # Qt is imported only for the desktop app
 
     try:
-        return run_app(args[1:])
+        return run_app(args)
     except DisplayUnavailable as exc:
         print(f"wicket: {exc}", file=sys.stderr)
         return 2

@@ -35,8 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import __version__
-from core.service import ServiceSnapshot
+from core.service import ServiceSnapshot, version_text
 from gui.aio import async_slot
 from gui.backend import DEMO, Backend
 from gui.chart import TrafficChart, TrafficHistory
@@ -205,7 +204,7 @@ class MainWindow(QMainWindow):
         self.debug_dock.hide()
 
     def _build_actions(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
+        self.file_menu = file_menu = self.menuBar().addMenu("&File")
         self.add_action = QAction("&Add cluster…", self)
         self.add_action.setShortcut(QKeySequence.StandardKey.New)
         self.add_action.triggered.connect(self.add_cluster_requested)
@@ -234,7 +233,7 @@ class MainWindow(QMainWindow):
         #: The tray's menu is added here too when there is no tray.
         self.tray_menu_action: QAction | None = None
         help_menu = self.menuBar().addMenu("&Help")
-        about = QAction(f"Wicket {__version__}", self)
+        about = QAction(f"Wicket {version_text()}", self)
         about.setEnabled(False)
         help_menu.addAction(about)
 

@@ -2,10 +2,12 @@
 
 ``WicketApp.run()`` is the GUI's main coroutine (on the qasync loop): it starts the
 core thread, shows the window, brings back the demo and saved clusters in the
-background, and returns when Quit was chosen, after everything has shut down. Quit
-never calls ``app.quit()``: it sets an event the main coroutine waits on. Quit from the
-menus asks first while streams are open (an exec or a port-forward would be cut); a
-signal (SIGTERM, Ctrl+C in the terminal) quits without asking.
+background, and returns when Quit was chosen, after everything has shut down. Started
+at login (``start_hidden``, File → Start at login) it shows only the tray icon, or the
+window where there is no tray. Quit never calls ``app.quit()``: it sets an event the
+main coroutine waits on. Quit from the menus asks first while streams are open (an exec
+or a port-forward would be cut); a signal (SIGTERM, Ctrl+C in the terminal) quits
+without asking.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import asyncio
 import logging
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QSignalBlocker, Signal
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMessageBox
 
+from core.errors import WicketError
 from core.service import DemoStack
+from core.service.freedesktop import autostart_enabled, set_autostart
 from gui.aio import cancel_all, spawn
 from gui.backend import DEMO, Backend
 from gui.errors import ErrorReporter, describe_error
@@ -39,9 +44,12 @@ class WicketApp(QObject):
 
     ready = Signal()
 
-    def __init__(self, backend: Backend, *, show_dialogs: bool = True) -> None:
+    def __init__(
+        self, backend: Backend, *, show_dialogs: bool = True, start_hidden: bool = False
+    ) -> None:
         super().__init__()
         self.backend = backend
+        self.start_hidden = start_hidden
         self.window = MainWindow(backend)
         self.reporter = ErrorReporter(self.window, show_dialogs=show_dialogs)
         self.tray = TrayController(backend, self)
@@ -54,6 +62,13 @@ class WicketApp(QObject):
         self.window.ticked.connect(self._ticked)
         self.tray.quit_requested.connect(self.request_quit)
         self.tray.open_requested.connect(self.show_window)
+        self.autostart_action = QAction("&Start at login", self)
+        self.autostart_action.setCheckable(True)
+        self.autostart_action.setChecked(autostart_enabled())
+        self.autostart_action.setToolTip("Start Wicket in the tray when you log in")
+        self.autostart_action.toggled.connect(self.set_autostart)
+        self.window.file_menu.insertAction(self.window.quit_action, self.autostart_action)
+        self.window.file_menu.insertSeparator(self.window.quit_action)
         self.wizards: list[Any] = []
         self.quit_boxes: list[QMessageBox] = []
         self.demo: DemoStack | None = None
@@ -72,7 +87,8 @@ class WicketApp(QObject):
         await self.backend.start()
         self.window.start()
         self.tray.start()
-        self.window.show()
+        if not (self.start_hidden and self.tray.available):
+            self.window.show()  # started at login: the tray icon only, where there is a tray
         spawn(self._restore(), self._tasks)
 
     def request_quit(self) -> None:
@@ -118,6 +134,17 @@ class WicketApp(QObject):
         self.window.hide()
         await self.backend.shutdown()
         self.reporter.uninstall()
+
+    def set_autostart(self, enabled: bool) -> None:
+        """Start at login, or not: the XDG autostart entry written or removed."""
+        try:
+            set_autostart(enabled)
+        except WicketError as exc:
+            self.reporter.report(f"Could not change Start at login: {exc}")
+        checked = autostart_enabled()
+        if self.autostart_action.isChecked() != checked:  # as the file is, not as asked
+            with QSignalBlocker(self.autostart_action):
+                self.autostart_action.setChecked(checked)
 
     def show_window(self) -> None:
         self.window.showNormal()

@@ -8,6 +8,9 @@ pkgs=(
   dbus-daemon      # tests/secrets: the private session bus for it
   dbus-bin         # tests/secrets: dbus-run-session
   bsdutils         # tests/secrets: script(1) gives `wicket credential` a terminal
+  desktop-file-utils     # tests/packaging: desktop-file-validate, update-desktop-database
+  appstream              # tests/packaging: appstreamcli validate / validate-tree
+  gtk-update-icon-cache  # tests/packaging: the user's icon cache refreshed by desktop install
 )
 missing=()
 for p in "${pkgs[@]+"${pkgs[@]}"}"; do

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from core import __version__
 from core.aio.eventloop import LOOP_KINDS
 from core.errors import WicketError
 from core.logs import setup_logging
@@ -26,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.agent_health",
     "core.cli.cluster",
     "core.cli.demo",
+    "core.cli.desktop",
     "core.cli.kubeconfig",
     "core.cli.status",
     "core.cli.tunnel",
@@ -45,12 +45,24 @@ def add_command(
     return sub.add_parser(name, description=description, **options)
 
 
+class _Version(argparse.Action):
+    """``--version``: the commit is looked up only when asked for (git, in a checkout)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        from core.version import version_text
+
+        print(f"wicket {version_text()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wicket",
         description="Wicket: tunnels to Kubernetes apiservers in private networks.",
     )
-    parser.add_argument("--version", action="version", version=f"wicket {__version__}")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="show the version and commit, then exit"
+    )
     parser.add_argument(
         "--log-level",
         default="info",

@@ -1,8 +1,9 @@
 """The service façade the desktop app and the CLI both use (never imports Qt).
 
 It is also the GUI's only door into the rest of core: the few names the app needs from
-``core.aio``, ``core.demo``, ``core.kube`` and ``core.format`` (to type-check a
-component, read the kubeconfig, run the desktop configuration) are re-exported here, so
+``core.aio``, ``core.demo``, ``core.kube``, ``core.format``, ``core.resources`` and
+``core.version`` (to type-check a component, read the kubeconfig, run the desktop
+configuration, find the icons) are re-exported here, so
 an import contract can forbid the GUI everything else. ``cli_main`` is here for the
 launcher, which hands a sub-command (``wicket up``, ``wicket cluster``…) to the CLI.
 """
@@ -17,6 +18,7 @@ from core.format import host_port, human_bytes
 from core.kube import KubeconfigPaths, MergedView, Mode, load_merged, use_context
 from core.pki.tokens import TokenKind
 from core.pki.tokens import parse as parse_token
+from core.resources import APP_ID, resource_dir
 from core.service.clusters import AgentInstructions
 from core.service.config import (
     CONFIG_FILE,
@@ -42,8 +44,10 @@ from core.service.probe import ProbeAuth, VersionProbe
 from core.service.service import WicketService
 from core.service.setup import ClusterSetup
 from core.service.vault import TokenVault, headless_passphrase
+from core.version import version_text
 
 __all__ = [
+    "APP_ID",
     "CONFIG_FILE",
     "DEMO",
     "DEMO_CONTEXT",
@@ -81,8 +85,10 @@ __all__ = [
     "load_enrollment",
     "load_merged",
     "parse_token",
+    "resource_dir",
     "headless_passphrase",
     "use_context",
     "use_relay",
     "save_user_file",
+    "version_text",
 ]
