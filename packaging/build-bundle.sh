@@ -16,6 +16,7 @@ STAMP=$OUT/wicket.stamp
 inputs() {
   find core gui resources packaging/pyinstaller pyproject.toml -type f \
     -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  git rev-parse HEAD 2>/dev/null || true  # `wicket --version` reports the commit
   "$PYTHON" -c 'import importlib.metadata as m, sys
 print(sys.version)
 for d in sorted(m.distributions(), key=lambda d: d.name.lower()): print(d.name, d.version)'
