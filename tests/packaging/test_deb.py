@@ -69,7 +69,7 @@ def test_depends_covers_every_library_the_bundle_takes_from_the_machine(bundle: 
     elves = [bundle, *internal.rglob("*.so*")]
     outside: set[str] = set()
     for elf in elves:
-        got = subprocess.run(["ldd", str(elf)], capture_output=True, text=True, env=env)
+        got = run(["ldd", str(elf)], env)
         assert "not found" not in got.stdout, f"{elf}:\n{got.stdout}"
         outside |= {
             path for path in re.findall(r"=> (/\S+)", got.stdout)
@@ -77,11 +77,10 @@ def test_depends_covers_every_library_the_bundle_takes_from_the_machine(bundle: 
         }  # fmt: skip
     packages = set()
     for path in outside:
-        owner = subprocess.run(
-            ["dpkg", "-S", str(Path(path).resolve())], capture_output=True, text=True
-        )
+        plain = {"PATH": "/usr/bin:/bin"}
+        owner = run(["dpkg", "-S", str(Path(path).resolve())], plain)
         if owner.returncode != 0:  # usrmerge: the package may list /lib/... instead
-            owner = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True)
+            owner = run(["dpkg", "-S", path], plain)
         assert owner.returncode == 0, f"no package has {path}"
         packages.add(owner.stdout.split(":")[0])
     assert packages, "the bundle must take libc at least from the machine"

@@ -116,6 +116,7 @@ def test_agent_exec_start_reads_the_token_from_its_credential() -> None:
     assert not any("token" in value.lower() for value in settings.get("Environment", []))
 
 
+@pytest.mark.timeout(1200)  # may build the bundle
 def test_the_fake_sandbox_enforces_what_it_claims(bundle: Path, tmp_path: Path) -> None:
     """So that the next test can fail: under the relay's sandbox, writable+executable
     memory, a netlink socket and setuid are refused, and no capability is left."""
