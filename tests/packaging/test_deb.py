@@ -75,14 +75,18 @@ def test_depends_covers_every_library_the_bundle_takes_from_the_machine(bundle: 
             path for path in re.findall(r"=> (/\S+)", got.stdout)
             if not Path(path).resolve().is_relative_to(internal.resolve())
         }  # fmt: skip
+    plain = {"PATH": "/usr/bin:/bin"}
+    paths = sorted({str(Path(p).resolve()) for p in outside} | outside)  # usrmerge: either
+    listing = run(["dpkg", "-S", *paths], plain).stdout  # nothing for a path no one has
+    owner = {
+        path: package
+        for package, path in re.findall(r"^([^:\s]+)(?::[^:\s]+)?: (\S+)$", listing, re.M)
+    }
     packages = set()
     for path in outside:
-        plain = {"PATH": "/usr/bin:/bin"}
-        owner = run(["dpkg", "-S", str(Path(path).resolve())], plain)
-        if owner.returncode != 0:  # usrmerge: the package may list /lib/... instead
-            owner = run(["dpkg", "-S", path], plain)
-        assert owner.returncode == 0, f"no package has {path}"
-        packages.add(owner.stdout.split(":")[0])
+        found = owner.get(path) or owner.get(str(Path(path).resolve()))
+        assert found, f"no package has {path}"
+        packages.add(found)
     assert packages, "the bundle must take libc at least from the machine"
     assert packages <= control_depends(), packages - control_depends()
 
