@@ -2,6 +2,7 @@
 #   make run    create .venv, install, launch the desktop app
 #   make test   lint, type-check, import contracts and the whole test suite
 #   make bench  benchmarks (ratios against anchors measured in the same run)
+#   make dist   wheel, sdist, standalone bundle (+ tarball) and .deb into dist/
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 NODE_PEERS := tests/interop/node_modules/.installed-stamp
 PYTEST_TIMEOUT ?= 1500
 
-.PHONY: all venv run test lint unit test-deps bench clean
+.PHONY: all venv run test lint unit test-deps bench dist clean
 
 all: test
 
@@ -54,6 +55,16 @@ bench: test-deps
 	$(BIN)/python -m tests.bench.tunnel_bench
 	$(BIN)/python -m tests.bench.inspect_bench
 	$(BIN)/python -m tests.bench.gui_bench
+
+# packaging/README.md says what each artifact holds; the bundle and the .deb are rebuilt
+# only when their inputs changed (stamps in dist/).
+dist: $(STAMP)
+	./scripts/install-system-test-deps.sh
+	rm -f dist/kubewicket-*
+	$(BIN)/python -m build --outdir dist .
+	PYTHON=$(BIN)/python packaging/build-bundle.sh
+	PYTHON=$(BIN)/python packaging/build-deb.sh
+	packaging/bundle-tarball.sh
 
 clean:
 	rm -rf $(VENV) tests/interop/node_modules .mypy_cache .ruff_cache

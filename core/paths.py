@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from core import fsutil
@@ -29,6 +30,16 @@ def _xdg(variable: str, *default: str) -> Path:
 def data_dir(*parts: str) -> Path:
     """``$XDG_DATA_HOME/wicket/<parts>`` (default ``~/.local/share/wicket/<parts>``)."""
     return data_home().joinpath(APP_NAME, *parts)
+
+
+def frozen_executable() -> str | None:
+    """The bundle's own executable when this is a frozen build (PyInstaller), else None.
+
+    kubeconfig exec entries must name a program that exists without a Python: in the
+    bundle ``sys.executable`` is that program (its real path, symlinks resolved), and
+    ``sys.argv[0]`` or ``$PATH`` could name another install's ``wicket``.
+    """
+    return sys.executable if getattr(sys, "frozen", False) else None
 
 
 def runtime_dir() -> Path:

@@ -11,7 +11,17 @@ pkgs=(
   desktop-file-utils     # tests/packaging: desktop-file-validate, update-desktop-database
   appstream              # tests/packaging: appstreamcli validate / validate-tree
   gtk-update-icon-cache  # tests/packaging: the user's icon cache refreshed by desktop install
+  patchelf         # tests/packaging (make dist): build-bundle.sh drops build-machine RUNPATHs
+  binutils         # tests/packaging (make dist): strip, in build-bundle.sh
+  lintian          # tests/packaging/test_deb.py: the .deb has no lintian error
+  systemd          # tests/packaging/test_systemd.py: systemd-analyze verify and security
+  libseccomp2      # tests/packaging/test_systemd.py: the units' seccomp filters (sandbox.py)
 )
+# tests/packaging (test_bundle.py loads every Qt plugin; test_deb.py installs the .deb):
+# the .deb's Depends, the display stack the bundle takes from the machine
+depends=$(sed -n 's/^Depends: //p' "$(dirname "$0")/../packaging/debian/control")
+IFS=', ' read -r -a runtime <<<"$(sed 's/ ([^)]*)//g' <<<"$depends")"
+pkgs+=("${runtime[@]}")
 missing=()
 for p in "${pkgs[@]+"${pkgs[@]}"}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "core.cli.demo",
     "core.cli.desktop",
     "core.cli.kubeconfig",
+    "core.cli.relay_bundle",
     "core.cli.status",
     "core.cli.tunnel",
     "core.cli.up",

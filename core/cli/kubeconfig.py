@@ -31,6 +31,7 @@ from core.kube import (
     remove_cluster_contexts,
     use_context,
 )
+from core.paths import frozen_executable
 
 
 def register(subparsers: Any) -> None:
@@ -174,6 +175,8 @@ def _read_ca(pem_file: str | None, data_file: str | None) -> bytes:
 
 def _wicket_command() -> str:
     """The absolute path kubectl should run for credentials."""
+    if frozen := frozen_executable():
+        return frozen
     if os.path.basename(sys.argv[0]) == "wicket" and os.path.isfile(sys.argv[0]):
         return os.path.abspath(sys.argv[0])
     found = shutil.which("wicket")

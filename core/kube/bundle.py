@@ -12,12 +12,19 @@ new token. ``StateVolume.EMPTY_DIR`` remains for clusters without a StorageClass
 that cost (re-run ``wicket agent-bundle`` with a fresh token after a reschedule). One
 replica with the Recreate strategy suits both: a ReadWriteOnce volume cannot be shared
 during a rolling update, and two agents with one identity would fight over the relay.
+
+The relay bundle (:func:`build_relay_bundle`, ``wicket relay-bundle``) runs the relay
+itself in a cluster, with the same pod hardening and the same code: its state (CA, keys,
+token registry) on a PVC, one replica with Recreate for the same reasons, a Service of
+type LoadBalancer for the relay port and the public endpoints' ports, and a
+PodDisruptionBudget.
 """
 
 from __future__ import annotations
 
 import enum
 import io
+import ipaddress
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -32,6 +39,10 @@ JOIN_TOKEN_PREFIX = "wicket-join-v1."  # noqa: S105 (a prefix, not a secret)
 DEFAULT_NAMESPACE = "wicket-system"
 DEFAULT_IMAGE = f"ghcr.io/kubewicket/wicket:{__version__}"
 NAME = "wicket-agent"
+RELAY_NAME = "wicket-relay"
+RELAY_PORT = 7443
+#: Public endpoint ports one bundle may expose (a Service lists each port).
+MAX_PUBLIC_PORTS = 100
 TOKEN_DIR = "/etc/wicket"  # noqa: S105 (a mount path)
 STATE_DIR = "/var/lib/wicket"
 TARGET = "kubernetes.default.svc:443"
@@ -83,11 +94,12 @@ def _check_inputs(cluster: str, namespace: str, image: str) -> None:
 
 
 @dataclass(frozen=True)
-class AgentBundle:
+class Bundle:
     """Manifests in apply order, and the equivalent command outside Kubernetes."""
 
     manifests: list[dict[str, Any]]
     command: list[str] = field(default_factory=list)
+    what: str = "agent"
 
     def command_line(self) -> str:
         return shlex.join(self.command)
@@ -95,7 +107,7 @@ class AgentBundle:
     def to_yaml(self) -> str:
         """Multi-document YAML for ``kubectl apply -f -``, headed by the plain command."""
         out = io.StringIO()
-        out.write("# Wicket agent bundle. Apply with: kubectl apply -f <this file>\n")
+        out.write(f"# Wicket {self.what} bundle. Apply with: kubectl apply -f <this file>\n")
         out.write(f"# Outside Kubernetes run: {self.command_line()}\n")
         yaml = YAML(typ="safe", pure=True)
         yaml.default_flow_style = False
@@ -104,9 +116,12 @@ class AgentBundle:
         return out.getvalue()
 
 
-def _labels(cluster: str) -> dict[str, str]:
+AgentBundle = Bundle
+
+
+def _labels(cluster: str, name: str = NAME) -> dict[str, str]:
     return {
-        "app.kubernetes.io/name": NAME,
+        "app.kubernetes.io/name": name,
         "app.kubernetes.io/instance": cluster,
         "app.kubernetes.io/version": __version__,
         "app.kubernetes.io/managed-by": "wicket",
@@ -129,6 +144,19 @@ def _health_probe(extra: list[str], period: int, failures: int) -> dict[str, Any
     }
 
 
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def _container(image: str) -> dict[str, Any]:
     return {
         "name": "agent",
@@ -142,16 +170,7 @@ def _container(image: str) -> dict[str, Any]:
         },
         "livenessProbe": _health_probe([], period=20, failures=3),
         "readinessProbe": _health_probe(["--require-connected"], period=10, failures=2),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security_context(),
         "volumeMounts": [
             {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": "state", "mountPath": STATE_DIR},
@@ -161,32 +180,34 @@ def _container(image: str) -> dict[str, Any]:
 
 
 def _state_claim(
-    namespace: str, labels: dict[str, str], storage_class: str | None
+    namespace: str,
+    labels: dict[str, str],
+    storage_class: str | None,
+    name: str = NAME,
+    size: str = "64Mi",  # provisioners round up
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": "64Mi"}},  # provisioners round up
+        "resources": {"requests": {"storage": size}},
     }
     if storage_class:
         spec["storageClassName"] = storage_class
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": f"{NAME}-state", "namespace": namespace, "labels": labels},
+        "metadata": {"name": f"{name}-state", "namespace": namespace, "labels": labels},
         "spec": spec,
     }
 
 
-def _deployment(cluster: str, namespace: str, image: str, state: StateVolume) -> dict[str, Any]:
-    labels = _labels(cluster)
-    selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
-    state_source: dict[str, Any] = (
-        {"persistentVolumeClaim": {"claimName": f"{NAME}-state"}}
-        if state is StateVolume.PVC
-        else {"emptyDir": {"sizeLimit": "16Mi"}}
-    )
-    pod_spec = {
-        "serviceAccountName": NAME,
+def _selector(labels: dict[str, str]) -> dict[str, str]:
+    return {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+
+
+def _pod_spec(name: str, container: dict[str, Any], volumes: list[Any]) -> dict[str, Any]:
+    """Non-root, no service-account token, seccomp ``RuntimeDefault``: every Wicket pod."""
+    return {
+        "serviceAccountName": name,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {
@@ -196,32 +217,71 @@ def _deployment(cluster: str, namespace: str, image: str, state: StateVolume) ->
             "fsGroup": UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(image)],
-        "volumes": [
-            # 0440 + fsGroup: the agent's group may read the token; others may not.
-            {
-                "name": "token",
-                "secret": {
-                    "secretName": f"{NAME}-join",
-                    "defaultMode": 0o440,
-                    "items": [{"key": "token", "path": "token"}],
-                },
-            },
-            {"name": "state", **state_source},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
-        ],
+        "containers": [container],
+        "volumes": [*volumes, {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}],
     }
+
+
+def _one_replica(
+    name: str, namespace: str, labels: dict[str, str], pod: dict[str, Any]
+) -> dict[str, Any]:
+    """A Deployment of one pod, replaced with Recreate (its state is a RWO volume)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": namespace, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "selector": {"matchLabels": _selector(labels)},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
+
+
+def _deployment(cluster: str, namespace: str, image: str, state: StateVolume) -> dict[str, Any]:
+    state_source: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": f"{NAME}-state"}}
+        if state is StateVolume.PVC
+        else {"emptyDir": {"sizeLimit": "16Mi"}}
+    )
+    volumes = [
+        # 0440 + fsGroup: the agent's group may read the token; others may not.
+        {
+            "name": "token",
+            "secret": {
+                "secretName": f"{NAME}-join",
+                "defaultMode": 0o440,
+                "items": [{"key": "token", "path": "token"}],
+            },
+        },
+        {"name": "state", **state_source},
+    ]
+    pod = _pod_spec(NAME, _container(image), volumes)
+    return _one_replica(NAME, namespace, _labels(cluster), pod)
+
+
+def _namespace_and_account(
+    namespace: str, name: str, labels: dict[str, str]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": labels},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "automountServiceAccountToken": False,
+        },
+    ]
+
+
+def _check_storage_class(storage_class: str | None) -> None:
+    if storage_class is not None and not _DNS_SUBDOMAIN.fullmatch(storage_class):
+        raise ConfigError(f"storage class {storage_class!r} is not a valid name")
 
 
 def build_agent_bundle(
@@ -237,30 +297,17 @@ def build_agent_bundle(
     state PVC (unless ``EMPTY_DIR``) and the Deployment."""
     token = parse_join_token(token)
     _check_inputs(cluster, namespace, image)
-    if storage_class is not None and not _DNS_SUBDOMAIN.fullmatch(storage_class):
-        raise ConfigError(f"storage class {storage_class!r} is not a valid name")
+    _check_storage_class(storage_class)
     labels = _labels(cluster)
-    meta = {"namespace": namespace, "labels": labels}
-    manifests: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": labels},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": f"{NAME}-join", **meta},
-            "type": "Opaque",
-            "stringData": {"token": token},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": NAME, **meta},
-            "automountServiceAccountToken": False,
-        },
-    ]
+    namespace_doc, account = _namespace_and_account(namespace, NAME, labels)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{NAME}-join", "namespace": namespace, "labels": labels},
+        "type": "Opaque",
+        "stringData": {"token": token},
+    }
+    manifests: list[dict[str, Any]] = [namespace_doc, secret, account]
     if state is StateVolume.PVC:
         manifests.append(_state_claim(namespace, labels, storage_class))
     manifests.append(_deployment(cluster, namespace, image, state))
@@ -268,4 +315,144 @@ def build_agent_bundle(
         "wicket",
         *agent_args("./wicket-join-token", "APISERVER_HOST:6443", "./wicket-agent-state"),
     ]
-    return AgentBundle(manifests, command)
+    return Bundle(manifests, command)
+
+
+# -- the relay -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    """What ``wicket relay-bundle`` sets; the defaults make a relay on 7443 with no public
+    endpoints."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    image: str = DEFAULT_IMAGE
+    storage_class: str | None = None
+    port: int = RELAY_PORT
+    server_names: tuple[str, ...] = ()
+    public_ports: tuple[int, ...] = ()
+
+
+def relay_args(state_dir: str, port: int, public: bool, server_names: tuple[str, ...]) -> list[str]:
+    """``wicket relay``'s arguments (the same options its ``--help`` lists)."""
+    args = ["relay", "--state-dir", state_dir, "--listen", f"0.0.0.0:{port}"]
+    if public:
+        args += ["--public-host", "0.0.0.0"]
+    for name in server_names:
+        args += ["--server-name", name]
+    return args
+
+
+def parse_port_range(text: str) -> tuple[int, ...]:
+    """``A-B`` (inclusive) as ports; ConfigError for a bad or too long range."""
+    first, sep, last = text.partition("-")
+    if not sep or not first.isdigit() or not last.isdigit() or int(first) > int(last):
+        raise ConfigError(f"{text!r} is not a port range (FIRST-LAST, e.g. 30000-30009)")
+    return tuple(range(int(first), int(last) + 1))
+
+
+def _check_relay(options: RelayOptions) -> None:
+    ports = (options.port, *options.public_ports)
+    for port in ports:
+        if not 1024 <= port <= 65535:
+            raise ConfigError(
+                f"port {port}: the relay runs without capabilities, so its ports are 1024-65535"
+            )
+    if len(set(ports)) != len(ports):
+        raise ConfigError("the relay port and the public ports must all differ")
+    if len(options.public_ports) > MAX_PUBLIC_PORTS:
+        raise ConfigError(f"at most {MAX_PUBLIC_PORTS} public ports in one bundle")
+    for name in options.server_names:
+        if not _DNS_SUBDOMAIN.fullmatch(name.lower()) and not _is_ip(name):
+            raise ConfigError(f"server name {name!r} is neither a DNS name nor an IP address")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _relay_container(options: RelayOptions) -> dict[str, Any]:
+    public = bool(options.public_ports)
+    ports = [{"name": "relay", "containerPort": options.port, "protocol": "TCP"}]
+    ports += [{"containerPort": p, "protocol": "TCP"} for p in options.public_ports]
+    probe = {"tcpSocket": {"port": "relay"}, "timeoutSeconds": 5}
+    return {
+        "name": "relay",
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": relay_args(STATE_DIR, options.port, public, options.server_names),
+        "env": [{"name": "HOME", "value": STATE_DIR}],
+        "ports": ports,
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        },
+        "livenessProbe": {**probe, "initialDelaySeconds": 10, "periodSeconds": 20,
+                          "failureThreshold": 3},
+        "readinessProbe": {**probe, "initialDelaySeconds": 2, "periodSeconds": 10,
+                           "failureThreshold": 2},
+        "securityContext": _security_context(),
+        "volumeMounts": [
+            {"name": "state", "mountPath": STATE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (the pod's own emptyDir)
+        ],
+    }  # fmt: skip
+
+
+def _relay_service(options: RelayOptions, labels: dict[str, str]) -> dict[str, Any]:
+    ports = [{"name": "relay", "port": options.port, "targetPort": "relay", "protocol": "TCP"}]
+    ports += [
+        {"name": f"public-{p}", "port": p, "targetPort": p, "protocol": "TCP"}
+        for p in options.public_ports
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": RELAY_NAME, "namespace": options.namespace, "labels": labels},
+        "spec": {
+            "type": "LoadBalancer",
+            # the relay sees each client's own address (--public-allow, per-source limits)
+            "externalTrafficPolicy": "Local",
+            "selector": _selector(labels),
+            "ports": ports,
+        },
+    }
+
+
+def _disruption_budget(namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    """At most the one relay pod down for a voluntary disruption: ``minAvailable: 1``
+    would block every node drain, since a second relay cannot start while the first
+    holds the ReadWriteOnce state volume."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": RELAY_NAME, "namespace": namespace, "labels": labels},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(labels)}},
+    }
+
+
+def build_relay_bundle(options: RelayOptions) -> Bundle:
+    """Manifests for the relay, in apply order: Namespace, ServiceAccount, the state PVC,
+    the Deployment, the LoadBalancer Service and the PodDisruptionBudget."""
+    _check_inputs(RELAY_NAME, options.namespace, options.image)
+    _check_storage_class(options.storage_class)
+    _check_relay(options)
+    labels = _labels(RELAY_NAME, RELAY_NAME)
+    claim = _state_claim(options.namespace, labels, options.storage_class, RELAY_NAME, "256Mi")
+    volumes = [{"name": "state", "persistentVolumeClaim": {"claimName": f"{RELAY_NAME}-state"}}]
+    pod = _pod_spec(RELAY_NAME, _relay_container(options), volumes)
+    manifests = [
+        *_namespace_and_account(options.namespace, RELAY_NAME, labels),
+        claim,
+        _one_replica(RELAY_NAME, options.namespace, labels, pod),
+        _relay_service(options, labels),
+        _disruption_budget(options.namespace, labels),
+    ]
+    args = relay_args("./wicket-relay-state", options.port, bool(options.public_ports),
+                      options.server_names)  # fmt: skip
+    return Bundle(manifests, ["wicket", *args], what="relay")

@@ -31,6 +31,7 @@ from core.kube import (
 from core.kube.bundle import agent_args, build_agent_bundle
 from core.kube.model import check_cluster_name, context_names
 from core.mode import Mode
+from core.paths import frozen_executable
 from core.pki.identity import Role
 from core.pki.tokens import parse
 from core.registry.state import RelayState
@@ -132,6 +133,8 @@ def join_token_used(state_dir: Path, token: str) -> bool:
 
 def wicket_command() -> str:
     """The absolute ``wicket`` the exec credential entry runs."""
+    if frozen := frozen_executable():
+        return frozen
     candidate = Path(sys.executable).parent / "wicket"
     return str(candidate if candidate.exists() else Path(sys.argv[0]).resolve())
 

@@ -141,10 +141,13 @@ class Process:
 class Tunnel:
     """Relay, agent, connect and target processes for one test (``close()`` in teardown)."""
 
-    def __init__(self, base: Path, *, log_level: str = "info") -> None:
+    def __init__(self, base: Path, *, log_level: str = "info", program: Path = WICKET) -> None:
         raise_fd_limit()
         self.base = base
         self.log_level = log_level
+        self.program = program  # the ``wicket`` to run (tests/packaging: the bundle)
+        #: A command put before a role's (relay, agent, connect) own, e.g. a sandbox.
+        self.wrap: dict[str, list[str]] = {}
         # A short private dir: status socket paths must fit in sun_path.
         self.runtime = Path(tempfile.mkdtemp(prefix="wkt-"))
         self.status_dir = self.runtime / "wicket"
@@ -179,7 +182,7 @@ class Tunnel:
     def wicket(self, *args: str, timeout: float = 30.0) -> str:
         """Run one short ``wicket`` command; its stdout (CalledProcessError on failure)."""
         result = subprocess.run(
-            [str(WICKET), *args],
+            [str(self.program), *args],
             env=self.env,
             cwd=REPO,
             capture_output=True,
@@ -207,12 +210,12 @@ class Tunnel:
     def _spawn(self, name: str, argv: list[str]) -> Process:
         n = sum(1 for p in self.procs if p.name == name)
         log = self.base / (f"{name}.log" if n == 0 else f"{name}-{n}.log")  # one per run
-        proc = Process(name, argv, self.env, log)
+        proc = Process(name, [*self.wrap.get(name, []), *argv], self.env, log)
         self.procs.append(proc)
         return proc
 
     def _wicket_argv(self, *args: str) -> list[str]:
-        return [str(WICKET), "--log-level", self.log_level, *args]
+        return [str(self.program), "--log-level", self.log_level, *args]
 
     # -- starting ----------------------------------------------------------------------
 
@@ -372,7 +375,7 @@ class Tunnel:
     async def status_cli(self) -> list[Doc]:
         """``wicket status --json`` for this test's processes (the real CLI)."""
         proc = await asyncio.create_subprocess_exec(
-            str(WICKET), "status", "--json",
+            str(self.program), "status", "--json",
             env=self.env, cwd=REPO,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
