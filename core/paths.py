@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from core import fsutil
+from core.errors import KubeconfigError
 
 APP_NAME = "wicket"
 
@@ -40,6 +42,23 @@ def frozen_executable() -> str | None:
     ``sys.argv[0]`` or ``$PATH`` could name another install's ``wicket``.
     """
     return sys.executable if getattr(sys, "frozen", False) else None
+
+
+def wicket_command() -> str:
+    """The absolute path of the ``wicket`` kubectl runs for credentials (and a desktop
+    entry launches): the bundle itself when frozen, the ``wicket`` this process was
+    started as, the one beside this Python (a venv or pipx install), else ``$PATH``'s."""
+    if frozen := frozen_executable():
+        return frozen
+    if os.path.basename(sys.argv[0]) == "wicket" and os.path.isfile(sys.argv[0]):
+        return os.path.abspath(sys.argv[0])
+    beside = Path(sys.executable).parent / "wicket"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("wicket")
+    if found is None:
+        raise KubeconfigError("cannot find the `wicket` executable (is Wicket installed?)")
+    return os.path.abspath(found)
 
 
 def runtime_dir() -> Path:

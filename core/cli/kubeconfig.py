@@ -11,8 +11,6 @@ import argparse
 import base64
 import binascii
 import json
-import os
-import shutil
 import sys
 from typing import Any
 
@@ -31,7 +29,7 @@ from core.kube import (
     remove_cluster_contexts,
     use_context,
 )
-from core.paths import frozen_executable
+from core.paths import wicket_command
 
 
 def register(subparsers: Any) -> None:
@@ -92,7 +90,7 @@ def _add(args: argparse.Namespace) -> int:
     if args.user:
         credentials = UserRef(args.user)
     else:
-        credentials = ExecCredential(args.wicket_command or _wicket_command())
+        credentials = ExecCredential(args.wicket_command or wicket_command())
     spec = ClusterSpec(
         name=args.cluster,
         port=args.port,
@@ -171,15 +169,3 @@ def _read_ca(pem_file: str | None, data_file: str | None) -> bytes:
         return base64.b64decode(b"".join(raw.split()), validate=True)
     except binascii.Error:
         raise KubeconfigError(f"{path}: not base64 data") from None
-
-
-def _wicket_command() -> str:
-    """The absolute path kubectl should run for credentials."""
-    if frozen := frozen_executable():
-        return frozen
-    if os.path.basename(sys.argv[0]) == "wicket" and os.path.isfile(sys.argv[0]):
-        return os.path.abspath(sys.argv[0])
-    found = shutil.which("wicket")
-    if found is None:
-        raise KubeconfigError("cannot find the `wicket` executable: pass --wicket-command")
-    return os.path.abspath(found)

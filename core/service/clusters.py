@@ -12,7 +12,6 @@ import contextlib
 import logging
 import shlex
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from core.kube import (
 from core.kube.bundle import agent_args, build_agent_bundle
 from core.kube.model import check_cluster_name, context_names
 from core.mode import Mode
-from core.paths import frozen_executable
+from core.paths import wicket_command
 from core.pki.identity import Role
 from core.pki.tokens import parse
 from core.registry.state import RelayState
@@ -129,14 +128,6 @@ def join_token_used(state_dir: Path, token: str) -> bool:
     with contextlib.closing(RelayState(relay_dir(state_dir))) as state:
         record = state.store.token(parse(token).token_id)
         return record is None or not record.usable(utcnow())
-
-
-def wicket_command() -> str:
-    """The absolute ``wicket`` the exec credential entry runs."""
-    if frozen := frozen_executable():
-        return frozen
-    candidate = Path(sys.executable).parent / "wicket"
-    return str(candidate if candidate.exists() else Path(sys.argv[0]).resolve())
 
 
 #: The name kubectl verifies an inspect endpoint's certificate with (Wicket's CA is

@@ -31,9 +31,8 @@ from pathlib import Path
 
 from core import fsutil
 from core.errors import ConfigError
-from core.paths import config_home, data_home
+from core.paths import config_home, data_home, wicket_command
 from core.resources import APP_ID, resource
-from core.service.clusters import wicket_command
 
 #: The hicolor sizes the icon theme spec expects of an application icon.
 ICON_SIZES = (16, 22, 24, 32, 48, 64, 128, 256, 512)
@@ -98,7 +97,7 @@ def autostart_path() -> Path:
 
 def launcher_path() -> str:
     """The absolute path of the running ``wicket`` (the one the kubeconfig's credential
-    entries run too: ``core.service.clusters.wicket_command``)."""
+    entries run too: ``core.paths.wicket_command``)."""
     command = wicket_command()
     if not (os.path.isfile(command) and os.access(command, os.X_OK)):
         raise ConfigError(

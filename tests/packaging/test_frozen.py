@@ -8,13 +8,27 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import kubeconfig
-from core.paths import frozen_executable
-from core.service import clusters
+from core.errors import KubeconfigError
+from core.paths import frozen_executable, wicket_command
 
 
 def test_a_source_run_is_not_frozen() -> None:
     assert frozen_executable() is None
+
+
+def test_a_source_run_names_the_wicket_beside_its_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "wicket").write_text("#!/bin/sh\n")
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/pytest"])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert wicket_command() == str(venv / "wicket")
+    (venv / "wicket").unlink()
+    with pytest.raises(KubeconfigError, match="cannot find the `wicket` executable"):
+        wicket_command()
 
 
 def test_a_frozen_run_names_the_bundles_executable(
@@ -30,5 +44,4 @@ def test_a_frozen_run_names_the_bundles_executable(
     (other / "wicket").chmod(0o755)
     monkeypatch.setenv("PATH", str(other))  # another install's wicket, first on PATH
     assert frozen_executable() == str(bundle)
-    assert clusters.wicket_command() == str(bundle)
-    assert kubeconfig._wicket_command() == str(bundle)
+    assert wicket_command() == str(bundle)
