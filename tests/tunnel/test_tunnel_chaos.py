@@ -176,7 +176,8 @@ async def test_frozen_agent_is_detected_by_keepalive(tunnel: Tunnel) -> None:
 
 @pytest.mark.slow
 async def test_agent_kill_restart_cycles_leak_nothing(tunnel: Tunnel) -> None:
-    """Twenty SIGKILL/restart cycles under traffic: no leak, no cross-wired stream."""
+    """Twenty SIGKILL/restart cycles under traffic: no leak (counted after the first
+    four), no cross-wired stream."""
     assert tunnel.relay is not None and tunnel.connect is not None
     port = tunnel.endpoint_port
     survivors = (tunnel.relay, tunnel.connect)
@@ -186,10 +187,15 @@ async def test_agent_kill_restart_cycles_leak_nothing(tunnel: Tunnel) -> None:
         await asyncio.gather(*(echo(port, d, timeout=10) for d in datas))  # checks each
 
     await traffic(0)
-    before = await tunnel.counters(*survivors)
-    cycles = 20
+    # The first cycles raise the heap's high-water mark (buffers of the transfers cut
+    # mid-flight, more of them the slower the machine): not a leak. Counted from after
+    # them, a leak still grows with every cycle.
+    warm_up, cycles = 4, 20
+    before: dict[str, dict[str, int]] = {}
     start = time.monotonic()
     for cycle in range(1, cycles + 1):
+        if cycle == warm_up + 1:
+            before = await tunnel.counters(*survivors)
         results, tasks = await _start_transfers(tunnel, 2)
         assert tunnel.agent is not None
         killed_at = tunnel.kill9(tunnel.agent)
