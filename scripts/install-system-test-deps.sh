@@ -11,6 +11,7 @@ pkgs=(
   desktop-file-utils     # tests/packaging: desktop-file-validate, update-desktop-database
   appstream              # tests/packaging: appstreamcli validate / validate-tree
   gtk-update-icon-cache  # tests/packaging: the user's icon cache refreshed by desktop install
+  postgresql             # tests/registry: the registry on PostgreSQL (tests/support/postgres.py runs its own server)
 )
 missing=()
 for p in "${pkgs[@]+"${pkgs[@]}"}"; do

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import enum
 import functools
 import logging
@@ -24,6 +25,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from core.aio.channel import ControlChannel
 from core.aio.listener import Listener, bind
@@ -43,8 +46,9 @@ from core.pki.tokens import TokenKind
 from core.protocol.control import PROTOCOL_VERSION, ErrorCode, Message, Sender, redacted
 from core.protocol.mux import INITIAL_WINDOW, MuxConfig
 from core.protocol.preamble import MAX_FIELD, Status, StreamRequest
+from core.registry.location import StoreLocation
 from core.registry.state import RelayState
-from core.registry.store import Scope
+from core.registry.store import Scope, TokenRecord
 
 log = logging.getLogger("wicket.relay")
 
@@ -98,6 +102,8 @@ PREAUTH_MUX = replace(
 @dataclass(frozen=True)
 class RelayConfig:
     state_dir: Path
+    #: The registry: ``<state_dir>/registry.db``, or a fleet's PostgreSQL database.
+    store: StoreLocation = field(default_factory=StoreLocation)
     host: str = "127.0.0.1"
     port: int = 0
     public_host: str | None = None
@@ -187,7 +193,7 @@ class Relay:
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.state = RelayState(config.state_dir)
+        self.state = RelayState(config.state_dir, config.store)
         self.book = StreamBook()
         self._ca: CertificateAuthority | None = None
         self._context: ssl.SSLContext | None = None
@@ -275,16 +281,20 @@ class Relay:
                 now = self.state.store.generation()
                 if now != generation:
                     generation = now
-                    self._end_revoked()
+                    await self._end_revoked()
                     await self.sync_public_endpoints()
             except RegistryError as exc:
                 log.error("cannot read the registry: %s", exc)
 
-    def _end_revoked(self) -> None:
+    async def _end_revoked(self) -> None:
         """Close the sessions of revoked identities, and of agents whose cluster is gone."""
         clusters = self.state.clusters()
-        for peer in [*self._agents.values(), *self._clients]:
-            if self.state.identity_revoked(peer.fingerprint):
+        peers = [*self._agents.values(), *self._clients]
+        revoked = await asyncio.to_thread(
+            lambda: {p.fingerprint for p in peers if self.state.identity_revoked(p.fingerprint)}
+        )
+        for peer in peers:
+            if peer.fingerprint in revoked:
                 self.refused[Refusal.REVOKED.value] += 1
                 why = "its identity was revoked"
             elif peer.identity.role == Role.AGENT and peer.identity.name not in clusters:
@@ -395,7 +405,7 @@ class Relay:
                 exc.__traceback__ = None
                 return
             self._conns.add(conn)
-            identity = self._unrevoked(tls_transport.get_extra_info("ssl_object"), address)
+            identity = await self._unrevoked(tls_transport.get_extra_info("ssl_object"), address)
             try:
                 async with asyncio.timeout(cfg.auth_timeout):
                     control = ControlChannel(conn, await conn.accept(), Sender.RELAY)
@@ -478,6 +488,10 @@ class Relay:
             )
             log.warning("refused %s: protocol version %s", address, first["version"])
             return
+        # Scope read before hello_ok: from hello_ok on to the session's own stream
+        # handler (set at once below) the loop must not yield, or the peer's first
+        # streams would meet the pre-auth refusal.
+        peer = await self._peer(identity, conn, address)
         conn.reconfigure(self.config.mux)  # before hello_ok: the peer may use them then
         control.send(
             {
@@ -487,16 +501,15 @@ class Relay:
                 "name": identity.name,
             }
         )
-        peer = self._peer(identity, conn, address)
         try:
             if identity.role == Role.AGENT:
                 await self._agent_session(peer, control)
             else:
                 await self._client_session(peer, control)
         finally:
-            self._seen(peer)
+            await self._seen(peer)
 
-    def _peer(self, identity: Identity, conn: MuxConnection, address: str) -> _Peer:
+    async def _peer(self, identity: Identity, conn: MuxConnection, address: str) -> _Peer:
         """The session of an authenticated identity, its scope read once (and its last
         seen time recorded: once per session, not per stream)."""
         ssl_object = conn.get_extra_info("ssl_object")
@@ -504,24 +517,28 @@ class Relay:
         fp = fingerprint(der) if der else ""
         scope: Scope = frozenset()
         if identity.role == Role.CLIENT and not self._stopped:
-            scope = self.state.store.scope(fp)
+            scope = await asyncio.to_thread(self.state.store.scope, fp)
         peer = _Peer(identity, conn, address, fp, scope)
-        self._seen(peer)
+        await self._seen(peer)
         return peer
 
-    def _seen(self, peer: _Peer) -> None:
+    async def _seen(self, peer: _Peer) -> None:
         if self._stopped:
             return
         try:
-            self.state.store.seen(peer.fingerprint, utcnow())
+            await asyncio.to_thread(self.state.store.seen, peer.fingerprint, utcnow())
         except RegistryError as exc:  # a busy registry must not cost the session
             log.warning("cannot record when %s was last seen: %s", peer.identity, exc)
 
-    def _unrevoked(self, ssl_object: ssl.SSLObject, address: str) -> Identity | None:
+    async def _unrevoked(self, ssl_object: ssl.SSLObject, address: str) -> Identity | None:
         """The peer's identity, unless it was revoked (its cluster was removed)."""
         identity = tls.peer_identity(ssl_object)
         der = ssl_object.getpeercert(binary_form=True)
-        if identity is not None and der and self.state.identity_revoked(fingerprint(der)):
+        if (
+            identity is not None
+            and der
+            and await asyncio.to_thread(self.state.identity_revoked, fingerprint(der))
+        ):
             log.warning("refused %s: the identity of %s was revoked", address, identity)
             return None
         return identity
@@ -545,12 +562,8 @@ class Relay:
         source: str,
     ) -> None:
         assert self._ca is not None
-        now = utcnow()
         try:
-            record = self.state.tokens().consume(str(msg["token_id"]), str(msg["secret"]), now)
-            role = Role.AGENT if record.kind == TokenKind.JOIN else Role.CLIENT
-            cert = sign_csr(self._ca, str(msg["csr_pem"]).encode(), role, record.name, now)
-            self.state.record_identity(cert, role, record.name, record.token_id, now)
+            record, role, cert = await asyncio.to_thread(self._issue, msg, utcnow())
         except (AuthError, PKIError, RegistryError) as exc:
             self._refuse(control, ErrorCode.INVALID_TOKEN, "invalid token", source)
             log.warning("enrollment from %s refused: %s", address, exc)
@@ -567,6 +580,16 @@ class Relay:
         )
         log.info("enrolled %s %s from %s", role.value, record.name, address)
         await _flush(conn)
+
+    def _issue(self, msg: Message, now: dt.datetime) -> tuple[TokenRecord, Role, x509.Certificate]:
+        """Use the token, sign the CSR, record the identity (in a worker thread: the
+        registry may be a database across the network)."""
+        assert self._ca is not None
+        record = self.state.tokens().consume(str(msg["token_id"]), str(msg["secret"]), now)
+        role = Role.AGENT if record.kind == TokenKind.JOIN else Role.CLIENT
+        cert = sign_csr(self._ca, str(msg["csr_pem"]).encode(), role, record.name, now)
+        self.state.record_identity(cert, role, record.name, record.token_id, now)
+        return record, role, cert
 
     async def _agent_session(self, peer: _Peer, control: ControlChannel) -> None:
         name = peer.identity.name

@@ -5,7 +5,9 @@ Layout (directory 0700, files 0600)::
     ca.pem, ca-key.pem            the relay CA (core.pki.ca), created under ca.pem.lock
     server.pem, server-key.pem    the relay's TLS certificate chain (leaf + CA)
     registry.db (-wal, -shm)      tokens (hashed), issued identities, clusters and their
-                                  public ports (core.registry.sqlite, docs/registry.md)
+                                  public ports (core.registry.sqlite, docs/registry.md);
+                                  a fleet keeps them in PostgreSQL instead
+                                  (``--store``: core.registry.location)
     relay.json (+ .lock)          the address the running relay listens on
 
 ``wicket relay join-token`` and ``client-token`` work on this directory whether or not
@@ -30,7 +32,7 @@ from core.pki.ca import CertificateAuthority, load_or_create_ca
 from core.pki.identity import Role, is_valid_name
 from core.pki.keys import fingerprint
 from core.pki.tokens import TokenKind, encode
-from core.registry.sqlite import SqliteStore
+from core.registry.location import StoreLocation
 from core.registry.store import ClusterRecord, IdentityRecord, RegistryStore, Scope
 from core.registry.tokens import TokenRegistry
 
@@ -44,10 +46,20 @@ class RelayState:
     its constructor) and stays open until :meth:`close`.
     """
 
-    def __init__(self, state_dir: Path) -> None:
-        self.dir = files.ensure_private_dir(state_dir)
+    def __init__(self, state_dir: Path | None, location: StoreLocation | None = None) -> None:
+        self.location = location or StoreLocation()
+        if state_dir is None and not self.location.fleet:
+            raise ConfigError("--state-dir is required (or --store postgresql://… for a fleet)")
+        self._dir = None if state_dir is None else files.ensure_private_dir(state_dir)
         self._store: RegistryStore | None = None
         self._opening = threading.Lock()
+
+    @property
+    def dir(self) -> Path:
+        """The state directory; a fleet's token commands may do without one."""
+        if self._dir is None:
+            raise ConfigError("this needs --state-dir (the relay's state directory)")
+        return self._dir
 
     @property
     def store(self) -> RegistryStore:
@@ -58,7 +70,7 @@ class RelayState:
         refused state dir is then left exactly as it was."""
         with self._opening:
             if self._store is None:
-                self._store = SqliteStore.open(self.dir, utcnow())
+                self._store = self.location.open(self._dir, utcnow())
             return self._store
 
     def close(self) -> None:
@@ -143,6 +155,9 @@ class RelayState:
     def address(self, override: str | None) -> str:
         if override:
             return override
+        if self._dir is None:
+            raise ConfigError("a fleet's tokens need --address HOST:PORT (where agents and "
+                              "clients reach the fleet: its load balancer)")  # fmt: skip
         path = self.dir / RELAY_FILE
         if path.exists():
             try:
