@@ -144,6 +144,13 @@ def _store_options(parser: argparse.ArgumentParser, default: object) -> None:
         help="the database password (a file, mode 0600); without it libpq's PGPASSWORD "
         "or passfile",
     )  # fmt: skip
+    parser.add_argument(
+        "--ca-key-file", type=Path, default=default, metavar="FILE",
+        help="with --store: 32 random bytes (raw or base64, mode 0600) that seal the "
+        "fleet CA's private key in the database (AES-256-GCM); give every member the "
+        "same file. Without it the CA key is stored IN THE CLEAR in the database, and "
+        "whoever can read the database can issue identities",
+    )  # fmt: skip
 
 
 def _registry_options(parser: argparse.ArgumentParser) -> None:
@@ -318,7 +325,7 @@ def _relay_state(args: argparse.Namespace) -> RelayState:
 
 
 def _location(args: argparse.Namespace) -> StoreLocation:
-    return StoreLocation(args.store, args.store_password_file)
+    return StoreLocation(args.store, args.store_password_file, args.ca_key_file)
 
 
 def _join_token(args: argparse.Namespace) -> int:

@@ -27,11 +27,15 @@ class StoreLocation:
 
     url: str | None = None
     password_file: Path | None = None
+    #: Seals the fleet CA's key in the store (core.registry.fleetca).
+    ca_key_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.url is None:
-            if self.password_file is not None:
-                raise ConfigError("--store-password-file needs --store postgresql://…")
+            if self.password_file is not None or self.ca_key_file is not None:
+                raise ConfigError(
+                    "--store-password-file and --ca-key-file need --store postgresql://…"
+                )
             return
         parts = urlsplit(self.url)
         if parts.scheme not in SCHEMES:
@@ -65,6 +69,17 @@ class StoreLocation:
         if not password or "\n" in password:
             raise ConfigError(f"{self.password_file}: holds no single-line password")
         return password
+
+    def ca_key(self) -> bytes | None:
+        """The key that seals the fleet CA's key, or None (stored in the clear)."""
+        if self.ca_key_file is None:
+            return None
+        from core.registry.fleetca import read_key_file
+
+        try:
+            return read_key_file(self.ca_key_file)
+        except PKIError as exc:
+            raise ConfigError(f"--ca-key-file: {exc}") from exc
 
     def open(self, state_dir: Path | None, now: dt.datetime) -> RegistryStore:
         """The store: ``<state_dir>/registry.db``, or a connection to the database."""

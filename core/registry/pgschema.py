@@ -98,6 +98,16 @@ SCHEMAS = (
     CREATE TRIGGER identity_removed AFTER DELETE ON identities
         FOR EACH ROW EXECUTE FUNCTION wicket_registry_changed();
     """,
+    # 2: the fleet's one CA (core.registry.fleetca): its key as PEM or sealed.
+    """
+    CREATE TABLE ca (
+        single         boolean PRIMARY KEY DEFAULT true CHECK (single),
+        cert_pem       bytea NOT NULL,
+        key            bytea NOT NULL,
+        key_encryption text NOT NULL CHECK (key_encryption IN ('none', 'aes-256-gcm')),
+        created        timestamptz NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(SCHEMAS)
 

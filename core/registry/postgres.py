@@ -37,7 +37,14 @@ from core.errors import ConfigError, RegistryError
 from core.pki.identity import Role
 from core.pki.tokens import TokenKind
 from core.registry import pgschema
-from core.registry.store import ALL_CLUSTERS, ClusterRecord, IdentityRecord, Scope, TokenRecord
+from core.registry.store import (
+    ALL_CLUSTERS,
+    CaRecord,
+    ClusterRecord,
+    IdentityRecord,
+    Scope,
+    TokenRecord,
+)
 
 #: Seconds between re-reads when no notification came (the safety net).
 RESYNC = 2.0
@@ -249,6 +256,24 @@ class PostgresStore:
         self._stale = True
         return removed
 
+    # -- the fleet's CA ----------------------------------------------------------------
+
+    def ca(self) -> CaRecord | None:
+        rows = self._query("SELECT cert_pem, key, key_encryption, created FROM ca")
+        return _ca(rows[0]) if rows else None
+
+    def add_ca(self, record: CaRecord) -> CaRecord:
+        """One transaction: the insert, unless a row is there (a racing member's insert
+        is waited for), then the row that is."""
+        with self._errors() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO ca (cert_pem, key, key_encryption, created)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (single) DO NOTHING",
+                (record.cert_pem, record.key, record.key_encryption, _utc(record.created)),
+            )
+            row = conn.execute("SELECT cert_pem, key, key_encryption, created FROM ca")
+            return _ca(row.fetchall()[0])
+
     # -- plumbing ----------------------------------------------------------------------
 
     def _publish(self, clusters: Clusters) -> None:
@@ -414,3 +439,8 @@ def _token(row: TupleRow) -> TokenRecord:
         revoked,
         _scope(every, clusters),
     )
+
+
+def _ca(row: TupleRow) -> CaRecord:
+    cert_pem, key, encryption, created = row
+    return CaRecord(bytes(cert_pem), bytes(key), encryption, _read(created))

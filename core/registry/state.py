@@ -2,7 +2,8 @@
 
 Layout (directory 0700, files 0600)::
 
-    ca.pem, ca-key.pem            the relay CA (core.pki.ca), created under ca.pem.lock
+    ca.pem, ca-key.pem            the relay CA (core.pki.ca), created under ca.pem.lock;
+                                  a fleet's is in its store (core.registry.fleetca)
     server.pem, server-key.pem    the relay's TLS certificate chain (leaf + CA)
     registry.db (-wal, -shm)      tokens (hashed), issued identities, clusters and their
                                   public ports (core.registry.sqlite, docs/registry.md);
@@ -30,10 +31,11 @@ from core.format import utcnow
 from core.pki import files
 from core.pki.ca import CertificateAuthority, load_or_create_ca
 from core.pki.identity import Role, is_valid_name
-from core.pki.keys import fingerprint
+from core.pki.keys import cert_from_pem, fingerprint
 from core.pki.tokens import TokenKind, encode
+from core.registry.fleetca import fleet_ca
 from core.registry.location import StoreLocation
-from core.registry.store import ClusterRecord, IdentityRecord, RegistryStore, Scope
+from core.registry.store import ClusterRecord, FleetStore, IdentityRecord, RegistryStore, Scope
 from core.registry.tokens import TokenRegistry
 
 RELAY_FILE = "relay.json"
@@ -80,9 +82,23 @@ class RelayState:
                 self._store = None
 
     def ca(self, now: dt.datetime | None = None) -> CertificateAuthority:
-        """The CA, created by the first of any number of processes starting at once."""
+        """The CA, created by the first of any number of processes starting at once:
+        in the state directory, or for a fleet in its store (core.registry.fleetca)."""
+        store = self.store
+        if isinstance(store, FleetStore):
+            key = self.location.ca_key()
+            return fleet_ca(store, key, self._dir, now or utcnow())
         with fsutil.locked(self.dir / "ca.pem"):
             return load_or_create_ca(self.dir, now or utcnow())
+
+    def ca_fingerprint(self, now: dt.datetime | None = None) -> str:
+        """What tokens pin. A fleet's from its store, without its key: an operator's
+        token commands need no --ca-key-file once a member has started."""
+        store = self.store
+        record = store.ca() if isinstance(store, FleetStore) else None
+        if record is not None:
+            return fingerprint(cert_from_pem(record.cert_pem, source="the fleet's store (CA)"))
+        return self.ca(now).fingerprint
 
     def tokens(self) -> TokenRegistry:
         return TokenRegistry(self.store)
@@ -175,7 +191,8 @@ class RelayState:
     ) -> str:
         """Register ``cluster`` (if new) and issue a one-time agent enrollment token."""
         self.open()
-        relay, ca = self.address(address), self.ca(now)  # neither missing: then register
+        relay = self.address(address)
+        ca = self.ca_fingerprint(now)  # neither missing: then register
         self.register_cluster(cluster, public_port)
         return self._issue(TokenKind.JOIN, cluster, relay, ca, now)
 
@@ -190,7 +207,7 @@ class RelayState:
         if bad:
             raise ConfigError(f"invalid cluster name {bad[0]!r}")
         self.open()
-        relay, ca = self.address(address), self.ca(now)
+        relay, ca = self.address(address), self.ca_fingerprint(now)
         return self._issue(TokenKind.CLIENT, name, relay, ca, now, scope=scope)
 
     def _issue(
@@ -198,12 +215,12 @@ class RelayState:
         kind: TokenKind,
         name: str,
         relay: str,
-        ca: CertificateAuthority,
+        ca_fingerprint: str,
         now: dt.datetime,
         *,
         scope: Scope = frozenset(),
     ) -> str:
         token = self.tokens().issue(
-            kind, name, relay=relay, ca_fingerprint=ca.fingerprint, now=now, scope=scope
+            kind, name, relay=relay, ca_fingerprint=ca_fingerprint, now=now, scope=scope
         )
         return encode(token)

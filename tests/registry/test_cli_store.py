@@ -21,7 +21,7 @@ def _wicket(*args: str) -> str:
 
 
 def test_token_commands_on_either_store(registry: Registry) -> None:
-    where = ["--state-dir", str(registry.state_dir), *registry.store_args()]
+    where = registry.store_args() or ["--state-dir", str(registry.state_dir)]
     token = _wicket("relay", "client-token", *where, "--name", "alice", "--address", ADDRESS,
                     "--cluster", "prod")  # fmt: skip
     assert parse(token.strip()).relay == ADDRESS

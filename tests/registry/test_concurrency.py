@@ -193,7 +193,7 @@ def test_a_used_token_never_becomes_usable_again(registry: Registry) -> None:
 
 
 _CONSUMER = """
-    import json, sys
+    import json, sys, time
     from pathlib import Path
     from core.format import utcnow
     from core.registry.location import StoreLocation
@@ -204,14 +204,14 @@ _CONSUMER = """
     registry = TokenRegistry(location.open(Path(state_dir), utcnow()))
     print("ready", flush=True)
     sys.stdin.readline()
-    won = []
+    started, won = time.time(), []
     for token_id, secret in tokens:
         try:
             registry.consume(token_id, secret, utcnow())
             won.append(token_id)
         except AuthError:
             pass
-    print(json.dumps(won), flush=True)
+    print(json.dumps([started, time.time(), won]), flush=True)
 """
 
 
@@ -245,12 +245,14 @@ def test_relays_racing_for_tokens_use_each_once(registry: Registry) -> None:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        wins = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
+        results = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
     assert all(proc.returncode == 0 for proc in procs)
+    wins = [won for _, _, won in results]
     assert sorted(w for won in wins for w in won) == sorted(t.token_id for t in issued)
+    # A real race: every racer began before any had gone through all the tokens.
+    assert max(started for started, _, _ in results) < min(ended for _, ended, _ in results)
     print(f"\n{RACERS} processes, {RACED_TOKENS} tokens: wins {[len(w) for w in wins]}")
-    assert sum(1 for won in wins if won) >= 2  # a real race: more than one won some

@@ -75,7 +75,7 @@ def test_a_url_with_a_password_is_refused(url: str) -> None:
 def test_only_postgresql_urls_and_private_password_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="takes a PostgreSQL URL"):
         StoreLocation("sqlite:///var/lib/wicket/registry.db")
-    with pytest.raises(ConfigError, match="needs --store"):
+    with pytest.raises(ConfigError, match="need --store"):
         StoreLocation(None, tmp_path / "pw")
     loose = tmp_path / "pw"
     loose.write_text("hunter2\n")
