@@ -30,6 +30,7 @@ from cryptography import x509
 
 from core.aio.channel import ControlChannel
 from core.aio.listener import Listener, bind
+from core.aio.membership import Membership
 from core.aio.mux import MuxConnection, MuxStream
 from core.aio.public import Network, PublicEndpoints, PublicLimits
 from core.aio.quota import QuietLog, Quota
@@ -42,15 +43,17 @@ from core.pki.ca import CertificateAuthority
 from core.pki.certs import load_or_create_server_cert, sign_csr
 from core.pki.identity import Identity, Role
 from core.pki.keys import cert_to_pem, fingerprint
-from core.pki.tokens import TokenKind
+from core.pki.tokens import TokenKind, split_relay_address
 from core.protocol.control import PROTOCOL_VERSION, ErrorCode, Message, Sender, redacted
 from core.protocol.mux import INITIAL_WINDOW, MuxConfig
 from core.protocol.preamble import MAX_FIELD, Status, StreamRequest
 from core.registry.location import StoreLocation
 from core.registry.state import RelayState
-from core.registry.store import Scope, TokenRecord
+from core.registry.store import FleetStore, Scope, TokenRecord
 
 log = logging.getLogger("wicket.relay")
+
+WILDCARDS = ("0.0.0.0", "::", "")
 
 
 class Refusal(enum.StrEnum):
@@ -104,6 +107,8 @@ class RelayConfig:
     state_dir: Path
     #: The registry: ``<state_dir>/registry.db``, or a fleet's PostgreSQL database.
     store: StoreLocation = field(default_factory=StoreLocation)
+    #: A fleet member's ``HOST:PORT`` for agents (default: the address it listens on).
+    advertise: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
     public_host: str | None = None
@@ -135,6 +140,13 @@ class RelayConfig:
         the public) may take can never be all of a cluster."""
         if self.public_idle_timeout <= 0 or self.watch_interval <= 0 or self.log_interval < 0:
             raise ConfigError("the public idle timeout and the watch interval must be positive")
+        if self.advertise is not None and not self.store.fleet:
+            raise ConfigError("--advertise is for a fleet's members: it needs --store")
+        if self.store.fleet and self.advertise is None and self.host in WILDCARDS:
+            raise ConfigError(
+                f"listening on {self.host}, a fleet member needs --advertise HOST:PORT "
+                "(where agents reach this member)"
+            )
         limit = self.mux.max_streams
         for name in ("max_streams_per_client", "max_public_per_source", "max_public"):
             if not 1 <= getattr(self, name) < limit:
@@ -206,6 +218,7 @@ class Relay:
         self._conns: set[MuxConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self.membership: Membership | None = None
         self._stopped = False  # sessions ending after stop() must not reopen the registry
         self._preauth = Quota(config.max_preauth_per_source, config.max_preauth)
         self.refused: Counter[str] = Counter()
@@ -235,8 +248,9 @@ class Relay:
         self._stopped = False
         self.state.open()  # a refused registry stops the start before the CA is made
         self._ca = self.state.ca(now)
-        hosts = list(dict.fromkeys([*cfg.server_names, cfg.host, "localhost", "127.0.0.1"]))
-        hosts = [h for h in hosts if h not in ("0.0.0.0", "::")]
+        advertised = [split_relay_address(cfg.advertise)[0].strip("[]")] if cfg.advertise else []
+        names = [*cfg.server_names, *advertised, cfg.host, "localhost", "127.0.0.1"]
+        hosts = [h for h in dict.fromkeys(names) if h not in WILDCARDS]
         chain, key = load_or_create_server_cert(self.state.dir, self._ca, hosts, now)
         self._context = tls.server_context(chain, key, self._ca.cert)
         loop = asyncio.get_running_loop()
@@ -245,9 +259,16 @@ class Relay:
         log.info("relay listening on %s (CA %s)", self.address, self._ca.fingerprint[:16])
         await self.sync_public_endpoints()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        store = self.state.store
+        if isinstance(store, FleetStore):
+            self.membership = Membership(store, cfg.advertise or self.address)
+            await self.membership.start()
 
     async def stop(self) -> None:
         self._stopped = True
+        if self.membership is not None:  # first: the fleet stops sending agents here
+            await self.membership.stop()
+            self.membership = None
         if self._listener is not None:
             self._listener.close()
         for sock in self._raw:

@@ -35,7 +35,7 @@ from core.pki.identity import Role
 from core.pki.tokens import Token, TokenKind, parse, split_relay_address
 from core.registry.location import StoreLocation
 from core.registry.state import RelayState
-from core.registry.store import ALL_CLUSTERS, Scope
+from core.registry.store import ALL_CLUSTERS, FleetStore, Scope
 
 if TYPE_CHECKING:
     from core.aio.endpoint import InspectSettings
@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     relay.add_argument(
         "--public-host", default=None, metavar="ADDR", help="where public endpoints listen"
     )
+    relay.add_argument(
+        "--advertise", default=None, metavar="HOST:PORT",
+        help="with --store: where agents reach this member of the fleet (default: the "
+        "--listen address; needed when that is 0.0.0.0 or ::)",
+    )  # fmt: skip
     relay.add_argument(
         "--server-name",
         action="append",
@@ -192,6 +197,9 @@ def _relay_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     who.add_argument("--client", metavar="NAME")
     who.add_argument("--agent", metavar="NAME", help="the agent of cluster NAME")
     revoke.set_defaults(func=_revoke)
+    members = commands.add_parser("members", help="a fleet's live members (--store)")
+    _registry_options(members)
+    members.set_defaults(func=_members)
 
 
 def _out(parser: argparse.ArgumentParser) -> None:
@@ -380,6 +388,26 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _members(args: argparse.Namespace) -> int:
+    with contextlib.closing(_relay_state(args)) as state:
+        store = state.store
+        if not isinstance(store, FleetStore):
+            raise ConfigError("wicket relay members: a fleet's store is needed (--store)")
+        members = store.members()
+    print(f"{'MEMBER':<17} {'ADVERTISED':<32} {'STARTED':<21} LAST HEARTBEAT")
+    for member in members:
+        started = member.started.strftime("%Y-%m-%d %H:%M:%SZ")
+        beat = member.heartbeat.strftime("%H:%M:%S.%f")[:-3]
+        print(f"{member.member_id:<17} {member.advertise:<32} {started:<21} {beat}")
+    return 0
+
+
+def host_port_text(text: str) -> str:
+    """``text`` if it is a ``HOST:PORT`` (``ConfigError`` if not)."""
+    host_port(text)
+    return text
+
+
 def _run_relay(args: argparse.Namespace) -> int:
     from core.aio.relay import Relay, RelayConfig
     from core.aio.status import StatusServer
@@ -391,6 +419,7 @@ def _run_relay(args: argparse.Namespace) -> int:
         RelayConfig(
             state_dir=args.state_dir,
             store=_location(args),
+            advertise=None if args.advertise is None else host_port_text(args.advertise),
             host=host,
             port=port,
             public_host=args.public_host,

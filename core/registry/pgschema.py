@@ -108,6 +108,16 @@ SCHEMAS = (
         created        timestamptz NOT NULL
     );
     """,
+    # 3: the members of the fleet, each with the address agents reach it on and its
+    # last heartbeat (the database's clock: members' clocks may differ).
+    """
+    CREATE TABLE members (
+        id          text PRIMARY KEY,
+        advertise   text NOT NULL,
+        started     timestamptz NOT NULL DEFAULT now(),
+        heartbeat   timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 )
 SCHEMA_VERSION = len(SCHEMAS)
 

@@ -39,9 +39,11 @@ from core.pki.tokens import TokenKind
 from core.registry import pgschema
 from core.registry.store import (
     ALL_CLUSTERS,
+    LIVE_WINDOW,
     CaRecord,
     ClusterRecord,
     IdentityRecord,
+    MemberRecord,
     Scope,
     TokenRecord,
 )
@@ -51,6 +53,8 @@ RESYNC = 2.0
 #: A statement waiting longer than this (a lock held elsewhere) fails instead.
 STATEMENT_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT = 10
+#: A member row silent this long (seconds) is deleted by the others' heartbeats.
+_FORGET = 3600.0
 
 log = logging.getLogger("wicket.registry")
 
@@ -273,6 +277,32 @@ class PostgresStore:
             )
             row = conn.execute("SELECT cert_pem, key, key_encryption, created FROM ca")
             return _ca(row.fetchall()[0])
+
+    # -- membership --------------------------------------------------------------------
+
+    def heartbeat(self, member_id: str, advertise: str) -> None:
+        """One upsert, and rows silent for ``_FORGET`` seconds are deleted."""
+        with self._errors() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO members (id, advertise) VALUES (%s, %s) ON CONFLICT (id)"
+                " DO UPDATE SET heartbeat = now(), advertise = EXCLUDED.advertise",
+                (member_id, advertise),
+            )
+            conn.execute(
+                "DELETE FROM members WHERE heartbeat < now() - make_interval(secs => %s)",
+                (_FORGET,),
+            )
+
+    def leave(self, member_id: str) -> None:
+        self._execute("DELETE FROM members WHERE id = %s", (member_id,))
+
+    def members(self, within: float = LIVE_WINDOW) -> list[MemberRecord]:
+        rows = self._query(
+            "SELECT id, advertise, started, heartbeat FROM members"
+            " WHERE heartbeat > now() - make_interval(secs => %s) ORDER BY started, id",
+            (within,),
+        )
+        return [MemberRecord(i, a, _read(s), _read(h)) for i, a, s, h in rows]
 
     # -- plumbing ----------------------------------------------------------------------
 

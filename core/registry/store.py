@@ -143,6 +143,22 @@ class CaRecord:
     created: dt.datetime
 
 
+#: A member writes its heartbeat this often (seconds), and is listed while its last one
+#: is younger than ``LIVE_WINDOW``: one that stops drops out within 10 s.
+HEARTBEAT_INTERVAL = 2.0
+LIVE_WINDOW = 6.0
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """A relay of the fleet: where agents reach it, since when, and its last heartbeat."""
+
+    member_id: str
+    advertise: str
+    started: dt.datetime
+    heartbeat: dt.datetime
+
+
 @runtime_checkable
 class FleetStore(RegistryStore, Protocol):
     """A registry several relays share, with what they must agree on besides."""
@@ -153,3 +169,14 @@ class FleetStore(RegistryStore, Protocol):
     def add_ca(self, record: CaRecord) -> CaRecord:
         """Store ``record`` unless a CA is there already; the one stored either way (of
         members starting at once, every one gets the first one's)."""
+
+    def heartbeat(self, member_id: str, advertise: str) -> None:
+        """Record that this member is alive now (the database's clock), joining the
+        list if it is not in it (its first beat, or after its row was removed)."""
+
+    def leave(self, member_id: str) -> None:
+        """Take this member off the list (a clean shutdown)."""
+
+    def members(self, within: float = LIVE_WINDOW) -> list[MemberRecord]:
+        """The members whose last heartbeat is at most ``within`` seconds old, oldest
+        first."""

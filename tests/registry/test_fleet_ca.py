@@ -25,7 +25,7 @@ from core.pki.tokens import parse
 from core.protocol.mux import MuxConfig
 from core.registry.location import StoreLocation
 from core.registry.state import RelayState
-from core.registry.store import ALL_CLUSTERS
+from core.registry.store import ALL_CLUSTERS, FleetStore
 from tests.support.postgres import PostgresServer
 
 QUIET_MUX = MuxConfig(keepalive_interval=None)
@@ -171,6 +171,9 @@ async def test_an_identity_enrolled_at_one_member_is_accepted_by_another(
 ) -> None:
     a, b = two_relays
     assert a.state.ca().fingerprint == b.state.ca().fingerprint
+    store = a.state.store
+    assert isinstance(store, FleetStore)
+    assert {m.advertise for m in store.members()} == {a.address, b.address}
     token = parse(a.state.client_token("alice", a.address, utcnow(), scope=ALL_CLUSTERS))
     enrolled = await enroll(token, tmp_path / "alice", Role.CLIENT, QUIET_MUX)
     # The CA pinned at enrollment verifies b's certificate (and its name), and b

@@ -242,3 +242,44 @@ def test_lookups_answer_from_memory_and_a_lost_connection_is_remade(
     assert not member.identity_revoked("0" * 64)  # a read: reconnected, no error
     member.put_cluster("stage", 16444)
     assert set(member.clusters()) == {"prod", "lab", "stage"}
+
+
+@pytest.mark.parametrize("version", range(1, pgschema.SCHEMA_VERSION))
+def test_an_older_schema_is_upgraded_in_place_and_keeps_its_rows(
+    postgres_server: PostgresServer,
+    location: StoreLocation,
+    postgres_database: str,
+    stores: list[PostgresStore],
+    version: int,
+) -> None:
+    """A database made by an earlier release (schema ``version``, with rows) is brought
+    to the current version at the next start, every row kept."""
+    db = _database(postgres_database)
+    for script in pgschema.SCHEMAS[:version]:
+        postgres_server.execute(script, db)
+    postgres_server.execute(
+        "INSERT INTO schema_version (application, version)"
+        f" VALUES ('{pgschema.APPLICATION}', {version});"
+        "INSERT INTO tokens VALUES ('t1', 'client', 'alice', 'sha256:h',"
+        " '2026-11-30 09:00Z', NULL, '2026-11-30 09:05Z', false, false);"
+        "INSERT INTO token_clusters VALUES ('t1', 'prod');"
+        f"INSERT INTO identities VALUES ('1', 'client', 'alice', '{1:064x}',"
+        " '2026-11-30 09:05Z', '2027-02-28 09:05Z', 't1', false, NULL);"
+        "INSERT INTO clusters VALUES ('prod', 16443);",
+        db,
+    )
+    store = _open(location, stores)
+    ((now_version,),) = postgres_server.execute("SELECT version FROM schema_version", db)
+    assert now_version == pgschema.SCHEMA_VERSION
+    (token,) = store.tokens()
+    assert (token.name, token.scope, token.used_at) == (
+        "alice",
+        frozenset({"prod"}),
+        dt.datetime(2026, 11, 30, 9, 5, tzinfo=dt.UTC),
+    )
+    (identity,) = store.identities()
+    assert (identity.fingerprint, identity.scope) == (f"{1:064x}", frozenset({"prod"}))
+    assert store.clusters()["prod"].public_port == 16443
+    assert store.ca() is None and store.members() == []  # the later tables, empty
+    store.heartbeat("m1", "relay.example:7443")
+    assert [m.advertise for m in store.members()] == ["relay.example:7443"]
