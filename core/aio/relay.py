@@ -243,6 +243,15 @@ class Relay:
         return host_port(host, port)
 
     async def start(self) -> None:
+        """Open the registry, listen, join the fleet; a start that fails part way
+        closes what it opened (the registry's connections, a fleet store's thread)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         now = utcnow()
         self._stopped = False

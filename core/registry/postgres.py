@@ -385,9 +385,8 @@ class _Follower:
             except (psycopg.Error, RegistryError) as exc:
                 if self._stopping.is_set():
                     return
-                why = _message(exc) if isinstance(exc, psycopg.Error) else str(exc)
-                log.warning("%s: no change notifications (%s); reconnecting in %.1f s",
-                            self._where, why, backoff)  # fmt: skip
+                why = f"{self._where}: {_message(exc)}" if isinstance(exc, psycopg.Error) else exc
+                log.warning("no change notifications (%s); reconnecting in %.1f s", why, backoff)
                 if select.select([self._wake_r], [], [], backoff)[0]:
                     return
                 backoff = min(backoff * 2, RESYNC)

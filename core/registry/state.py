@@ -84,21 +84,23 @@ class RelayState:
     def ca(self, now: dt.datetime | None = None) -> CertificateAuthority:
         """The CA, created by the first of any number of processes starting at once:
         in the state directory, or for a fleet in its store (core.registry.fleetca)."""
-        store = self.store
-        if isinstance(store, FleetStore):
-            key = self.location.ca_key()
-            return fleet_ca(store, key, self._dir, now or utcnow())
+        if self.location.fleet:  # (a state dir's CA needs no registry open)
+            return fleet_ca(self._fleet_store(), self.location.ca_key(), self._dir, now or utcnow())
         with fsutil.locked(self.dir / "ca.pem"):
             return load_or_create_ca(self.dir, now or utcnow())
 
     def ca_fingerprint(self, now: dt.datetime | None = None) -> str:
         """What tokens pin. A fleet's from its store, without its key: an operator's
         token commands need no --ca-key-file once a member has started."""
-        store = self.store
-        record = store.ca() if isinstance(store, FleetStore) else None
+        record = self._fleet_store().ca() if self.location.fleet else None
         if record is not None:
             return fingerprint(cert_from_pem(record.cert_pem, source="the fleet's store (CA)"))
         return self.ca(now).fingerprint
+
+    def _fleet_store(self) -> FleetStore:
+        store = self.store
+        assert isinstance(store, FleetStore), "a fleet's location opens a fleet's store"
+        return store
 
     def tokens(self) -> TokenRegistry:
         return TokenRegistry(self.store)

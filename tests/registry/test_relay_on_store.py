@@ -5,8 +5,11 @@ hears it by ``data_version`` in SQLite, by notification in PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
+
+import pytest
 
 from core.aio.endpoint import RelayClient
 from core.aio.relay import Relay, RelayConfig
@@ -47,3 +50,17 @@ async def test_a_revocation_by_another_process_ends_the_session(
         if client is not None:
             await client.stop()
         await relay.stop()
+
+
+async def test_a_failed_start_leaves_nothing_open(registry: Registry) -> None:
+    """The port is taken: the start fails after the registry was opened, and closes it
+    (a PostgreSQL store's connections and thread too: the database fixture checks)."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        relay = Relay(RelayConfig(state_dir=registry.state_dir, store=registry.location,
+                                  port=port))  # fmt: skip
+        with pytest.raises(OSError):
+            await relay.start()
+    assert relay.state._store is None
