@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import enum
 import functools
 import logging
@@ -25,8 +26,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from core.aio.channel import ControlChannel
 from core.aio.listener import Listener, bind
+from core.aio.membership import Membership
 from core.aio.mux import MuxConnection, MuxStream
 from core.aio.public import Network, PublicEndpoints, PublicLimits
 from core.aio.quota import QuietLog, Quota
@@ -39,14 +43,17 @@ from core.pki.ca import CertificateAuthority
 from core.pki.certs import load_or_create_server_cert, sign_csr
 from core.pki.identity import Identity, Role
 from core.pki.keys import cert_to_pem, fingerprint
-from core.pki.tokens import TokenKind
+from core.pki.tokens import TokenKind, split_relay_address
 from core.protocol.control import PROTOCOL_VERSION, ErrorCode, Message, Sender, redacted
 from core.protocol.mux import INITIAL_WINDOW, MuxConfig
 from core.protocol.preamble import MAX_FIELD, Status, StreamRequest
+from core.registry.location import StoreLocation
 from core.registry.state import RelayState
-from core.registry.store import Scope
+from core.registry.store import FleetStore, Scope, TokenRecord
 
 log = logging.getLogger("wicket.relay")
+
+WILDCARDS = ("0.0.0.0", "::", "")
 
 
 class Refusal(enum.StrEnum):
@@ -98,6 +105,10 @@ PREAUTH_MUX = replace(
 @dataclass(frozen=True)
 class RelayConfig:
     state_dir: Path
+    #: The registry: ``<state_dir>/registry.db``, or a fleet's PostgreSQL database.
+    store: StoreLocation = field(default_factory=StoreLocation)
+    #: A fleet member's ``HOST:PORT`` for agents (default: the address it listens on).
+    advertise: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
     public_host: str | None = None
@@ -129,6 +140,13 @@ class RelayConfig:
         the public) may take can never be all of a cluster."""
         if self.public_idle_timeout <= 0 or self.watch_interval <= 0 or self.log_interval < 0:
             raise ConfigError("the public idle timeout and the watch interval must be positive")
+        if self.advertise is not None and not self.store.fleet:
+            raise ConfigError("--advertise is for a fleet's members: it needs --store")
+        if self.store.fleet and self.advertise is None and self.host in WILDCARDS:
+            raise ConfigError(
+                f"listening on {self.host}, a fleet member needs --advertise HOST:PORT "
+                "(where agents reach this member)"
+            )
         limit = self.mux.max_streams
         for name in ("max_streams_per_client", "max_public_per_source", "max_public"):
             if not 1 <= getattr(self, name) < limit:
@@ -187,7 +205,7 @@ class Relay:
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.state = RelayState(config.state_dir)
+        self.state = RelayState(config.state_dir, config.store)
         self.book = StreamBook()
         self._ca: CertificateAuthority | None = None
         self._context: ssl.SSLContext | None = None
@@ -200,6 +218,7 @@ class Relay:
         self._conns: set[MuxConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self.membership: Membership | None = None
         self._stopped = False  # sessions ending after stop() must not reopen the registry
         self._preauth = Quota(config.max_preauth_per_source, config.max_preauth)
         self.refused: Counter[str] = Counter()
@@ -224,13 +243,23 @@ class Relay:
         return host_port(host, port)
 
     async def start(self) -> None:
+        """Open the registry, listen, join the fleet; a start that fails part way
+        closes what it opened (the registry's connections, a fleet store's thread)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         now = utcnow()
         self._stopped = False
         self.state.open()  # a refused registry stops the start before the CA is made
         self._ca = self.state.ca(now)
-        hosts = list(dict.fromkeys([*cfg.server_names, cfg.host, "localhost", "127.0.0.1"]))
-        hosts = [h for h in hosts if h not in ("0.0.0.0", "::")]
+        advertised = [split_relay_address(cfg.advertise)[0].strip("[]")] if cfg.advertise else []
+        names = [*cfg.server_names, *advertised, cfg.host, "localhost", "127.0.0.1"]
+        hosts = [h for h in dict.fromkeys(names) if h not in WILDCARDS]
         chain, key = load_or_create_server_cert(self.state.dir, self._ca, hosts, now)
         self._context = tls.server_context(chain, key, self._ca.cert)
         loop = asyncio.get_running_loop()
@@ -239,9 +268,16 @@ class Relay:
         log.info("relay listening on %s (CA %s)", self.address, self._ca.fingerprint[:16])
         await self.sync_public_endpoints()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        store = self.state.store
+        if isinstance(store, FleetStore):
+            self.membership = Membership(store, cfg.advertise or self.address)
+            await self.membership.start()
 
     async def stop(self) -> None:
         self._stopped = True
+        if self.membership is not None:  # first: the fleet stops sending agents here
+            await self.membership.stop()
+            self.membership = None
         if self._listener is not None:
             self._listener.close()
         for sock in self._raw:
@@ -275,16 +311,20 @@ class Relay:
                 now = self.state.store.generation()
                 if now != generation:
                     generation = now
-                    self._end_revoked()
+                    await self._end_revoked()
                     await self.sync_public_endpoints()
             except RegistryError as exc:
                 log.error("cannot read the registry: %s", exc)
 
-    def _end_revoked(self) -> None:
+    async def _end_revoked(self) -> None:
         """Close the sessions of revoked identities, and of agents whose cluster is gone."""
         clusters = self.state.clusters()
-        for peer in [*self._agents.values(), *self._clients]:
-            if self.state.identity_revoked(peer.fingerprint):
+        peers = [*self._agents.values(), *self._clients]
+        revoked = await asyncio.to_thread(
+            lambda: {p.fingerprint for p in peers if self.state.identity_revoked(p.fingerprint)}
+        )
+        for peer in peers:
+            if peer.fingerprint in revoked:
                 self.refused[Refusal.REVOKED.value] += 1
                 why = "its identity was revoked"
             elif peer.identity.role == Role.AGENT and peer.identity.name not in clusters:
@@ -395,7 +435,7 @@ class Relay:
                 exc.__traceback__ = None
                 return
             self._conns.add(conn)
-            identity = self._unrevoked(tls_transport.get_extra_info("ssl_object"), address)
+            identity = await self._unrevoked(tls_transport.get_extra_info("ssl_object"), address)
             try:
                 async with asyncio.timeout(cfg.auth_timeout):
                     control = ControlChannel(conn, await conn.accept(), Sender.RELAY)
@@ -478,6 +518,10 @@ class Relay:
             )
             log.warning("refused %s: protocol version %s", address, first["version"])
             return
+        # Scope read before hello_ok: from hello_ok on to the session's own stream
+        # handler (set at once below) the loop must not yield, or the peer's first
+        # streams would meet the pre-auth refusal.
+        peer = await self._peer(identity, conn, address)
         conn.reconfigure(self.config.mux)  # before hello_ok: the peer may use them then
         control.send(
             {
@@ -487,16 +531,15 @@ class Relay:
                 "name": identity.name,
             }
         )
-        peer = self._peer(identity, conn, address)
         try:
             if identity.role == Role.AGENT:
                 await self._agent_session(peer, control)
             else:
                 await self._client_session(peer, control)
         finally:
-            self._seen(peer)
+            await self._seen(peer)
 
-    def _peer(self, identity: Identity, conn: MuxConnection, address: str) -> _Peer:
+    async def _peer(self, identity: Identity, conn: MuxConnection, address: str) -> _Peer:
         """The session of an authenticated identity, its scope read once (and its last
         seen time recorded: once per session, not per stream)."""
         ssl_object = conn.get_extra_info("ssl_object")
@@ -504,24 +547,28 @@ class Relay:
         fp = fingerprint(der) if der else ""
         scope: Scope = frozenset()
         if identity.role == Role.CLIENT and not self._stopped:
-            scope = self.state.store.scope(fp)
+            scope = await asyncio.to_thread(self.state.store.scope, fp)
         peer = _Peer(identity, conn, address, fp, scope)
-        self._seen(peer)
+        await self._seen(peer)
         return peer
 
-    def _seen(self, peer: _Peer) -> None:
+    async def _seen(self, peer: _Peer) -> None:
         if self._stopped:
             return
         try:
-            self.state.store.seen(peer.fingerprint, utcnow())
+            await asyncio.to_thread(self.state.store.seen, peer.fingerprint, utcnow())
         except RegistryError as exc:  # a busy registry must not cost the session
             log.warning("cannot record when %s was last seen: %s", peer.identity, exc)
 
-    def _unrevoked(self, ssl_object: ssl.SSLObject, address: str) -> Identity | None:
+    async def _unrevoked(self, ssl_object: ssl.SSLObject, address: str) -> Identity | None:
         """The peer's identity, unless it was revoked (its cluster was removed)."""
         identity = tls.peer_identity(ssl_object)
         der = ssl_object.getpeercert(binary_form=True)
-        if identity is not None and der and self.state.identity_revoked(fingerprint(der)):
+        if (
+            identity is not None
+            and der
+            and await asyncio.to_thread(self.state.identity_revoked, fingerprint(der))
+        ):
             log.warning("refused %s: the identity of %s was revoked", address, identity)
             return None
         return identity
@@ -545,12 +592,8 @@ class Relay:
         source: str,
     ) -> None:
         assert self._ca is not None
-        now = utcnow()
         try:
-            record = self.state.tokens().consume(str(msg["token_id"]), str(msg["secret"]), now)
-            role = Role.AGENT if record.kind == TokenKind.JOIN else Role.CLIENT
-            cert = sign_csr(self._ca, str(msg["csr_pem"]).encode(), role, record.name, now)
-            self.state.record_identity(cert, role, record.name, record.token_id, now)
+            record, role, cert = await asyncio.to_thread(self._issue, msg, utcnow())
         except (AuthError, PKIError, RegistryError) as exc:
             self._refuse(control, ErrorCode.INVALID_TOKEN, "invalid token", source)
             log.warning("enrollment from %s refused: %s", address, exc)
@@ -567,6 +610,16 @@ class Relay:
         )
         log.info("enrolled %s %s from %s", role.value, record.name, address)
         await _flush(conn)
+
+    def _issue(self, msg: Message, now: dt.datetime) -> tuple[TokenRecord, Role, x509.Certificate]:
+        """Use the token, sign the CSR, record the identity (in a worker thread: the
+        registry may be a database across the network)."""
+        assert self._ca is not None
+        record = self.state.tokens().consume(str(msg["token_id"]), str(msg["secret"]), now)
+        role = Role.AGENT if record.kind == TokenKind.JOIN else Role.CLIENT
+        cert = sign_csr(self._ca, str(msg["csr_pem"]).encode(), role, record.name, now)
+        self.state.record_identity(cert, role, record.name, record.token_id, now)
+        return record, role, cert
 
     async def _agent_session(self, peer: _Peer, control: ControlChannel) -> None:
         name = peer.identity.name

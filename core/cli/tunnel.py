@@ -33,8 +33,9 @@ from core.mode import Mode
 from core.paths import data_dir
 from core.pki.identity import Role
 from core.pki.tokens import Token, TokenKind, parse, split_relay_address
+from core.registry.location import StoreLocation
 from core.registry.state import RelayState
-from core.registry.store import ALL_CLUSTERS, Scope
+from core.registry.store import ALL_CLUSTERS, FleetStore, Scope
 
 if TYPE_CHECKING:
     from core.aio.endpoint import InspectSettings
@@ -46,9 +47,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     relay = sub.add_parser("relay", help="run the relay (or issue its tokens)")
     relay.add_argument("--listen", default="127.0.0.1:7443", metavar="HOST:PORT")
     relay.add_argument("--state-dir", type=Path, default=None, help="required to run the relay")
+    _store_options(relay, default=None)
     relay.add_argument(
         "--public-host", default=None, metavar="ADDR", help="where public endpoints listen"
     )
+    relay.add_argument(
+        "--advertise", default=None, metavar="HOST:PORT",
+        help="with --store: where agents reach this member of the fleet (default: the "
+        "--listen address; needed when that is 0.0.0.0 or ::)",
+    )  # fmt: skip
     relay.add_argument(
         "--server-name",
         action="append",
@@ -128,16 +135,49 @@ def _limits(relay: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _store_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """``--store`` and its password (the subcommands take them too: ``SUPPRESS`` there,
+    so that one given before the subcommand is not reset by the subcommand's default)."""
+    parser.add_argument(
+        "--store", default=default, metavar="URL",
+        help="the registry in PostgreSQL, shared by a fleet of relays: "
+        "postgresql://USER@HOST:PORT/DATABASE, never with a password in it "
+        "(default: <state-dir>/registry.db)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--store-password-file", type=Path, default=default, metavar="FILE",
+        help="the database password (a file, mode 0600); without it libpq's PGPASSWORD "
+        "or passfile",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ca-key-file", type=Path, default=default, metavar="FILE",
+        help="with --store: 32 random bytes (raw or base64, mode 0600) that seal the "
+        "fleet CA's private key in the database (AES-256-GCM); give every member the "
+        "same file. Without it the CA key is stored IN THE CLEAR in the database, and "
+        "whoever can read the database can issue identities",
+    )  # fmt: skip
+
+
+def _registry_options(parser: argparse.ArgumentParser) -> None:
+    """Where a token/registry command finds the registry: the state dir, or ``--store``
+    (a fleet's commands need no state dir)."""
+    parser.add_argument(
+        "--state-dir", type=Path, default=argparse.SUPPRESS,
+        help="the relay's state directory (required without --store)",
+    )  # fmt: skip
+    _store_options(parser, default=argparse.SUPPRESS)
+
+
 def _relay_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     join = commands.add_parser("join-token", help="print a one-time agent enrollment token")
-    join.add_argument("--state-dir", type=Path, required=True)
+    _registry_options(join)
     join.add_argument("--cluster", required=True)
     join.add_argument("--address", default=None, metavar="HOST:PORT")
     join.add_argument("--public-port", type=int, default=None)
     _out(join)
     join.set_defaults(func=_join_token)
     client = commands.add_parser("client-token", help="print a one-time desktop client token")
-    client.add_argument("--state-dir", type=Path, required=True)
+    _registry_options(client)
     client.add_argument("--name", required=True)
     client.add_argument("--address", default=None, metavar="HOST:PORT")
     scope = client.add_mutually_exclusive_group(required=True)
@@ -149,14 +189,17 @@ def _relay_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     _out(client)
     client.set_defaults(func=_client_token)
     listing = commands.add_parser("list", help="issued identities: scopes, last seen, revoked")
-    listing.add_argument("--state-dir", type=Path, required=True)
+    _registry_options(listing)
     listing.set_defaults(func=_list_identities)
     revoke = commands.add_parser("revoke", help="revoke a client or agent (its session ends)")
-    revoke.add_argument("--state-dir", type=Path, required=True)
+    _registry_options(revoke)
     who = revoke.add_mutually_exclusive_group(required=True)
     who.add_argument("--client", metavar="NAME")
     who.add_argument("--agent", metavar="NAME", help="the agent of cluster NAME")
     revoke.set_defaults(func=_revoke)
+    members = commands.add_parser("members", help="a fleet's live members (--store)")
+    _registry_options(members)
+    members.set_defaults(func=_members)
 
 
 def _out(parser: argparse.ArgumentParser) -> None:
@@ -285,15 +328,23 @@ def run_until_signal(
 # -- commands --------------------------------------------------------------------------
 
 
+def _relay_state(args: argparse.Namespace) -> RelayState:
+    return RelayState(args.state_dir, _location(args))
+
+
+def _location(args: argparse.Namespace) -> StoreLocation:
+    return StoreLocation(args.store, args.store_password_file, args.ca_key_file)
+
+
 def _join_token(args: argparse.Namespace) -> int:
-    with contextlib.closing(RelayState(args.state_dir)) as state:
+    with contextlib.closing(_relay_state(args)) as state:
         token = state.join_token(args.cluster, args.address, args.public_port, utcnow())
     return _give(token, args.out)  # committed before it is shown
 
 
 def _client_token(args: argparse.Namespace) -> int:
     scope = ALL_CLUSTERS if args.all_clusters else frozenset(args.clusters)
-    with contextlib.closing(RelayState(args.state_dir)) as state:
+    with contextlib.closing(_relay_state(args)) as state:
         token = state.client_token(args.name, args.address, utcnow(), scope=scope)
     return _give(token, args.out)
 
@@ -312,7 +363,7 @@ def _give(token: str, out: Path | None) -> int:
 
 
 def _list_identities(args: argparse.Namespace) -> int:
-    with contextlib.closing(RelayState(args.state_dir)) as state:
+    with contextlib.closing(_relay_state(args)) as state:
         identities = state.identities()
     print(f"{'ROLE':<7} {'NAME':<24} {'SCOPE':<24} {'LAST SEEN':<21} STATE")
     for ident in identities:
@@ -329,12 +380,32 @@ def _scope(scope: Scope) -> str:
 
 def _revoke(args: argparse.Namespace) -> int:
     role, name = (Role.CLIENT, args.client) if args.client else (Role.AGENT, args.agent)
-    with contextlib.closing(RelayState(args.state_dir)) as state:
+    with contextlib.closing(_relay_state(args)) as state:
         count = state.revoke(role, name)
     if not count:
         raise ConfigError(f"no unrevoked {role.value} identity named {name} here")
     print(f"revoked {count} identit{'y' if count == 1 else 'ies'} of {role.value} {name}")
     return 0
+
+
+def _members(args: argparse.Namespace) -> int:
+    with contextlib.closing(_relay_state(args)) as state:
+        store = state.store
+        if not isinstance(store, FleetStore):
+            raise ConfigError("wicket relay members: a fleet's store is needed (--store)")
+        members = store.members()
+    print(f"{'MEMBER':<17} {'ADVERTISED':<32} {'STARTED':<21} LAST HEARTBEAT")
+    for member in members:
+        started = member.started.strftime("%Y-%m-%d %H:%M:%SZ")
+        beat = member.heartbeat.strftime("%H:%M:%S.%f")[:-3]
+        print(f"{member.member_id:<17} {member.advertise:<32} {started:<21} {beat}")
+    return 0
+
+
+def host_port_text(text: str) -> str:
+    """``text`` if it is a ``HOST:PORT`` (``ConfigError`` if not)."""
+    host_port(text)
+    return text
 
 
 def _run_relay(args: argparse.Namespace) -> int:
@@ -347,6 +418,8 @@ def _run_relay(args: argparse.Namespace) -> int:
     relay = Relay(
         RelayConfig(
             state_dir=args.state_dir,
+            store=_location(args),
+            advertise=None if args.advertise is None else host_port_text(args.advertise),
             host=host,
             port=port,
             public_host=args.public_host,

@@ -99,16 +99,29 @@ def save_ca(state_dir: Path, ca: CertificateAuthority) -> None:
 def load_ca(state_dir: Path) -> CertificateAuthority:
     """Load and check the CA pair; ``PKIError`` names the file at fault."""
     cert_path, key_path = state_dir / CA_CERT_FILE, state_dir / CA_KEY_FILE
-    cert = cert_from_pem(files.read_file(cert_path), source=str(cert_path))
-    key = key_from_pem(files.read_file(key_path, private=True), source=str(key_path))
+    return ca_from_pem(
+        files.read_file(cert_path),
+        files.read_file(key_path, private=True),
+        cert_source=str(cert_path),
+        key_source=str(key_path),
+    )
+
+
+def ca_from_pem(
+    cert_pem: bytes, key_pem: bytes, *, cert_source: str, key_source: str
+) -> CertificateAuthority:
+    """A CA pair from PEM (files, or a fleet's store), checked: the key is the
+    certificate's, and the certificate a CA's. ``PKIError`` names the source at fault."""
+    cert = cert_from_pem(cert_pem, source=cert_source)
+    key = key_from_pem(key_pem, source=key_source)
     if not same_public_key(key, cert):
-        raise PKIError(f"{key_path}: does not match the certificate in {cert_path}")
+        raise PKIError(f"{key_source}: does not match the certificate in {cert_source}")
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         constraints = None
     if constraints is None or not constraints.ca:
-        raise PKIError(f"{cert_path}: not a CA certificate")
+        raise PKIError(f"{cert_source}: not a CA certificate")
     return CertificateAuthority(cert, key)
 
 

@@ -2,10 +2,13 @@
 
 Layout (directory 0700, files 0600)::
 
-    ca.pem, ca-key.pem            the relay CA (core.pki.ca), created under ca.pem.lock
+    ca.pem, ca-key.pem            the relay CA (core.pki.ca), created under ca.pem.lock;
+                                  a fleet's is in its store (core.registry.fleetca)
     server.pem, server-key.pem    the relay's TLS certificate chain (leaf + CA)
     registry.db (-wal, -shm)      tokens (hashed), issued identities, clusters and their
-                                  public ports (core.registry.sqlite, docs/registry.md)
+                                  public ports (core.registry.sqlite, docs/registry.md);
+                                  a fleet keeps them in PostgreSQL instead
+                                  (``--store``: core.registry.location)
     relay.json (+ .lock)          the address the running relay listens on
 
 ``wicket relay join-token`` and ``client-token`` work on this directory whether or not
@@ -28,10 +31,11 @@ from core.format import utcnow
 from core.pki import files
 from core.pki.ca import CertificateAuthority, load_or_create_ca
 from core.pki.identity import Role, is_valid_name
-from core.pki.keys import fingerprint
+from core.pki.keys import cert_from_pem, fingerprint
 from core.pki.tokens import TokenKind, encode
-from core.registry.sqlite import SqliteStore
-from core.registry.store import ClusterRecord, IdentityRecord, RegistryStore, Scope
+from core.registry.fleetca import fleet_ca
+from core.registry.location import StoreLocation
+from core.registry.store import ClusterRecord, FleetStore, IdentityRecord, RegistryStore, Scope
 from core.registry.tokens import TokenRegistry
 
 RELAY_FILE = "relay.json"
@@ -44,10 +48,20 @@ class RelayState:
     its constructor) and stays open until :meth:`close`.
     """
 
-    def __init__(self, state_dir: Path) -> None:
-        self.dir = files.ensure_private_dir(state_dir)
+    def __init__(self, state_dir: Path | None, location: StoreLocation | None = None) -> None:
+        self.location = location or StoreLocation()
+        if state_dir is None and not self.location.fleet:
+            raise ConfigError("--state-dir is required (or --store postgresql://… for a fleet)")
+        self._dir = None if state_dir is None else files.ensure_private_dir(state_dir)
         self._store: RegistryStore | None = None
         self._opening = threading.Lock()
+
+    @property
+    def dir(self) -> Path:
+        """The state directory; a fleet's token commands may do without one."""
+        if self._dir is None:
+            raise ConfigError("this needs --state-dir (the relay's state directory)")
+        return self._dir
 
     @property
     def store(self) -> RegistryStore:
@@ -58,7 +72,7 @@ class RelayState:
         refused state dir is then left exactly as it was."""
         with self._opening:
             if self._store is None:
-                self._store = SqliteStore.open(self.dir, utcnow())
+                self._store = self.location.open(self._dir, utcnow())
             return self._store
 
     def close(self) -> None:
@@ -68,9 +82,25 @@ class RelayState:
                 self._store = None
 
     def ca(self, now: dt.datetime | None = None) -> CertificateAuthority:
-        """The CA, created by the first of any number of processes starting at once."""
+        """The CA, created by the first of any number of processes starting at once:
+        in the state directory, or for a fleet in its store (core.registry.fleetca)."""
+        if self.location.fleet:  # (a state dir's CA needs no registry open)
+            return fleet_ca(self._fleet_store(), self.location.ca_key(), self._dir, now or utcnow())
         with fsutil.locked(self.dir / "ca.pem"):
             return load_or_create_ca(self.dir, now or utcnow())
+
+    def ca_fingerprint(self, now: dt.datetime | None = None) -> str:
+        """What tokens pin. A fleet's from its store, without its key: an operator's
+        token commands need no --ca-key-file once a member has started."""
+        record = self._fleet_store().ca() if self.location.fleet else None
+        if record is not None:
+            return fingerprint(cert_from_pem(record.cert_pem, source="the fleet's store (CA)"))
+        return self.ca(now).fingerprint
+
+    def _fleet_store(self) -> FleetStore:
+        store = self.store
+        assert isinstance(store, FleetStore), "a fleet's location opens a fleet's store"
+        return store
 
     def tokens(self) -> TokenRegistry:
         return TokenRegistry(self.store)
@@ -143,6 +173,9 @@ class RelayState:
     def address(self, override: str | None) -> str:
         if override:
             return override
+        if self._dir is None:
+            raise ConfigError("a fleet's tokens need --address HOST:PORT (where agents and "
+                              "clients reach the fleet: its load balancer)")  # fmt: skip
         path = self.dir / RELAY_FILE
         if path.exists():
             try:
@@ -160,7 +193,8 @@ class RelayState:
     ) -> str:
         """Register ``cluster`` (if new) and issue a one-time agent enrollment token."""
         self.open()
-        relay, ca = self.address(address), self.ca(now)  # neither missing: then register
+        relay = self.address(address)
+        ca = self.ca_fingerprint(now)  # neither missing: then register
         self.register_cluster(cluster, public_port)
         return self._issue(TokenKind.JOIN, cluster, relay, ca, now)
 
@@ -175,7 +209,7 @@ class RelayState:
         if bad:
             raise ConfigError(f"invalid cluster name {bad[0]!r}")
         self.open()
-        relay, ca = self.address(address), self.ca(now)
+        relay, ca = self.address(address), self.ca_fingerprint(now)
         return self._issue(TokenKind.CLIENT, name, relay, ca, now, scope=scope)
 
     def _issue(
@@ -183,12 +217,12 @@ class RelayState:
         kind: TokenKind,
         name: str,
         relay: str,
-        ca: CertificateAuthority,
+        ca_fingerprint: str,
         now: dt.datetime,
         *,
         scope: Scope = frozenset(),
     ) -> str:
         token = self.tokens().issue(
-            kind, name, relay=relay, ca_fingerprint=ca.fingerprint, now=now, scope=scope
+            kind, name, relay=relay, ca_fingerprint=ca_fingerprint, now=now, scope=scope
         )
         return encode(token)

@@ -3,15 +3,16 @@
 The relay, the ``wicket relay …`` commands and the desktop app change the registry from
 several processes at once, so a store is transactional: each method below is one short
 transaction, and nothing is ever loaded, changed in memory and written back whole (that
-lost writes: issue 12). ``core.registry.sqlite`` is the store; a PostgreSQL one would
-implement the same protocol (docs/registry.md).
+lost writes: issue 12). ``core.registry.sqlite`` and ``core.registry.postgres`` implement
+the same protocol (docs/registry.md); the PostgreSQL one, shared by a fleet of relays,
+also keeps what the members must share besides: the CA (``FleetStore``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.pki.identity import Role
 from core.pki.tokens import TokenKind
@@ -128,3 +129,54 @@ class RegistryStore(Protocol):
         """False if the cluster is unknown."""
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CaRecord:
+    """A fleet's CA as its store keeps it: the certificate, and the private key as PEM
+    (``key_encryption`` "none") or sealed with the members' key file ("aes-256-gcm":
+    nonce, then ciphertext and tag; core.registry.fleetca)."""
+
+    cert_pem: bytes
+    key: bytes = field(repr=False)
+    key_encryption: str
+    created: dt.datetime
+
+
+#: A member writes its heartbeat this often (seconds), and is listed while its last one
+#: is younger than ``LIVE_WINDOW``: one that stops drops out within 10 s.
+HEARTBEAT_INTERVAL = 2.0
+LIVE_WINDOW = 6.0
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """A relay of the fleet: where agents reach it, since when, and its last heartbeat."""
+
+    member_id: str
+    advertise: str
+    started: dt.datetime
+    heartbeat: dt.datetime
+
+
+@runtime_checkable
+class FleetStore(RegistryStore, Protocol):
+    """A registry several relays share, with what they must agree on besides."""
+
+    def ca(self) -> CaRecord | None:
+        """The fleet's CA, or None before the first member made it."""
+
+    def add_ca(self, record: CaRecord) -> CaRecord:
+        """Store ``record`` unless a CA is there already; the one stored either way (of
+        members starting at once, every one gets the first one's)."""
+
+    def heartbeat(self, member_id: str, advertise: str) -> None:
+        """Record that this member is alive now (the database's clock), joining the
+        list if it is not in it (its first beat, or after its row was removed)."""
+
+    def leave(self, member_id: str) -> None:
+        """Take this member off the list (a clean shutdown)."""
+
+    def members(self, within: float = LIVE_WINDOW) -> list[MemberRecord]:
+        """The members whose last heartbeat is at most ``within`` seconds old, oldest
+        first."""

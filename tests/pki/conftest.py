@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 from core.pki.ca import CertificateAuthority, load_or_create_ca
+from tests.support.postgres import postgres_database, postgres_server
+from tests.support.registry import registry
+
+__all__ = ["postgres_database", "postgres_server", "registry"]
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -13,6 +13,7 @@ from core.errors import AuthError, RegistryError
 from core.pki.tokens import TokenKind
 from core.registry.sqlite import DB_FILE, SqliteStore
 from core.registry.tokens import TokenRegistry
+from tests.support.registry import Registry
 
 from .conftest import NOW
 
@@ -20,10 +21,12 @@ FP = "cd" * 32
 RELAY = "relay.test:443"
 
 
-def _registry(state_dir: Path) -> TokenRegistry:
+def _registry(registry: Registry | Path) -> TokenRegistry:
     """A registry on its own connection, as each process (relay, CLI) has."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return TokenRegistry(SqliteStore.open(state_dir, NOW))
+    if isinstance(registry, Registry):
+        return TokenRegistry(registry.open(NOW))
+    registry.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return TokenRegistry(SqliteStore.open(registry, NOW))
 
 
 def _issue(reg: TokenRegistry, name: str = "prod", **kw: object) -> tuple[str, bytes]:
@@ -31,8 +34,8 @@ def _issue(reg: TokenRegistry, name: str = "prod", **kw: object) -> tuple[str, b
     return token.token_id, token.secret
 
 
-def test_consume_once(state_dir: Path) -> None:
-    reg = _registry(state_dir)
+def test_consume_once(registry: Registry) -> None:
+    reg = _registry(registry)
     token_id, secret = _issue(reg)
     record = reg.consume(token_id, secret, NOW)
     assert (record.kind, record.name, record.used_at) == (TokenKind.JOIN, "prod", NOW)
@@ -40,23 +43,23 @@ def test_consume_once(state_dir: Path) -> None:
         reg.consume(token_id, secret, NOW)
 
 
-def test_use_survives_a_restart(state_dir: Path) -> None:
-    reg = _registry(state_dir)
+def test_use_survives_a_restart(registry: Registry) -> None:
+    reg = _registry(registry)
     token_id, secret = _issue(reg)
     reg.consume(token_id, secret, NOW)
     with pytest.raises(AuthError):
-        _registry(state_dir).consume(token_id, secret, NOW)
+        _registry(registry).consume(token_id, secret, NOW)
 
 
-def test_secret_as_wire_text(state_dir: Path) -> None:
-    reg = _registry(state_dir)
+def test_secret_as_wire_text(registry: Registry) -> None:
+    reg = _registry(registry)
     token = reg.issue(TokenKind.CLIENT, "alice", relay=RELAY, ca_fingerprint=FP, now=NOW)
     assert reg.consume(token.token_id, token.secret_text, NOW).kind is TokenKind.CLIENT
 
 
 @pytest.mark.parametrize("case", ["wrong", "unknown", "revoked", "expired", "malformed"])
-def test_every_refusal_looks_the_same(state_dir: Path, case: str) -> None:
-    reg = _registry(state_dir)
+def test_every_refusal_looks_the_same(registry: Registry, case: str) -> None:
+    reg = _registry(registry)
     token_id, secret = _issue(reg)
     now = NOW
     presented: bytes | str = secret
@@ -77,8 +80,8 @@ def test_every_refusal_looks_the_same(state_dir: Path, case: str) -> None:
         assert reg.records()[0].used_at is None
 
 
-def test_no_ttl_never_expires(state_dir: Path) -> None:
-    reg = _registry(state_dir)
+def test_no_ttl_never_expires(registry: Registry) -> None:
+    reg = _registry(registry)
     later = NOW + dt.timedelta(days=3650)
     token_id, secret = _issue(reg, ttl=None)
     default_id, default_secret = _issue(reg, "lab")  # the default TTL: one day

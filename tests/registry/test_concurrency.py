@@ -2,7 +2,8 @@
 
 Issue 12: ten ``wicket relay client-token`` commands started together used to leave
 five of eleven tokens on disk (each rewrote the whole ``tokens.json``), and a CLI's
-write could undo the running relay's ``consume``.
+write could undo the running relay's ``consume``. Every test here runs on both engines;
+in a fleet, the relays racing for one token are processes of their own (issue 18).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import contextlib
 import datetime as dt
 import json
 import os
+import random
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -27,24 +31,29 @@ from core.format import utcnow
 from core.pki.identity import Role
 from core.pki.tokens import Token, TokenKind, parse
 from core.protocol.mux import MuxConfig
-from core.registry.sqlite import SqliteStore
 from core.registry.tokens import TokenRegistry
+from tests.support.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = 20
 ENROLLING = 6  # agents enrolling against the relay while the commands run
 ROUNDS = 50
 WORKERS = 4  # connections racing in each round, as separate processes would
+RACERS = 4  # processes racing for the same tokens, as the relays of a fleet
+RACED_TOKENS = 200
 QUIET_MUX = MuxConfig(keepalive_interval=None)
 ROLES = {TokenKind.JOIN: Role.AGENT, TokenKind.CLIENT: Role.CLIENT}
 
 
 @pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+async def relay(registry: Registry) -> AsyncIterator[Relay]:
     # Half the enrollments below are refused on purpose: keep them clear of the throttle.
     relay = Relay(
         RelayConfig(
-            state_dir=tmp_path / "relay", auth_failure_burst=1000, max_preauth_per_source=256
+            state_dir=registry.state_dir,
+            store=registry.location,
+            auth_failure_burst=1000,
+            max_preauth_per_source=256,
         )
     )
     await relay.start()
@@ -54,9 +63,10 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
         await relay.stop()
 
 
-async def _command(state_dir: Path, n: int) -> str:
+async def _command(registry: Registry, n: int) -> str:
     """``wicket relay join-token`` or ``client-token`` as a process of its own."""
-    state = ("--state-dir", str(state_dir))
+    state_dir = registry.state_dir
+    state = ("--state-dir", str(state_dir), *registry.store_args())
     if n % 2:
         args = ["relay", *state, "join-token", *state, "--cluster", f"c{n}"]
     else:
@@ -89,15 +99,16 @@ async def _enroll(token: Token, directory: Path) -> bool:
     return True
 
 
-async def test_racing_commands_and_enrollments_lose_no_token(relay: Relay, tmp_path: Path) -> None:
-    state_dir = relay.config.state_dir
+async def test_racing_commands_and_enrollments_lose_no_token(
+    relay: Relay, registry: Registry, tmp_path: Path
+) -> None:
     early = [
         parse(relay.state.join_token(f"early{n}", relay.address, None, utcnow()))
         for n in range(ENROLLING)
     ]
     started = time.monotonic()
     printed, enrolled = await asyncio.gather(
-        asyncio.gather(*(_command(state_dir, n) for n in range(COMMANDS))),
+        asyncio.gather(*(_command(registry, n) for n in range(COMMANDS))),
         asyncio.gather(*(_enroll(t, tmp_path / f"early{n}") for n, t in enumerate(early))),
     )
     issued_in = time.monotonic() - started
@@ -156,13 +167,12 @@ def _round(
     return issued, wins, len(replayed)
 
 
-def test_a_used_token_never_becomes_usable_again(tmp_path: Path) -> None:
+def test_a_used_token_never_becomes_usable_again(registry: Registry) -> None:
     """Rounds of racing issue, consume and revoke, each worker on its own connection (as a
     process has); after every round each new token was won exactly once, and every token
     ever used is still refused."""
-    tmp_path.chmod(0o700)
     now = utcnow()
-    stores = [SqliteStore.open(tmp_path, now) for _ in range(WORKERS + 1)]
+    stores = [registry.open(now) for _ in range(WORKERS + 1)]
     registries = [TokenRegistry(store) for store in stores[:WORKERS]]
     checker = TokenRegistry(stores[-1])  # a process that only looks
     used: list[Token] = []
@@ -179,6 +189,70 @@ def test_a_used_token_never_becomes_usable_again(tmp_path: Path) -> None:
         for token in used:
             with pytest.raises(AuthError):
                 checker.consume(token.token_id, token.secret, now)
-    for store in stores:
-        store.close()
     print(f"\n{ROUNDS} rounds, {len(used)} tokens: {time.monotonic() - started:.2f} s")
+
+
+_CONSUMER = """
+    import json, sys, time
+    from pathlib import Path
+    from core.format import utcnow
+    from core.registry.location import StoreLocation
+    from core.registry.tokens import TokenRegistry
+    from core.errors import AuthError
+    url, password_file, state_dir, tokens = json.loads(sys.argv[1])
+    location = StoreLocation(url, password_file and Path(password_file))
+    registry = TokenRegistry(location.open(Path(state_dir), utcnow()))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started, won = time.time(), []
+    for token_id, secret in tokens:
+        try:
+            registry.consume(token_id, secret, utcnow())
+            won.append(token_id)
+        except AuthError:
+            pass
+    print(json.dumps([started, time.time(), won]), flush=True)
+"""
+
+
+def test_relays_racing_for_tokens_use_each_once(registry: Registry) -> None:
+    """What the relays of a fleet do: processes of their own, each with its connection,
+    try every token at the same moment (each in its own order); every token is won by
+    exactly one of them."""
+    tokens = TokenRegistry(registry.open())
+    issued = [
+        tokens.issue(TokenKind.CLIENT, f"c{n}", relay="r.test:1", ca_fingerprint="ab" * 32,
+                     now=utcnow())
+        for n in range(RACED_TOKENS)
+    ]  # fmt: skip
+    pairs = [(t.token_id, t.secret_text) for t in issued]
+    location = registry.location
+    password_file = str(location.password_file) if location.password_file else None
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = []
+    for _ in range(RACERS):
+        random.shuffle(pairs)
+        arg = json.dumps([location.url, password_file, str(registry.state_dir), pairs])
+        command = [sys.executable, "-c", textwrap.dedent(_CONSUMER), arg]
+        pipe = subprocess.PIPE
+        procs.append(
+            subprocess.Popen(command, cwd=REPO, env=env, text=True, stdin=pipe, stdout=pipe)
+        )
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        for proc in procs:  # all connected: go
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert all(proc.returncode == 0 for proc in procs)
+    wins = [won for _, _, won in results]
+    assert sorted(w for won in wins for w in won) == sorted(t.token_id for t in issued)
+    # A real race: every racer began before any had gone through all the tokens.
+    assert max(started for started, _, _ in results) < min(ended for _, ended, _ in results)
+    print(f"\n{RACERS} processes, {RACED_TOKENS} tokens: wins {[len(w) for w in wins]}")

@@ -1,5 +1,6 @@
 """Revoked identities: schema version 2 adds them to a version 1 registry in place, and
-revoking a cluster's agents leaves its clients and other clusters alone."""
+revoking a cluster's agents leaves its clients and other clusters alone (on both
+engines)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from core.pki.identity import Role
 from core.pki.tokens import TokenKind
 from core.registry import migrate
 from core.registry.sqlite import DB_FILE, SqliteStore
-from core.registry.store import IdentityRecord, TokenRecord
+from core.registry.store import IdentityRecord, RegistryStore, TokenRecord
+from tests.support.registry import Registry
 
 NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 
 
-def _identity(store: SqliteStore, role: Role, name: str, n: int) -> IdentityRecord:
+def _identity(store: RegistryStore, role: Role, name: str, n: int) -> IdentityRecord:
     token = TokenRecord(f"t{n}", TokenKind.JOIN, name, "h", NOW, None)
     store.add_token(token)
     record = IdentityRecord(f"{n:x}", role, name, f"{n:064x}", NOW, NOW, token.token_id)
@@ -24,8 +26,8 @@ def _identity(store: SqliteStore, role: Role, name: str, n: int) -> IdentityReco
     return record
 
 
-def test_revoking_a_clusters_agents(tmp_path: Path) -> None:
-    store = SqliteStore.open(tmp_path, NOW)
+def test_revoking_a_clusters_agents(registry: Registry) -> None:
+    store = registry.open(NOW)
     lab = _identity(store, Role.AGENT, "lab", 1)
     lab_again = _identity(store, Role.AGENT, "lab", 2)
     prod = _identity(store, Role.AGENT, "prod", 3)

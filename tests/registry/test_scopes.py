@@ -1,6 +1,6 @@
 """Client scopes: schema version 3 adds them to a version 2 registry (existing client
 tokens keep every cluster), the JSON import gives its client tokens every cluster too,
-and an identity's scope is its token's."""
+and an identity's scope is its token's (on both engines)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from core.pki.identity import Role
 from core.pki.tokens import TokenKind
 from core.registry import migrate
 from core.registry.sqlite import DB_FILE, SqliteStore
-from core.registry.store import ALL_CLUSTERS, IdentityRecord, TokenRecord
+from core.registry.store import ALL_CLUSTERS, IdentityRecord, RegistryStore, TokenRecord
+from tests.support.registry import Registry
 
 NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 
 
-def _enrolled(store: SqliteStore, n: int, kind: TokenKind, scope: frozenset[str] | None) -> str:
+def _enrolled(store: RegistryStore, n: int, kind: TokenKind, scope: frozenset[str] | None) -> str:
     token = TokenRecord(f"t{n}", kind, f"c{n}", "h", NOW, None, scope=scope)
     store.add_token(token)
     role = Role.CLIENT if kind == TokenKind.CLIENT else Role.AGENT
@@ -27,8 +28,8 @@ def _enrolled(store: SqliteStore, n: int, kind: TokenKind, scope: frozenset[str]
     return fp
 
 
-def test_an_identitys_scope_is_its_tokens(tmp_path: Path) -> None:
-    store = SqliteStore.open(tmp_path, NOW)
+def test_an_identitys_scope_is_its_tokens(registry: Registry) -> None:
+    store = registry.open(NOW)
     two = _enrolled(store, 1, TokenKind.CLIENT, frozenset({"prod", "lab"}))
     every = _enrolled(store, 2, TokenKind.CLIENT, ALL_CLUSTERS)
     agent = _enrolled(store, 3, TokenKind.JOIN, frozenset())

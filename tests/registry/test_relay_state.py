@@ -1,4 +1,5 @@
-"""The relay's cluster registry: registration, conflicts, removal, and its lookup cache."""
+"""The relay's cluster registry: registration, conflicts, removal, and its lookup cache
+(the first two on both engines)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 from core.errors import ConfigError
 from core.registry.sqlite import DB_FILE, SqliteStore
 from core.registry.state import RelayState
+from tests.support.registry import Registry
 
 
-def test_register_conflict_unregister(tmp_path: Path) -> None:
-    state = RelayState(tmp_path)
+def test_register_conflict_unregister(registry: Registry) -> None:
+    state = registry.state()
     state.register_cluster("prod", 16443)
     state.register_cluster("lab", None)
     with pytest.raises(ConfigError, match="already used by cluster prod"):
@@ -21,20 +23,24 @@ def test_register_conflict_unregister(tmp_path: Path) -> None:
     assert state.unregister_cluster("lab") is True
     assert state.unregister_cluster("lab") is False
     assert set(state.clusters()) == {"prod"}
-    assert (tmp_path / DB_FILE).stat().st_mode & 0o777 == 0o600
+    if registry.engine == "sqlite":
+        assert (registry.state_dir / DB_FILE).stat().st_mode & 0o777 == 0o600
 
 
-def test_a_change_by_another_process_is_seen(tmp_path: Path) -> None:
-    running = RelayState(tmp_path)  # the relay's own instance, with its cache
+def test_a_change_by_another_process_is_seen(registry: Registry) -> None:
+    """At once in SQLite (``data_version``); in PostgreSQL as the notification arrives."""
+    running = registry.state()  # the relay's own instance, with its cache
     assert running.clusters() == {}
-    RelayState(tmp_path).register_cluster("prod", None)  # `wicket relay join-token`
-    assert set(running.clusters()) == {"prod"}
-    other = RelayState(tmp_path)
+    generation = running.store.generation()
+    registry.state().register_cluster("prod", None)  # `wicket relay join-token`
+    assert registry.soon(lambda: set(running.clusters()) == {"prod"})
+    assert running.store.generation() != generation
+    other = registry.state()
     other.register_cluster("lab", None)
-    assert set(running.clusters()) == {"prod", "lab"}
+    assert registry.soon(lambda: set(running.clusters()) == {"prod", "lab"})
     other.register_cluster("lab", 16444)
-    assert running.clusters()["lab"].public_port == 16444
-    running.unregister_cluster("prod")  # its own change (data_version stays as it was)
+    assert registry.soon(lambda: running.clusters()["lab"].public_port == 16444)
+    running.unregister_cluster("prod")  # its own change: seen at once
     assert set(running.clusters()) == {"lab"}
 
 
