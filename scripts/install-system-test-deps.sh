@@ -12,6 +12,7 @@ pkgs=(
   appstream              # tests/packaging: appstreamcli validate / validate-tree
   gtk-update-icon-cache  # tests/packaging: the user's icon cache refreshed by desktop install
   postgresql             # tests/registry: the registry on PostgreSQL (tests/support/postgres.py runs its own server)
+  haproxy                # tests/fleet: the load balancer in front of three relays (one address)
 )
 missing=()
 for p in "${pkgs[@]+"${pkgs[@]}"}"; do
