@@ -165,9 +165,7 @@ MESSAGES: Mapping[str, MessageSpec] = {
         {"name": _name, "state": _one_of("online", "offline", "removed"), "public_address": _ADDR},
     ),
     "clusters_end": MessageSpec(_R, {"count": _uint}),
-    "members": MessageSpec(
-        _R, {"self": _nullable(_pattern(_MEMBER_ID)), "members": _members}
-    ),
+    "members": MessageSpec(_R, {"self": _nullable(_pattern(_MEMBER_ID)), "members": _members}),
     "stream_opened": MessageSpec(
         _B,
         {
