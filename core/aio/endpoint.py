@@ -8,7 +8,8 @@ move). It runs in one of two modes:
   session to the relay is down (it reconnects: after a relay restart, or a fleet member
   lost, through the shared address) waits for it up to ``SESSION_WAIT`` seconds, its
   first bytes kept (kubectl does not retry a refused connection). With the session
-  still down then, or the cluster's agent offline, it is ended instead of hanging.
+  still down then, or refused by the relay (a revoked identity), or the cluster's agent
+  offline, it is ended instead of hanging.
 * ``inspect``: an ``InspectEndpoint`` (``core.aio.inspect``, docs/inspect.md) ends
   kubectl's TLS with Wicket's CA and opens a new TLS connection to the apiserver over a
   tunnel stream per kubectl connection. Every request becomes an ``InspectedStream`` in
@@ -265,7 +266,7 @@ class LocalEndpoint:
 
     def _dialer(self) -> asyncio.Protocol:
         dialer = TunnelDialer(self._conn, self._request, self.book, self._refused)
-        if self._conn() is not None:
+        if self._conn() is not None or self.client.refused:
             return dialer
         return _SessionWait(dialer, self._conn, SESSION_WAIT)
 
