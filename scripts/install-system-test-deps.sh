@@ -17,6 +17,7 @@ pkgs=(
   systemd          # tests/packaging/test_systemd.py: systemd-analyze verify and security
   libseccomp2      # tests/packaging/test_systemd.py: the units' seccomp filters (sandbox.py)
   postgresql             # tests/registry: the registry on PostgreSQL (tests/support/postgres.py runs its own server)
+  haproxy                # tests/fleet: the load balancer in front of three relays (one address)
 )
 # tests/packaging (test_bundle.py loads every Qt plugin; test_deb.py installs the .deb):
 # the .deb's Depends, the display stack the bundle takes from the machine

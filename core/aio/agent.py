@@ -2,20 +2,22 @@
 
 For every stream the relay opens it dials **only** its configured target (a compromised
 relay must not turn it into an open proxy), answers the status, then splices bytes
-untouched. It acknowledges a stream with its status (``MuxConfig.defer_ack``), not with a
-frame of its own: the relay's opens wait at most the preamble and dial deadlines
-(10 + 10 s), well inside the relay's 30 s ``open_timeout``.
+untouched. It keeps one session per member of a relay fleet (``core.aio.agentpool``),
+or the one session to a relay on its own. It acknowledges a stream with its status
+(``MuxConfig.defer_ack``), not with a frame of its own: the relay's opens wait at most
+the preamble and dial deadlines (10 + 10 s), well inside the relay's 30 s ``open_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.aio.channel import ControlChannel, expect
-from core.aio.mux import MuxStream, StreamHandler
+from core.aio.agentpool import MemberSessionInfo, SessionPool
+from core.aio.mux import MuxConnection, MuxStream, StreamHandler
 from core.aio.peer import TUNNEL_MUX, RelayPeer
 from core.aio.tunnel import (
     PREAMBLE_TIMEOUT,
@@ -49,6 +51,8 @@ class AgentSnapshot:
     connected_since: float | None
     reconnects: int
     streams: list[StreamInfo]
+    #: One per relay session: per fleet member, or the one to a relay on its own.
+    sessions: list[MemberSessionInfo]
 
 
 class Agent(RelayPeer):
@@ -78,6 +82,7 @@ class Agent(RelayPeer):
         self.dial_timeout = dial_timeout
         self.book = StreamBook()
         self._dials: set[asyncio.Task[None]] = set()
+        self.pool: SessionPool | None = None
 
     @property
     def target(self) -> str:
@@ -91,8 +96,16 @@ class Agent(RelayPeer):
             if record.splice is not None:
                 record.splice.close()
 
+    @property
+    def conn(self) -> MuxConnection | None:
+        """A live session (the first of the pool's), or None while there is none."""
+        pool = self.pool
+        online = [s.conn for s in pool.sessions() if s.online] if pool is not None else []
+        return online[0] if online and online[0] is not None else None
+
     def snapshot(self) -> AgentSnapshot:
         creds = self.creds
+        pool = self.pool
         return AgentSnapshot(
             creds.identity.name if creds else None,
             creds.relay if creds else None,
@@ -103,14 +116,43 @@ class Agent(RelayPeer):
             self.connected_since,
             self.reconnects,
             self.book.snapshot(),
+            [s.info() for s in pool.sessions()] if pool is not None else [],
         )
 
-    async def after_hello(self, channel: ControlChannel) -> None:
+    async def _session(self) -> None:
+        """Run the pool of sessions (it reconnects each itself) until stopped."""
         assert self.creds is not None
-        channel.send(
-            {"type": "register", "cluster": self.creds.identity.name, "target": self.target}
+        self.pool = SessionPool(
+            self.creds,
+            self.target,
+            mux=self.mux,
+            stream_handler=self.stream_handler(),
+            changed=self._pool_changed,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
         )
-        expect(await channel.recv(15.0), "registered")
+        try:
+            await self.pool.run()
+        finally:
+            self.pool = None
+
+    def _pool_changed(self) -> None:
+        """The agent's own state follows its sessions: online while any one is."""
+        pool = self.pool
+        sessions = pool.sessions() if pool is not None else []
+        online = [s for s in sessions if s.online]
+        if online:
+            self.state = "online"
+            self.last_error = None
+            self.connected_since = min(s.connected_since or time.time() for s in online)
+            self._online.set()
+            return
+        self._online.clear()
+        self.connected_since = None
+        self.state = "reconnecting" if any(s.reconnects for s in sessions) else "connecting"
+        errors = [s.last_error for s in sessions if s.last_error]
+        self.last_error = errors[0] if errors else self.last_error
+        self.reconnects = sum(s.reconnects for s in sessions)
 
     def stream_handler(self) -> StreamHandler:
         return self._on_stream

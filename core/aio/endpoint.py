@@ -4,8 +4,12 @@ Each local endpoint listens on loopback (a port conflict is an error, never a si
 move). It runs in one of two modes:
 
 * ``passthrough`` (the default): every accepted connection becomes a tunnel stream,
-  kubectl's TLS runs end to end to the apiserver. With no session to the relay, or the
-  cluster's agent offline, a new connection is ended at once instead of hanging.
+  kubectl's TLS runs end to end to the apiserver. A connection accepted while the
+  session to the relay is down (it reconnects: after a relay restart, or a fleet member
+  lost, through the shared address) waits for it up to ``SESSION_WAIT`` seconds, its
+  first bytes kept (kubectl does not retry a refused connection). With the session
+  still down then, or refused by the relay (a revoked identity), or the cluster's agent
+  offline, it is ended instead of hanging.
 * ``inspect``: an ``InspectEndpoint`` (``core.aio.inspect``, docs/inspect.md) ends
   kubectl's TLS with Wicket's CA and opens a new TLS connection to the apiserver over a
   tunnel stream per kubectl connection. Every request becomes an ``InspectedStream`` in
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -34,6 +39,10 @@ from core.pki.identity import Role
 from core.protocol.preamble import INSPECT_CLIENT, EndpointKind, StreamRequest, StreamStatus
 
 log = logging.getLogger("wicket.endpoint")
+
+#: How long a new local connection waits for the relay session to come back.
+SESSION_WAIT = 10.0
+_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -255,5 +264,57 @@ class LocalEndpoint:
     def _refused(self, status: StreamStatus) -> None:
         self.last_refusal = f"{status.status.name.lower()}: {status.message}"
 
-    def _dialer(self) -> TunnelDialer:
-        return TunnelDialer(self._conn, self._request, self.book, self._refused)
+    def _dialer(self) -> asyncio.Protocol:
+        dialer = TunnelDialer(self._conn, self._request, self.book, self._refused)
+        if self._conn() is not None or self.client.refused:
+            return dialer
+        return _SessionWait(dialer, self._conn, SESSION_WAIT)
+
+
+class _SessionWait(asyncio.Protocol):
+    """Holds an accepted connection (and what it sends) until the relay session is up
+    again, then hands it to its ``TunnelDialer`` as if it had just been accepted."""
+
+    def __init__(
+        self,
+        dialer: TunnelDialer,
+        conn_for: Callable[[], MuxConnection | None],
+        timeout: float,
+    ) -> None:
+        self._dialer = dialer
+        self._conn_for = conn_for
+        self._timeout = timeout
+        self._data: list[bytes] = []
+        self._eof = False
+        self._lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._wait(transport))
+
+    def data_received(self, data: bytes) -> None:
+        self._data.append(data)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _wait(self, transport: asyncio.BaseTransport) -> None:
+        for _ in range(int(self._timeout / _POLL)):  # the session has no event to await
+            if self._conn_for() is not None:
+                break
+            await asyncio.sleep(_POLL)
+        if self._lost:
+            return
+        dialer = self._dialer
+        transport.set_protocol(dialer)
+        dialer.connection_made(transport)
+        for data in self._data:
+            dialer.data_received(data)
+        if self._eof and not dialer.eof_received():
+            transport.close()

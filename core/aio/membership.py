@@ -6,6 +6,9 @@ each written from a worker thread. A member whose loop or process stops beating 
 out of the list within ``LIVE_WINDOW`` plus one interval; a clean stop removes its row
 at once. A heartbeat the store refuses (the database away) is logged, and the next one
 tries again: the relay keeps serving what it can meanwhile.
+
+Each beat also reads the member list (``members``, what agents are told); a list that
+changed calls ``on_change`` on the loop.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 
 from core.errors import RegistryError
-from core.registry.store import HEARTBEAT_INTERVAL, FleetStore
+from core.registry.store import HEARTBEAT_INTERVAL, FleetStore, MemberRecord
 
 log = logging.getLogger("wicket.relay")
 
@@ -25,17 +29,24 @@ class Membership:
     """Keep ``advertise`` in ``store``'s member list while started."""
 
     def __init__(
-        self, store: FleetStore, advertise: str, interval: float = HEARTBEAT_INTERVAL
+        self,
+        store: FleetStore,
+        advertise: str,
+        interval: float = HEARTBEAT_INTERVAL,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.advertise = advertise
         self.interval = interval
+        self.on_change = on_change
+        #: The live members as last read (this one included once its beat is recorded).
+        self.members: list[MemberRecord] = []
         #: New for each start: a restarted relay is a new member (the old row expires).
         self.member_id = secrets.token_hex(8)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.store.heartbeat, self.member_id, self.advertise)
+        self.members = await asyncio.to_thread(self._beat_once)
         log.info("fleet member %s, advertised at %s", self.member_id, self.advertise)
         self._task = asyncio.get_running_loop().create_task(self._beat(), name="heartbeat")
 
@@ -56,7 +67,7 @@ class Membership:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await asyncio.to_thread(self.store.heartbeat, self.member_id, self.advertise)
+                members = await asyncio.to_thread(self._beat_once)
             except RegistryError as exc:
                 if not failing:
                     log.error("heartbeat not recorded (the fleet will drop this member): %s", exc)
@@ -65,3 +76,17 @@ class Membership:
                 if failing:
                     log.info("heartbeat recorded again")
                 failing = False
+                self._update(members)
+
+    def _beat_once(self) -> list[MemberRecord]:
+        self.store.heartbeat(self.member_id, self.advertise)
+        return self.store.members()
+
+    def _update(self, members: list[MemberRecord]) -> None:
+        def key(ms: list[MemberRecord]) -> list[tuple[str, str]]:
+            return [(m.member_id, m.advertise) for m in ms]
+
+        changed = key(members) != key(self.members)
+        self.members = members
+        if changed and self.on_change is not None:
+            self.on_change()

@@ -25,6 +25,7 @@ from core.errors import (
     MuxError,
     PKIError,
     ProtocolError,
+    RemoteProtocolError,
     TunnelError,
     WicketError,
 )
@@ -74,6 +75,9 @@ class RelayPeer:
         self.state = "starting"
         self.last_error: str | None = None
         self.reconnects = 0
+        #: The relay answered the last attempt with a refusal (revoked, unknown...):
+        #: waiting for the session would be in vain (the endpoint refuses at once).
+        self.refused = False
         self.creds: Enrollment | None = None
         self._conn: MuxConnection | None = None
         self.connected_since: float | None = None
@@ -158,9 +162,13 @@ class RelayPeer:
                     self._failed(exc)
                     raise  # a refused token does not get better by retrying
                 self.last_error = str(exc)
+                self.refused = True
                 log.error("the relay refused this %s: %s", self.role, exc)
             except (TunnelError, MuxError, ProtocolError, OSError) as exc:
                 self.last_error = str(exc)
+                self.refused = isinstance(exc, RemoteProtocolError) and str(exc).startswith(
+                    "relay refused"
+                )
                 log.warning("session to the relay ended: %s", exc)
             if self.connected_since is not None:
                 attempt = 0  # it was up: start the backoff again from the bottom
@@ -187,6 +195,7 @@ class RelayPeer:
             channel = await hello(conn, creds.identity)
             await self.after_hello(channel)
             self.state = "online"
+            self.refused = False
             self.last_error = None
             self.connected_since = time.time()
             self._online.set()

@@ -44,7 +44,14 @@ from core.pki.certs import load_or_create_server_cert, sign_csr
 from core.pki.identity import Identity, Role
 from core.pki.keys import cert_to_pem, fingerprint
 from core.pki.tokens import TokenKind, split_relay_address
-from core.protocol.control import PROTOCOL_VERSION, ErrorCode, Message, Sender, redacted
+from core.protocol.control import (
+    FLEET_VERSION,
+    SUPPORTED_VERSIONS,
+    ErrorCode,
+    Message,
+    Sender,
+    redacted,
+)
 from core.protocol.mux import INITIAL_WINDOW, MuxConfig
 from core.protocol.preamble import MAX_FIELD, Status, StreamRequest
 from core.registry.location import StoreLocation
@@ -54,6 +61,7 @@ from core.registry.store import FleetStore, Scope, TokenRecord
 log = logging.getLogger("wicket.relay")
 
 WILDCARDS = ("0.0.0.0", "::", "")
+_POLL = 0.05
 
 
 class Refusal(enum.StrEnum):
@@ -132,6 +140,9 @@ class RelayConfig:
     public_idle_timeout: float = 10.0
     #: How often the registry is polled for revocations and removed clusters (seconds).
     watch_interval: float = 0.5
+    #: A fleet member holds a client's stream this long for the agent's session to it
+    #: (the agent dials every member; a member that just started has none yet).
+    agent_wait: float = 3.0
     #: A refusal is logged at most once per source (and kind) per this many seconds.
     log_interval: float = 10.0
 
@@ -189,6 +200,8 @@ class _Peer:
     fingerprint: str
     scope: Scope
     connected_at: float = field(default_factory=time.time)
+    #: The client's relayed streams open now (by record id), for a narrowed scope.
+    streams: dict[int, StreamRecord] = field(default_factory=dict)
 
     def may_reach(self, cluster: str) -> bool:
         return self.scope is None or cluster in self.scope  # None: ALL_CLUSTERS
@@ -215,6 +228,8 @@ class Relay:
         self.client_streams = Quota(config.max_streams_per_client)
         self._agents: dict[str, _Peer] = {}
         self._clients: set[_Peer] = set()
+        #: Control channels of agents that spoke version 2: they follow the member list.
+        self._fleet_agents: set[ControlChannel] = set()
         self._conns: set[MuxConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -270,7 +285,9 @@ class Relay:
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
         store = self.state.store
         if isinstance(store, FleetStore):
-            self.membership = Membership(store, cfg.advertise or self.address)
+            self.membership = Membership(
+                store, cfg.advertise or self.address, on_change=self._members_changed
+            )
             await self.membership.start()
 
     async def stop(self) -> None:
@@ -316,13 +333,37 @@ class Relay:
             except RegistryError as exc:
                 log.error("cannot read the registry: %s", exc)
 
+    def members_message(self) -> Message:
+        """The fleet's member list as agents get it (empty for a relay on its own)."""
+        membership = self.membership
+        members = membership.members if membership is not None else []
+        return {
+            "type": "members",
+            "self": membership.member_id if membership is not None else None,
+            "members": [{"id": m.member_id, "address": m.advertise} for m in members],
+        }
+
+    def _members_changed(self) -> None:
+        message = self.members_message()
+        for control in list(self._fleet_agents):
+            with contextlib.suppress(WicketError, OSError):
+                control.send(message)
+
     async def _end_revoked(self) -> None:
-        """Close the sessions of revoked identities, and of agents whose cluster is gone."""
+        """Close the sessions of revoked identities, and of agents whose cluster is gone;
+        apply changed scopes to live client sessions."""
         clusters = self.state.clusters()
         peers = [*self._agents.values(), *self._clients]
-        revoked = await asyncio.to_thread(
-            lambda: {p.fingerprint for p in peers if self.state.identity_revoked(p.fingerprint)}
-        )
+        clients = list(self._clients)
+
+        def read() -> tuple[set[str], dict[str, Scope]]:
+            revoked = {p.fingerprint for p in peers if self.state.identity_revoked(p.fingerprint)}
+            return revoked, {p.fingerprint: self.state.store.scope(p.fingerprint) for p in clients}
+
+        revoked, scopes = await asyncio.to_thread(read)
+        for client in clients:
+            if client.fingerprint in scopes:
+                self._rescope(client, scopes[client.fingerprint])
         for peer in peers:
             if peer.fingerprint in revoked:
                 self.refused[Refusal.REVOKED.value] += 1
@@ -333,6 +374,22 @@ class Relay:
                 continue
             log.warning("%s from %s: %s; session closed", peer.identity, peer.address, why)
             peer.conn.abort()
+
+    def _rescope(self, peer: _Peer, scope: Scope) -> None:
+        """A changed scope applies at once: new streams meet it, and the streams to
+        clusters it no longer covers end."""
+        if scope == peer.scope:
+            return
+        peer.scope = scope
+        for record in list(peer.streams.values()):
+            if not peer.may_reach(record.cluster) and record.splice is not None:
+                log.warning(
+                    "%s: %s left its scope; its stream %d closed",
+                    peer.identity,
+                    record.cluster,
+                    record.id,
+                )
+                record.splice.close()
 
     def disconnect_agent(self, cluster: str) -> bool:
         """Close the session of ``cluster``'s agent (after its cluster was removed, so
@@ -512,10 +569,10 @@ class Relay:
                 identity,
             )
             return
-        if first["version"] != PROTOCOL_VERSION:
-            self._refuse(
-                control, ErrorCode.UNSUPPORTED_VERSION, f"this relay speaks {PROTOCOL_VERSION}"
-            )
+        version = first["version"]
+        if version not in SUPPORTED_VERSIONS:
+            spoken = " and ".join(str(v) for v in sorted(SUPPORTED_VERSIONS))
+            self._refuse(control, ErrorCode.UNSUPPORTED_VERSION, f"this relay speaks {spoken}")
             log.warning("refused %s: protocol version %s", address, first["version"])
             return
         # Scope read before hello_ok: from hello_ok on to the session's own stream
@@ -526,17 +583,22 @@ class Relay:
         control.send(
             {
                 "type": "hello_ok",
-                "version": PROTOCOL_VERSION,
+                "version": version,
                 "role": identity.role.value,
                 "name": identity.name,
             }
         )
+        fleet = identity.role == Role.AGENT and version >= FLEET_VERSION
+        if fleet:  # before register: the agent may find it holds this member already
+            control.send(self.members_message())
+            self._fleet_agents.add(control)
         try:
             if identity.role == Role.AGENT:
                 await self._agent_session(peer, control)
             else:
                 await self._client_session(peer, control)
         finally:
+            self._fleet_agents.discard(control)
             await self._seen(peer)
 
     async def _peer(self, identity: Identity, conn: MuxConnection, address: str) -> _Peer:
@@ -700,12 +762,42 @@ class Relay:
             # The stats and logs (here and at the agent) name who really asked, and from
             # where; the client's own word on its address only follows it.
             request = StreamRequest(claimed.cluster, claimed.endpoint, peer.label(claimed.client))
-            if self._admitted(peer, stream, request):
-                release = functools.partial(self.client_streams.release, peer.identity.name)
-                if not self._route(stream, request, rest, release):
-                    release()
+            if not self._admitted(peer, stream, request):
+                return
+            if request.cluster in self._agents or self.membership is None:
+                self._routed(peer, stream, request, rest)
+            else:  # a fleet member the agent has not reached (yet): a moment's grace
+                self._spawn(self._route_when_agent(peer, stream, request, rest))
 
         PreambleReader(stream, route)
+
+    async def _route_when_agent(
+        self, peer: _Peer, stream: MuxStream, request: StreamRequest, rest: bytes
+    ) -> None:
+        """Hold a stream up to ``agent_wait`` seconds for the agent's session here: it
+        holds one to every member, and reaches a member that just (re)started within
+        about a second; a stream refused meanwhile would fail kubectl's request."""
+        for _ in range(int(self.config.agent_wait / _POLL)):  # sessions have no event
+            if request.cluster in self._agents or stream.is_closing():
+                break
+            await asyncio.sleep(_POLL)
+        self._routed(peer, stream, request, rest)
+
+    def _routed(self, peer: _Peer, stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
+        release = functools.partial(self.client_streams.release, peer.identity.name)
+        ids: list[int] = []
+
+        def closed() -> None:
+            release()
+            for i in ids:
+                peer.streams.pop(i, None)
+
+        record = self._route(stream, request, rest, closed)
+        if record is None:
+            release()
+        elif record.closed_at is None:
+            ids.append(record.id)
+            peer.streams[record.id] = record
 
     def _admitted(self, peer: _Peer, stream: MuxStream, request: StreamRequest) -> bool:
         """A client's stream to a known cluster within its scope and its quota (one taken
@@ -736,23 +828,25 @@ class Relay:
 
     def _route(
         self, stream: MuxStream, request: StreamRequest, rest: bytes, on_close: Callable[[], None]
-    ) -> bool:
-        """Open the stream's twin on the cluster's agent session and splice the two;
-        False if it was refused (``on_close`` is then never called)."""
+    ) -> StreamRecord | None:
+        """Open the stream's twin on the cluster's agent session (this member's own:
+        in a fleet the agent holds one to every member) and splice the two; None if it
+        was refused at once (the client then retries, perhaps on another member), and
+        ``on_close`` is then never called."""
         agent = self._agents.get(request.cluster)
         if agent is None or agent.conn.closed:
             reply(stream, Status.AGENT_OFFLINE, f"the agent of {request.cluster} is offline")
-            return False
+            return None
         try:
             upstream = agent.conn.open_stream(request.encode() + rest)
         except MuxError as exc:
             reply(stream, Status.BUSY, str(exc))
-            return False
+            return None
         record = self.book.add(StreamRecord.of(request))
         record.on_close = on_close
         spliced(self.book, record, stream, upstream)
         stream.resume_reading()
-        return True
+        return record
 
 
 def _refuse_stream(stream: MuxStream) -> None:

@@ -23,6 +23,12 @@ from core.errors import LocalProtocolError, RemoteProtocolError
 from core.pki.identity import is_valid_name
 
 PROTOCOL_VERSION = 1
+#: Version 2 adds ``members`` (a relay fleet's member list, to agents). An agent says 2
+#: in ``hello``; a relay answers ``hello_ok`` with the version the peer said, so a
+#: version-1 peer never receives a message it does not know.
+FLEET_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION, FLEET_VERSION})
+MAX_MEMBERS = 64
 MAX_MESSAGE_SIZE = 64 * 1024
 _HEADER = 4
 SECRET_FIELDS = frozenset({"secret"})
@@ -102,6 +108,23 @@ def _pem(label: str) -> Check:
     )
 
 
+_MEMBER_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _members(value: object) -> bool:
+    """A list of at most ``MAX_MEMBERS`` ``{"id": member_id, "address": text(255)}``."""
+    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
+        return False
+    address = _text(255)
+    return all(
+        isinstance(m, dict)
+        and set(m) == {"id", "address"}
+        and _pattern(_MEMBER_ID)(m["id"])
+        and address(m["address"])
+        for m in value
+    )
+
+
 _ROLE = _one_of("agent", "client")
 _ADDR = _nullable(_text(255))
 _CSR = _pem("CERTIFICATE REQUEST")
@@ -142,6 +165,7 @@ MESSAGES: Mapping[str, MessageSpec] = {
         {"name": _name, "state": _one_of("online", "offline", "removed"), "public_address": _ADDR},
     ),
     "clusters_end": MessageSpec(_R, {"count": _uint}),
+    "members": MessageSpec(_R, {"self": _nullable(_pattern(_MEMBER_ID)), "members": _members}),
     "stream_opened": MessageSpec(
         _B,
         {

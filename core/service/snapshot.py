@@ -75,6 +75,7 @@ def compose(now: float, parts: Iterable[tuple[str, object]], rates: Rates) -> Se
             clusters.update((c.name, c) for c in _relay_clusters(snap))
         elif isinstance(snap, AgentSnapshot):
             sessions.append(_session(name, "agent", snap.cluster, snap))
+            sessions.extend(_member_sessions(name, snap))
         elif isinstance(snap, ClientSnapshot):
             sessions.append(_session(name, "client", snap.name, snap))
         elif isinstance(snap, EndpointSnapshot):
@@ -130,6 +131,19 @@ def _session(
         snap.last_error,
         snap.reconnects,
     )
+
+
+def _member_sessions(component: str, snap: AgentSnapshot) -> Iterable[SessionView]:
+    """An agent's session per relay fleet member (a line each in the cluster's detail);
+    none for the one session to a relay on its own (the agent's line says it all)."""
+    if len(snap.sessions) < 2 and not any(s.member for s in snap.sessions):
+        return
+    for s in snap.sessions:
+        relay = f"{s.address} (member {s.member})" if s.member else s.address
+        yield SessionView(
+            component, "agent", snap.cluster, relay, s.state, s.rtt, s.connected_since,
+            s.last_error, s.reconnects,
+        )  # fmt: skip
 
 
 def _with_endpoint(known: ClusterView | None, snap: EndpointSnapshot) -> ClusterView:

@@ -67,6 +67,13 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "reason": st.sampled_from(["eof", "reset", "timeout", "refused", "error"]),
     "code": st.sampled_from(list(ErrorCode)).map(str),
     "message": texts,
+    "self": st.none() | st.text("0123456789abcdef", min_size=16, max_size=16),
+    "members": st.lists(
+        st.fixed_dictionaries(
+            {"id": st.text("0123456789abcdef", min_size=16, max_size=16), "address": texts}
+        ),
+        max_size=5,
+    ),
 }
 
 
@@ -324,3 +331,24 @@ def test_redacted_hides_the_enrollment_secret() -> None:
     assert _decode_all([encode_message(enroll, Sender.PEER)], Sender.PEER) == ([enroll], None)
     safe = redacted(enroll)
     assert secret not in repr(safe) and safe["token_id"] == "0" * 16
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [{"id": "0123456789abcdef", "address": "relay-1:7443", "extra": 1}],
+        [{"id": "0123456789ABCDEF", "address": "relay-1:7443"}],
+        [{"id": "0123456789abcdef", "address": "relay\n1"}],
+        [{"id": "0123456789abcdef"}],
+        [["0123456789abcdef", "relay-1:7443"]],
+        {"id": "0123456789abcdef", "address": "relay-1:7443"},
+        [{"id": f"{i:016x}", "address": "r:1"} for i in range(65)],
+    ],
+)
+def test_members_list_is_strict(members: object) -> None:
+    """``members`` (version 2): each entry exactly an id and an address, at most 64."""
+    message = {"type": "members", "self": None, "members": members}
+    with pytest.raises(LocalProtocolError):
+        encode_message(message, Sender.RELAY)
+    with pytest.raises(LocalProtocolError):
+        encode_message({**message, "members": []}, Sender.PEER)  # relay to peer only
