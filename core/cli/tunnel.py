@@ -180,12 +180,7 @@ def _relay_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     _registry_options(client)
     client.add_argument("--name", required=True)
     client.add_argument("--address", default=None, metavar="HOST:PORT")
-    scope = client.add_mutually_exclusive_group(required=True)
-    scope.add_argument(
-        "--cluster", action="append", default=None, dest="clusters", metavar="NAME",
-        help="a cluster this client may reach (repeatable)",
-    )  # fmt: skip
-    scope.add_argument("--all-clusters", action="store_true", help="every cluster, now and later")
+    _scope_options(client)
     _out(client)
     client.set_defaults(func=_client_token)
     listing = commands.add_parser("list", help="issued identities: scopes, last seen, revoked")
@@ -197,9 +192,25 @@ def _relay_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     who.add_argument("--client", metavar="NAME")
     who.add_argument("--agent", metavar="NAME", help="the agent of cluster NAME")
     revoke.set_defaults(func=_revoke)
+    rescope = commands.add_parser(
+        "scope", help="change a client's scope (its live sessions follow within a second)"
+    )
+    _registry_options(rescope)
+    rescope.add_argument("name", metavar="CLIENT", help="the client's name")
+    _scope_options(rescope)
+    rescope.set_defaults(func=_set_scope)
     members = commands.add_parser("members", help="a fleet's live members (--store)")
     _registry_options(members)
     members.set_defaults(func=_members)
+
+
+def _scope_options(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "--cluster", action="append", default=None, dest="clusters", metavar="NAME",
+        help="a cluster this client may reach (repeatable)",
+    )  # fmt: skip
+    scope.add_argument("--all-clusters", action="store_true", help="every cluster, now and later")
 
 
 def _out(parser: argparse.ArgumentParser) -> None:
@@ -385,6 +396,16 @@ def _revoke(args: argparse.Namespace) -> int:
     if not count:
         raise ConfigError(f"no unrevoked {role.value} identity named {name} here")
     print(f"revoked {count} identit{'y' if count == 1 else 'ies'} of {role.value} {name}")
+    return 0
+
+
+def _set_scope(args: argparse.Namespace) -> int:
+    scope = ALL_CLUSTERS if args.all_clusters else frozenset(args.clusters)
+    with contextlib.closing(_relay_state(args)) as state:
+        count = state.set_scope(args.name, scope)
+    if not count:
+        raise ConfigError(f"no client named {args.name} here (no client token of that name)")
+    print(f"client {args.name} now reaches {_scope(scope)} ({count} token{'s' * (count != 1)})")
     return 0
 
 

@@ -204,6 +204,23 @@ class PostgresStore:
         )
         return _scope(*rows[0]) if rows else frozenset()
 
+    def set_scope(self, name: str, scope: Scope) -> int:
+        """One transaction: the triggers on ``token_clusters`` and ``all_clusters`` tell
+        every member (NOTIFY), which applies it to the live sessions."""
+        with self._errors() as conn, conn.transaction():
+            ids = [row[0] for row in conn.execute(_CLIENT_TOKENS, {"name": name}).fetchall()]
+            conn.execute(
+                "UPDATE tokens SET all_clusters = %s WHERE id = ANY(%s)",
+                (scope is ALL_CLUSTERS, ids),
+            )
+            conn.execute("DELETE FROM token_clusters WHERE token_id = ANY(%s)", (ids,))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO token_clusters (token_id, cluster) VALUES (%s, %s)",
+                    [(t, cluster) for t in ids for cluster in sorted(scope or ())],
+                )
+        return len(ids)
+
     def seen(self, fingerprint: str, now: dt.datetime) -> None:
         self._execute(
             "UPDATE identities SET last_seen = %s WHERE fingerprint = %s",
@@ -473,3 +490,11 @@ def _token(row: TupleRow) -> TokenRecord:
 def _ca(row: TupleRow) -> CaRecord:
     cert_pem, key, encryption, created = row
     return CaRecord(bytes(cert_pem), bytes(key), encryption, _read(created))
+
+
+#: The client tokens of a client's name: those issued to that name, and those that
+#: enrolled an identity of that name.
+_CLIENT_TOKENS = (
+    "SELECT id FROM tokens WHERE kind = 'client' AND (name = %(name)s OR id IN"
+    " (SELECT token_id FROM identities WHERE role = 'client' AND name = %(name)s))"
+)

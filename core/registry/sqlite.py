@@ -162,6 +162,20 @@ class SqliteStore:
         rows = self._query("SELECT token_id FROM identities WHERE fingerprint = ?", (fingerprint,))
         return self._scopes(rows[0][0])[rows[0][0]] if rows else frozenset()
 
+    def set_scope(self, name: str, scope: Scope) -> int:
+        with self._transaction() as conn:
+            ids = [row[0] for row in conn.execute(_CLIENT_TOKENS, {"name": name})]
+            conn.executemany(
+                "UPDATE tokens SET all_clusters = ? WHERE id = ?",
+                [(int(scope is ALL_CLUSTERS), token_id) for token_id in ids],
+            )
+            conn.executemany("DELETE FROM token_clusters WHERE token_id = ?", [(t,) for t in ids])
+            conn.executemany(
+                "INSERT INTO token_clusters (token_id, cluster) VALUES (?, ?)",
+                [(t, cluster) for t in ids for cluster in sorted(scope or ())],
+            )
+        return len(ids)
+
     def seen(self, fingerprint: str, now: dt.datetime) -> None:
         self._execute(
             "UPDATE identities SET last_seen_us = ? WHERE fingerprint = ?",
@@ -325,3 +339,11 @@ def _token(row: tuple[Any, ...]) -> TokenRecord:
         bool(revoked),
         ALL_CLUSTERS if every else frozenset((clusters or "").split()),
     )
+
+
+#: The client tokens of a client's name: those issued to that name, and those that
+#: enrolled an identity of that name.
+_CLIENT_TOKENS = (
+    "SELECT id FROM tokens WHERE kind = 'client' AND (name = :name OR id IN"
+    " (SELECT token_id FROM identities WHERE role = 'client' AND name = :name))"
+)

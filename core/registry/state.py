@@ -138,6 +138,15 @@ class RelayState:
         self.store.revoke_tokens(kind, name)
         return self.store.revoke_identities(role, name)
 
+    def set_scope(self, name: str, scope: Scope) -> int:
+        """``wicket relay scope``: client ``name`` (its identities and its tokens, used or
+        not) reaches the clusters of ``scope`` from now on; the running relays apply it to
+        its live sessions within a second (the streams it no longer covers end)."""
+        bad = sorted(c for c in scope or () if not is_valid_name(c))
+        if bad:
+            raise ConfigError(f"invalid cluster name {bad[0]!r}")
+        return self.store.set_scope(name, scope)
+
     def identities(self) -> list[IdentityRecord]:
         """Every identity issued, with its scope and when it was last seen."""
         return self.store.identities()

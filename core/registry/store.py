@@ -108,6 +108,10 @@ class RegistryStore(Protocol):
     def scope(self, fingerprint: str) -> Scope:
         """The clusters this identity may reach: its token's scope (empty if unknown)."""
 
+    def set_scope(self, name: str, scope: Scope) -> int:
+        """Give the client tokens named ``name`` (so the identities they enrolled, and
+        those they will) the scope ``scope``, in one transaction; returns how many."""
+
     def seen(self, fingerprint: str, now: dt.datetime) -> None:
         """Record that a session of this identity began or ended at ``now``."""
 

@@ -52,6 +52,34 @@ def test_an_identitys_scope_is_its_tokens(registry: Registry) -> None:
     store.close()
 
 
+def test_a_changed_scope_applies_to_a_clients_identities_and_tokens(registry: Registry) -> None:
+    """``set_scope`` (``wicket relay scope``) on both engines: every client token of the
+    name, used or not, takes the new scope; the running relay's own connection sees a
+    new generation (it then re-reads its live clients' scopes)."""
+    store, relay = registry.open(NOW), registry.open(NOW)
+    alice = _enrolled(store, 1, TokenKind.CLIENT, frozenset({"a", "b"}))
+    store.add_token(TokenRecord("t2", TokenKind.CLIENT, "c1", "h", NOW, None, scope=ALL_CLUSTERS))
+    other = _enrolled(store, 3, TokenKind.CLIENT, frozenset({"b"}))
+    agent = _enrolled(store, 4, TokenKind.JOIN, frozenset())
+    generation = relay.generation()
+    assert store.set_scope("c1", frozenset({"a"})) == 2
+    assert registry.soon(lambda: relay.generation() != generation)
+    assert relay.scope(alice) == frozenset({"a"})
+    assert {t.token_id: t.scope for t in relay.tokens()} == {
+        "t1": frozenset({"a"}),
+        "t2": frozenset({"a"}),
+        "t3": frozenset({"b"}),  # another client's: as it was
+        "t4": frozenset(),
+    }
+    assert store.set_scope("c1", ALL_CLUSTERS) == 2
+    assert registry.soon(lambda: relay.scope(alice) is ALL_CLUSTERS)
+    assert store.set_scope("c1", frozenset()) == 2
+    assert relay.scope(alice) == frozenset()
+    assert (relay.scope(other), relay.scope(agent)) == (frozenset({"b"}), frozenset())
+    assert store.set_scope("c4", frozenset({"a"})) == 0  # an agent's: not a client
+    assert store.set_scope("nobody", frozenset({"a"})) == 0
+
+
 def test_a_version_2_registry_keeps_its_clients_reaching_every_cluster(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / DB_FILE)
     for script in migrate.SCHEMAS[:2]:

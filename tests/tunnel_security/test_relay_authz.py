@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import stat
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,7 +33,16 @@ from core.aio.agent import Agent
 from core.aio.endpoint import LocalEndpoint, RelayClient
 from core.pki.tokens import parse
 from core.registry.state import RelayState
-from tests.tunnel.harness import CLIENT, CLUSTER, Tunnel, echo, free_port, payload, refusal
+from core.registry.store import ALL_CLUSTERS
+from tests.tunnel.harness import (
+    CLIENT,
+    CLUSTER,
+    Tunnel,
+    echo,
+    free_port,
+    payload,
+    refusal,
+)
 from tests.tunnel_security.conftest import EchoTarget, echo_once
 
 pytestmark = pytest.mark.timeout(120)
@@ -174,6 +184,97 @@ async def test_a_revoked_client_and_agent_are_out_within_a_second_and_stay_out(
     assert "never" not in rows[("client", CLIENT)]  # last seen, at its session
 
 
+async def test_a_narrowed_scope_ends_the_live_streams_it_no_longer_covers_within_a_second(
+    tunnel: Tunnel,
+) -> None:
+    """``wicket relay scope`` from another process: the client's live stream to the
+    cluster it left ends within a second and new ones are refused; the other goes on."""
+    await tunnel.start_target()
+    await tunnel.start_relay()
+    await tunnel.start_agent()
+    lab_target = EchoTarget()
+    lab_port = await lab_target.start()
+    join = tunnel.wicket("relay", *state(tunnel), "join-token", *state(tunnel),
+                         "--cluster", LAB, "--address", tunnel.relay_address)  # fmt: skip
+    lab = Agent(tunnel.base / "lab-agent", "127.0.0.1", lab_port, token=parse(join.strip()))
+    await lab.start()
+    token = client_token(tunnel, "alice", "--cluster", CLUSTER, "--cluster", LAB)
+    client = RelayClient(tunnel.base / "client-alice", parse(token.read_text().strip()))
+    endpoints = {name: LocalEndpoint(client, name) for name in (CLUSTER, LAB)}
+    streams: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+    try:
+        await lab.wait_online(15)
+        await client.start()
+        for endpoint in endpoints.values():
+            await endpoint.start()
+        await client.wait_online(15)
+        for name, endpoint in endpoints.items():
+            streams[name] = await asyncio.open_connection("127.0.0.1", endpoint.port)
+            await round_trip(*streams[name], payload(1024, 3))
+        await wait_streams(tunnel, 2)
+
+        out = tunnel.wicket("relay", *state(tunnel), "scope", "alice", *state(tunnel),
+                            "--cluster", CLUSTER)  # fmt: skip
+        narrowed_at = time.monotonic()
+        assert "alice now reaches prod" in out
+        reader, _ = streams[LAB]
+        async with asyncio.timeout(1.0):
+            with contextlib.suppress(ConnectionError):
+                assert await reader.read(65536) == b"", "the stream to lab went on"
+        ended = time.monotonic() - narrowed_at
+        await round_trip(*streams[CLUSTER], payload(64 * 1024, 4))  # still through
+        await refusal(endpoints[LAB].port)
+        await echo(endpoints[CLUSTER].port, payload(4096, 5))
+        assert lab.book.total == 1, "a stream outside the new scope reached the agent"
+        assert tunnel.relay is not None
+        assert "lab left its scope" in tunnel.relay.log()
+        listing = tunnel.wicket("relay", *state(tunnel), "list", *state(tunnel))
+        (row,) = [line for line in listing.splitlines() if line.startswith("client  alice")]
+        assert row.split()[2] == CLUSTER, row
+        print(f"the stream to lab ended {ended * 1000:.0f} ms after wicket relay scope returned")
+
+        # Widened again: lab is reachable on the same session.
+        tunnel.wicket("relay", *state(tunnel), "scope", "alice", *state(tunnel),
+                      "--all-clusters")  # fmt: skip
+
+        async def lab_reachable() -> bool:
+            try:
+                await echo_once(endpoints[LAB].port, 512, timeout=1.0)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                return False
+            return True
+
+        await tunnel.wait_until(lab_reachable, 5.0, "lab reachable again")
+    finally:
+        for _, writer in streams.values():
+            writer.transport.abort()
+        for endpoint in endpoints.values():
+            await endpoint.stop()
+        await client.stop()
+        await lab.stop()
+        await lab_target.stop()
+
+
+async def test_scope_names_a_known_client_and_valid_clusters(tunnel: Tunnel) -> None:
+    tunnel.issue_tokens()
+    for who, cluster, error in [
+        ("bob", CLUSTER, "no client named bob here"),
+        (CLIENT, "No_Such!", "invalid cluster name 'No_Such!'"),
+    ]:
+        with pytest.raises(subprocess.CalledProcessError) as failed:
+            tunnel.wicket("relay", *state(tunnel), "scope", who, *state(tunnel),
+                          "--cluster", cluster)  # fmt: skip
+        assert error in failed.value.stderr
+    with contextlib.closing(RelayState(tunnel.relay_dir)) as relay_state:
+        scopes = [t.scope for t in relay_state.store.tokens() if t.name == CLIENT]
+    assert scopes == [frozenset({CLUSTER})], "a refused change left the scope as it was"
+    # An unused token's scope changes too (its identity will have the new one).
+    tunnel.wicket("relay", *state(tunnel), "scope", CLIENT, *state(tunnel), "--all-clusters")
+    with contextlib.closing(RelayState(tunnel.relay_dir)) as relay_state:
+        scopes = [t.scope for t in relay_state.store.tokens() if t.name == CLIENT]
+    assert scopes == [ALL_CLUSTERS]
+
+
 async def test_quotas_keep_one_client_and_the_public_from_starving_a_cluster(
     tunnel: Tunnel,
 ) -> None:
@@ -257,6 +358,16 @@ async def test_public_allow_admits_its_networks_only_and_the_endpoint_closes_wit
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+async def round_trip(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes
+) -> None:
+    """``data`` through a held connection to an echo, and back whole."""
+    async with asyncio.timeout(10):
+        writer.write(data)
+        await writer.drain()
+        assert await reader.readexactly(len(data)) == data
 
 
 async def idle(port: int, source: str = "127.0.0.1") -> asyncio.StreamWriter:
