@@ -39,7 +39,7 @@ from core.protocol.mux import MuxConfig
 pytestmark = pytest.mark.timeout(60)
 
 CLUSTER = "prod"
-A, B, C, D = "a" * 16, "b" * 16, "c" * 16, "d" * 16
+A, B, D = "a" * 16, "b" * 16, "d" * 16
 
 
 @dataclass
