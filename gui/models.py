@@ -480,6 +480,8 @@ class ClusterRow:
         if v.rtt is not None and self.connected:
             parts.append(f"RTT {human_rtt(v.rtt)}")
         parts.extend(v.endpoints)
+        if v.via and self.connected:
+            parts.append(f"via {v.via}")
         if v.public_address:
             parts.append(f"public {v.public_address}")
         if self.modes:

@@ -26,7 +26,7 @@ from core.pki.certs import make_csr, write_identity_files
 from core.pki.identity import Identity, Role
 from core.pki.keys import cert_from_pem, fingerprint, generate_key
 from core.pki.tokens import Token, split_relay_address
-from core.protocol.control import PROTOCOL_VERSION, Sender
+from core.protocol.control import FLEET_VERSION, PROTOCOL_VERSION, Sender
 from core.protocol.mux import MuxConfig
 
 CONNECT_TIMEOUT = 10.0
@@ -248,14 +248,21 @@ async def enroll(token: Token, state_dir: Path, role: Role, config: MuxConfig) -
 
 async def hello(conn: MuxConnection, identity: Identity) -> ControlChannel:
     """Open the control stream and authenticate the session (mutual TLS did the proof)."""
-    channel = ControlChannel(conn, conn.open_stream(), Sender.PEER)
-    channel.send(
-        {
-            "type": "hello",
-            "version": PROTOCOL_VERSION,
-            "role": identity.role.value,
-            "name": identity.name,
-        }
-    )
-    expect(await channel.recv(REPLY_TIMEOUT), "hello_ok")
+    channel, _ = await hello_member(conn, identity, PROTOCOL_VERSION)
     return channel
+
+
+async def hello_member(
+    conn: MuxConnection, identity: Identity, version: int
+) -> tuple[ControlChannel, str | None]:
+    """``hello`` saying ``version``. With version 2 the relay says which fleet member
+    this is (``members``, right after ``hello_ok``): returned with the channel (None for
+    a relay not in a fleet, or with version 1)."""
+    channel = ControlChannel(conn, conn.open_stream(), Sender.PEER)
+    role, name = identity.role.value, identity.name
+    channel.send({"type": "hello", "version": version, "role": role, "name": name})
+    reply = expect(await channel.recv(REPLY_TIMEOUT), "hello_ok")
+    if reply["version"] < FLEET_VERSION:
+        return channel, None
+    members = expect(await channel.recv(REPLY_TIMEOUT), "members")
+    return channel, members["self"]

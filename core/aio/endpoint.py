@@ -54,6 +54,8 @@ class ClientSnapshot:
     rtt: float | None
     connected_since: float | None
     reconnects: int
+    #: The relay fleet member the session is on (None: offline, or a relay on its own).
+    member: str | None = None
 
 
 class RelayClient(RelayPeer):
@@ -71,6 +73,7 @@ class RelayClient(RelayPeer):
             self.rtt,
             self.connected_since,
             self.reconnects,
+            self.member,
         )
 
 
@@ -117,6 +120,9 @@ class EndpointSnapshot:
     last_refusal: str | None
     streams: list[StreamInfo]
     """Tunnel streams (passthrough), or one ``InspectedStream`` per request (inspect)."""
+    #: The relay address its client session dials, and the fleet member it is on.
+    relay: str | None = None
+    member: str | None = None
 
 
 class LocalEndpoint:
@@ -216,6 +222,8 @@ class LocalEndpoint:
             self.client.rtt,
             self.last_refusal,
             streams,
+            self.client.creds.relay if self.client.creds is not None else None,
+            self.client.member,
         )
 
     def _inspected(self) -> list[StreamInfo]:

@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 from core.aio.channel import ControlChannel
-from core.aio.dial import Enrollment, connect_mux, enroll, hello, load_enrollment, use_relay
+from core.aio.dial import (
+    Enrollment,
+    connect_mux,
+    enroll,
+    hello_member,
+    load_enrollment,
+    use_relay,
+)
 from core.aio.lifecycle import cancel_and_wait
 from core.aio.mux import MuxConnection, StreamHandler
 from core.errors import (
@@ -31,6 +38,7 @@ from core.errors import (
 )
 from core.pki.identity import Role
 from core.pki.tokens import Token
+from core.protocol.control import FLEET_VERSION, PROTOCOL_VERSION, ErrorCode
 from core.protocol.mux import MuxConfig
 
 log = logging.getLogger("wicket.peer")
@@ -79,6 +87,10 @@ class RelayPeer:
         #: waiting for the session would be in vain (the endpoint refuses at once).
         self.refused = False
         self.creds: Enrollment | None = None
+        #: The protocol version to say in ``hello``: 2, or 1 once a relay refused 2.
+        self.version = FLEET_VERSION
+        #: The relay fleet member the live session is on (None: none, or no fleet).
+        self.member: str | None = None
         self._conn: MuxConnection | None = None
         self.connected_since: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -192,7 +204,7 @@ class RelayPeer:
         conn = await connect_mux(creds.relay, creds.context(), self.mux, self.stream_handler())
         self._conn = conn
         try:
-            channel = await hello(conn, creds.identity)
+            channel, self.member = await self._hello(conn, creds)
             await self.after_hello(channel)
             self.state = "online"
             self.refused = False
@@ -204,4 +216,19 @@ class RelayPeer:
             term = conn.session.terminated
             raise TunnelError(str(term) if term else "connection closed")
         finally:
+            self.member = None
             conn.abort()
+
+    async def _hello(
+        self, conn: MuxConnection, creds: Enrollment
+    ) -> tuple[ControlChannel, str | None]:
+        """``hello`` with version 2; a relay that speaks 1 only (an older Wicket) is
+        dialed again saying 1 (not a refusal of this peer: no ``refused``)."""
+        try:
+            return await hello_member(conn, creds.identity, self.version)
+        except RemoteProtocolError as exc:
+            if self.version == PROTOCOL_VERSION or ErrorCode.UNSUPPORTED_VERSION not in str(exc):
+                raise
+            self.version = PROTOCOL_VERSION
+            log.info("the relay at %s speaks no version %d: using 1", creds.relay, FLEET_VERSION)
+            raise TunnelError(f"{exc}; dialing again with version 1") from exc

@@ -588,10 +588,10 @@ class Relay:
                 "name": identity.name,
             }
         )
-        fleet = identity.role == Role.AGENT and version >= FLEET_VERSION
-        if fleet:  # before register: the agent may find it holds this member already
-            control.send(self.members_message())
-            self._fleet_agents.add(control)
+        if version >= FLEET_VERSION:  # before register: an agent may hold this member
+            control.send(self.members_message())  # (a client shows which member it is on)
+            if identity.role == Role.AGENT:
+                self._fleet_agents.add(control)
         try:
             if identity.role == Role.AGENT:
                 await self._agent_session(peer, control)

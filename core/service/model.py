@@ -110,6 +110,9 @@ class ClusterView:
     rtt: float | None
     public_address: str | None
     endpoints: tuple[str, ...] = ()
+    #: The relay fleet member this app's session for the cluster is on, and the
+    #: address it dialed: "member ID (ADDRESS)"; None for a relay on its own.
+    via: str | None = None
 
 
 @dataclass(frozen=True)

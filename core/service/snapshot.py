@@ -77,7 +77,10 @@ def compose(now: float, parts: Iterable[tuple[str, object]], rates: Rates) -> Se
             sessions.append(_session(name, "agent", snap.cluster, snap))
             sessions.extend(_member_sessions(name, snap))
         elif isinstance(snap, ClientSnapshot):
-            sessions.append(_session(name, "client", snap.name, snap))
+            session = _session(name, "client", snap.name, snap)
+            if snap.member:
+                session = dataclasses.replace(session, relay=f"{snap.relay} (member {snap.member})")
+            sessions.append(session)
         elif isinstance(snap, EndpointSnapshot):
             endpoints.append(
                 EndpointView(
@@ -154,7 +157,8 @@ def _with_endpoint(known: ClusterView | None, snap: EndpointSnapshot) -> Cluster
         if snap.session == "online" and snap.last_refusal:
             state = "offline"
         known = ClusterView(snap.cluster, state, snap.last_refusal, snap.rtt, None)
-    return dataclasses.replace(known, endpoints=(*known.endpoints, snap.address))
+    via = f"member {snap.member} ({snap.relay})" if snap.member else known.via
+    return dataclasses.replace(known, endpoints=(*known.endpoints, snap.address), via=via)
 
 
 def _with_status(known: ClusterView | None, status: ClusterStatus) -> ClusterView:

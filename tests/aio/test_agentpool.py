@@ -8,7 +8,9 @@ which members the fleet lists, as the test decides. A ``FakeMember`` with ``land
 stands for the fleet's shared address behind a load balancer: each connection reaches
 the member the test names next. So the tests pick the cases a real fleet makes only by
 chance: landing twice on the same member, a member gone from the list, an address
-reused by a new member id, a relay that speaks version 1 only.
+reused by a new member id, a relay that speaks version 1 only. The last two tests put a
+desktop client's session (``RelayClient``) against the same fakes: it knows its member,
+and falls back to version 1.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import pytest
 
 from core.aio.agentpool import SessionPool
 from core.aio.channel import ControlChannel
-from core.aio.dial import Enrollment
+from core.aio.dial import Enrollment, identity_dir, use_relay
+from core.aio.endpoint import RelayClient
 from core.aio.mux import MuxConnection
 from core.errors import WicketError
 from core.format import utcnow
@@ -110,10 +113,14 @@ class FakeMember:
                     {"type": "error", "code": "unsupported_version", "message": "version 2"}
                 )
                 return
-            control.send({"type": "hello_ok", "version": landing.version, "role": "agent",
-                          "name": CLUSTER})  # fmt: skip
+            control.send({"type": "hello_ok", "version": landing.version,
+                          "role": hello["role"], "name": hello["name"]})  # fmt: skip
             if landing.version == FLEET_VERSION:
                 control.send(self.fleet.members_message(landing.member))
+            if hello["role"] == "client":  # a desktop client: no register, the session is up
+                landing.registered, landing.control = True, control
+                await conn.wait_closed()
+                return
             register = await control.recv(5)
             assert register["type"] == "register"
             control.send({"type": "registered", "cluster": CLUSTER, "public_address": None})
@@ -314,3 +321,56 @@ async def test_a_relay_that_speaks_version_1_only_gets_one_session_with_version_
         (session,) = pool.sessions()
         assert session.reconnects == 1 and session.last_error is None
         assert pool.members == {} and pool.slots == {}
+
+
+# -- a desktop client's session (core.aio.peer): which member, and version 1 ---------
+
+
+@contextlib.asynccontextmanager
+async def running_client(fleet: FakeFleet, tmp_path: Path) -> AsyncIterator[RelayClient]:
+    """A ``RelayClient`` enrolled (files as enrollment leaves them) at the fake fleet."""
+    state = tmp_path / "client"
+    state.mkdir(mode=0o700)
+    key = generate_key()
+    identity = Identity(Role.CLIENT, "laptop")
+    cert = issue_client_cert(fleet.ca, key.public_key(), identity, utcnow())
+    use_relay(state, Role.CLIENT, fleet.ca.fingerprint, fleet.shared.address)
+    directory = identity_dir(state, fleet.ca.fingerprint)
+    write_identity_files(directory, "client", key, cert, fleet.ca.cert_pem)
+    client = RelayClient(state, None, backoff_base=0.05, backoff_cap=0.2)
+    await client.start()
+    try:
+        await client.wait_online(10)
+        yield client
+    finally:
+        await client.stop()
+
+
+async def test_a_client_knows_the_member_its_session_is_on(
+    fleet: FakeFleet, tmp_path: Path
+) -> None:
+    await fleet.add(A)
+    fleet.shared.lands = [A]
+    async with running_client(fleet, tmp_path) as client:
+        assert (client.member, client.version) == (A, FLEET_VERSION)
+        snap = client.snapshot()
+        assert (snap.member, snap.relay, snap.state) == (A, fleet.shared.address, "online")
+        (landing,) = fleet.shared.landings
+        assert landing.version == FLEET_VERSION and landing.conn is not None
+        landing.conn.abort()  # the member goes away: no member while reconnecting
+        await until(lambda: client.state != "online", "the session ended")
+        assert client.snapshot().member is None
+
+
+async def test_a_client_says_version_1_to_a_relay_that_speaks_only_1(
+    fleet: FakeFleet, tmp_path: Path
+) -> None:
+    fleet.shared.speaks_v2 = False
+    async with running_client(fleet, tmp_path) as client:
+        assert (client.member, client.version, client.refused) == (None, PROTOCOL_VERSION, False)
+        landings = fleet.shared.landings
+        assert [(x.version, x.registered) for x in landings] == [(2, False), (1, True)]
+        assert client.reconnects == 1 and client.last_error is None  # online since
+        assert (
+            "dialing again with version 1" in (client.last_error or "") or client.last_error is None
+        )

@@ -135,12 +135,29 @@ class Fleet(Tunnel):
         )
 
     async def client_member(self) -> int:
-        """The member ``wicket connect``'s session landed on."""
-        for i, relay in enumerate(self.relays):
-            doc = await self.status(relay)
+        """The member ``wicket connect``'s session landed on; its status names it too
+        (the member id, which ``wicket relay members`` lists at that member's address)."""
+        assert self.connect is not None
+        said = await self.status(self.connect)
+        assert said is not None
+        member, relay = said["snapshot"]["member"], said["snapshot"]["relay"]
+        assert relay == self.shared
+        listed = {line.split()[0]: line.split()[1] for line in self.members()}
+        for i, proc in enumerate(self.relays):
+            doc = await self.status(proc)
             if doc is not None and any(p["role"] == "client" for p in doc["snapshot"]["peers"]):
+                if len(self.relays) > 1:
+                    assert listed[member] == f"127.0.0.1:{self.ports[i]}", (member, listed)
+                else:
+                    assert member is None  # a relay on its own: no member id
                 return i
         raise AssertionError("no member holds the client's session\n" + self.logs())
+
+    def members(self) -> list[str]:
+        """``wicket relay members``' rows (none for SQLite: not a fleet's store)."""
+        if len(self.relays) == 1:
+            return []
+        return self.registry("members").splitlines()[1:]
 
     def kubectl(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
         assert KUBECTL is not None

@@ -148,6 +148,24 @@ def test_clusters_model(qtmodeltester: ModelTester, qtbot: QtBot) -> None:
     check_model(qtmodeltester, model)
 
 
+def test_a_cluster_through_a_relay_fleet_names_the_member_its_session_is_on(
+    qtmodeltester: ModelTester,
+) -> None:
+    """The app is a client: its endpoint's session is on one member of a relay fleet,
+    which the cluster's line names (and no member once it is not connected)."""
+    model = ClustersModel()
+    fleet = dataclasses.replace(
+        snapshot([]).clusters[0], via="member 0123456789abcdef (relay.example:7000)"
+    )
+    model.apply(ServiceSnapshot(1.0, clusters=(fleet,)))
+    text = model.index(0, 0).data()
+    assert "127.0.0.1:6443 · via member 0123456789abcdef (relay.example:7000)" in text
+    gone = dataclasses.replace(fleet, state="reconnecting", endpoints=())
+    model.apply(ServiceSnapshot(2.0, clusters=(gone,)))
+    assert "via" not in model.index(0, 0).data()
+    check_model(qtmodeltester, model)
+
+
 def test_cluster_rows_read_the_snapshot_and_list_the_configured_ones_it_lacks() -> None:
     said = ServiceSnapshot(
         1.0,

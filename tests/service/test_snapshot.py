@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from core.aio.endpoint import EndpointSnapshot
+from core.aio.endpoint import ClientSnapshot, EndpointSnapshot
 from core.aio.tunnel import StreamInfo
 from core.protocol.preamble import INSPECT_CLIENT
 from core.service.model import EndpointView, ServiceSnapshot, StreamView
@@ -134,3 +134,23 @@ def test_other_clusters_and_endpoints_are_other_streams() -> None:
         view("relay", same_client, endpoint="public"),
     ]
     assert ServiceSnapshot(T0, streams=tuple(streams)).open_streams == 3
+
+
+def test_the_clients_fleet_member_reaches_the_cluster_and_its_session() -> None:
+    """An endpoint whose client session is on a relay fleet member: the cluster says
+    "via member ID (ADDRESS)", the client's session line names the member; a relay on
+    its own adds nothing."""
+    relay = "relay.example:7000"
+    member = "0123456789abcdef"
+    on_fleet = dataclasses.replace(endpoint(info(1)), relay=relay, member=member)
+    client = ClientSnapshot("laptop", relay, "online", None, 0.002, T0, 0, member)
+    snap = compose(T0, [("endpoint:lab", on_fleet), ("client", client)], {})
+    (cluster,) = snap.clusters
+    assert cluster.via == f"member {member} ({relay})"
+    (session,) = snap.sessions
+    assert session.relay == f"{relay} (member {member})"
+    lone = dataclasses.replace(on_fleet, member=None)
+    snap = compose(
+        T0, [("endpoint:lab", lone), ("client", dataclasses.replace(client, member=None))], {}
+    )
+    assert snap.clusters[0].via is None and snap.sessions[0].relay == relay
