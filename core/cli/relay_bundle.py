@@ -3,7 +3,9 @@
 A Namespace, a ServiceAccount without an API token, a PersistentVolumeClaim for the
 relay's state (its CA, keys and token registry), one Deployment (Recreate), a Service of
 type LoadBalancer for the relay port and the public endpoints' ports, and a
-PodDisruptionBudget. Tokens are then issued inside the pod:
+PodDisruptionBudget. With ``--store-secret`` (and ``--replicas N``) a relay fleet on your
+PostgreSQL instead: N members, no state volume (packaging/README.md). Tokens are then
+issued inside the pod:
 ``kubectl exec -n NAMESPACE deploy/wicket-relay -- wicket relay join-token --state-dir
 /var/lib/wicket --cluster NAME --address HOST:PORT``.
 """
@@ -36,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             server_names=tuple(args.server_name),
             public_ports=tuple(sorted(set(public))),
+            replicas=args.replicas,
+            store_secret=args.store_secret,
+            ca_key_secret=args.ca_key_secret,
         )
     )
     sys.stdout.write(bundle.to_yaml())
@@ -67,5 +72,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--public-port-range", action="append", default=[], metavar="FIRST-LAST",
         help="public endpoint ports FIRST to LAST (repeatable)",
+    )  # fmt: skip
+    fleet = parser.add_argument_group("a relay fleet (PostgreSQL: the database is yours)")
+    fleet.add_argument(
+        "--replicas", type=int, default=1, metavar="N",
+        help="run N relays as one fleet (above 1 needs --store-secret)",
+    )  # fmt: skip
+    fleet.add_argument(
+        "--store-secret", metavar="NAME",
+        help="a Secret with keys url (postgresql://USER@HOST:PORT/DATABASE, no password "
+        "in it) and password: the members share their registry there; no state volume",
+    )  # fmt: skip
+    fleet.add_argument(
+        "--ca-key-secret", metavar="NAME",
+        help="a Secret whose key 'key' (32 random bytes, raw or base64) seals the fleet "
+        "CA's private key in the database (--ca-key-file; without it the key is stored "
+        "in the clear there)",
     )  # fmt: skip
     parser.set_defaults(func=run)

@@ -18,6 +18,20 @@ itself in a cluster, with the same pod hardening and the same code: its state (C
 token registry) on a PVC, one replica with Recreate for the same reasons, a Service of
 type LoadBalancer for the relay port and the public endpoints' ports, and a
 PodDisruptionBudget.
+
+With ``store_secret`` (``--store-secret``; ``--replicas N``) it runs a relay fleet
+instead: N members on the user's PostgreSQL (its URL, without the password, and the
+password, from that Secret's ``url`` and ``password`` keys: as an env var expanded into
+``--store`` and as libpq's ``PGPASSWORD``, never in the manifest or argv), each
+advertising its pod IP (downward API) to the agents. The registry and the fleet's CA are
+in the database, so the state dir is an ``emptyDir`` (no ReadWriteOnce volume): the
+members are interchangeable, spread over nodes (preferred anti-affinity), and replaced
+with RollingUpdate, one new member up and ready before an old one stops (``maxSurge``
+1, ``maxUnavailable`` 0: the fleet keeps N members through a rollout; an old member's
+clean stop takes it off the member list, and the agents' sessions to it move). The
+CA key file (``--ca-key-secret``) is copied to a memory ``emptyDir`` as 0600 by an init
+container: the relay refuses a key file that others may read, and a Secret volume is
+always group-readable (0440 with ``fsGroup``) or root's.
 """
 
 from __future__ import annotations
@@ -45,6 +59,14 @@ RELAY_PORT = 7443
 MAX_PUBLIC_PORTS = 100
 TOKEN_DIR = "/etc/wicket"  # noqa: S105 (a mount path)
 STATE_DIR = "/var/lib/wicket"
+#: Where a fleet member reads the CA key file (a 0600 copy of the Secret's ``key``).
+CA_KEY_DIR = "/var/run/wicket/ca-key"
+CA_KEY_SECRET_DIR = "/var/run/wicket/ca-key-secret"  # noqa: S105 (a mount path)
+#: The env vars a fleet member's arguments use (``$(NAME)``: expanded by the kubelet).
+STORE_URL_ENV = "WICKET_STORE_URL"
+POD_IP_ENV = "POD_IP"
+#: Members at most in one bundle (the control protocol lists at most 64).
+MAX_REPLICAS = 64
 TARGET = "kubernetes.default.svc:443"
 UID = 10001
 _MAX_TOKEN = 4096
@@ -332,6 +354,16 @@ class RelayOptions:
     port: int = RELAY_PORT
     server_names: tuple[str, ...] = ()
     public_ports: tuple[int, ...] = ()
+    #: Members of a fleet (more than 1 needs ``store_secret``).
+    replicas: int = 1
+    #: A Secret with the store's ``url`` (no password in it) and ``password``: a fleet.
+    store_secret: str | None = None
+    #: A Secret whose ``key`` seals the fleet CA's private key (``--ca-key-file``).
+    ca_key_secret: str | None = None
+
+    @property
+    def fleet(self) -> bool:
+        return self.store_secret is not None
 
 
 def relay_args(state_dir: str, port: int, public: bool, server_names: tuple[str, ...]) -> list[str]:
@@ -342,6 +374,13 @@ def relay_args(state_dir: str, port: int, public: bool, server_names: tuple[str,
     for name in server_names:
         args += ["--server-name", name]
     return args
+
+
+def fleet_args(options: RelayOptions, store: str, advertise: str, ca_key: str | None) -> list[str]:
+    """A fleet member's arguments beyond ``relay_args``: its store, the address it
+    advertises to agents, and the CA key file if the CA key is sealed."""
+    args = ["--store", store, "--advertise", advertise]
+    return args + (["--ca-key-file", ca_key] if ca_key else [])
 
 
 def parse_port_range(text: str) -> tuple[int, ...]:
@@ -366,6 +405,26 @@ def _check_relay(options: RelayOptions) -> None:
     for name in options.server_names:
         if not _DNS_SUBDOMAIN.fullmatch(name.lower()) and not _is_ip(name):
             raise ConfigError(f"server name {name!r} is neither a DNS name nor an IP address")
+    _check_fleet(options)
+
+
+def _check_fleet(options: RelayOptions) -> None:
+    if not 1 <= options.replicas <= MAX_REPLICAS:
+        raise ConfigError(f"--replicas {options.replicas}: 1 to {MAX_REPLICAS}")
+    if not options.fleet:
+        if options.replicas > 1:
+            raise ConfigError(
+                "--replicas above 1 is a relay fleet: it needs --store-secret (the members "
+                "share their registry in PostgreSQL)"
+            )
+        if options.ca_key_secret is not None:
+            raise ConfigError("--ca-key-secret is for a fleet's store: give --store-secret")
+        return
+    if options.storage_class is not None:
+        raise ConfigError("--storage-class: a fleet keeps its state in the store, no volume")
+    for secret in (options.store_secret, options.ca_key_secret):
+        if secret is not None and not _DNS_SUBDOMAIN.fullmatch(secret):
+            raise ConfigError(f"secret name {secret!r} is not a valid name (DNS-1123)")
 
 
 def _is_ip(text: str) -> bool:
@@ -381,12 +440,22 @@ def _relay_container(options: RelayOptions) -> dict[str, Any]:
     ports = [{"name": "relay", "containerPort": options.port, "protocol": "TCP"}]
     ports += [{"containerPort": p, "protocol": "TCP"} for p in options.public_ports]
     probe = {"tcpSocket": {"port": "relay"}, "timeoutSeconds": 5}
+    args = relay_args(STATE_DIR, options.port, public, options.server_names)
+    env: list[dict[str, Any]] = [{"name": "HOME", "value": STATE_DIR}]
+    mounts: list[dict[str, Any]] = []
+    if options.fleet:
+        ca_key = f"{CA_KEY_DIR}/key" if options.ca_key_secret else None
+        advertise = f"$({POD_IP_ENV}):{options.port}"
+        args += fleet_args(options, f"$({STORE_URL_ENV})", advertise, ca_key)
+        env += _fleet_env(options)
+        if ca_key:
+            mounts.append({"name": "ca-key", "mountPath": CA_KEY_DIR, "readOnly": True})
     return {
         "name": "relay",
         "image": options.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": relay_args(STATE_DIR, options.port, public, options.server_names),
-        "env": [{"name": "HOME", "value": STATE_DIR}],
+        "args": args,
+        "env": env,
         "ports": ports,
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -400,8 +469,91 @@ def _relay_container(options: RelayOptions) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "state", "mountPath": STATE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (the pod's own emptyDir)
+            *mounts,
         ],
     }  # fmt: skip
+
+
+def _fleet_env(options: RelayOptions) -> list[dict[str, Any]]:
+    """The pod IP (downward API) and the store's URL and password (the Secret)."""
+    secret = options.store_secret
+
+    def from_secret(name: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+    return [
+        {"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        from_secret(STORE_URL_ENV, "url"),
+        from_secret("PGPASSWORD", "password"),  # libpq reads it; never in argv
+    ]
+
+
+def _ca_key_copier(options: RelayOptions) -> dict[str, Any]:
+    """An init container that copies the CA key from its Secret as a 0600 file of the
+    relay's user (the relay refuses a key file others may read)."""
+    return {
+        "name": "ca-key",
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["install", "-m", "0600", f"{CA_KEY_SECRET_DIR}/key", f"{CA_KEY_DIR}/key"],
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "32Mi"},
+        },
+        "securityContext": _security_context(),
+        "volumeMounts": [
+            {"name": "ca-key-secret", "mountPath": CA_KEY_SECRET_DIR, "readOnly": True},
+            {"name": "ca-key", "mountPath": CA_KEY_DIR},
+        ],
+    }
+
+
+def _fleet_pod(options: RelayOptions, labels: dict[str, str]) -> dict[str, Any]:
+    """A member's pod: state in an emptyDir, spread over nodes, the CA key copied."""
+    volumes: list[dict[str, Any]] = [{"name": "state", "emptyDir": {"sizeLimit": "64Mi"}}]
+    if options.ca_key_secret:
+        volumes += [
+            {
+                "name": "ca-key-secret",
+                "secret": {
+                    "secretName": options.ca_key_secret,
+                    "defaultMode": 0o440,
+                    "items": [{"key": "key", "path": "key"}],
+                },
+            },
+            {"name": "ca-key", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        ]
+    pod = _pod_spec(RELAY_NAME, _relay_container(options), volumes)
+    if options.ca_key_secret:
+        pod["initContainers"] = [_ca_key_copier(options)]
+    term = {"labelSelector": {"matchLabels": _selector(labels)},
+            "topologyKey": "kubernetes.io/hostname"}  # fmt: skip
+    pod["affinity"] = {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": term}
+            ]
+        }
+    }
+    return pod
+
+
+def _fleet_deployment(options: RelayOptions, labels: dict[str, str]) -> dict[str, Any]:
+    """N interchangeable members, rolled one at a time with a new one ready first."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": RELAY_NAME, "namespace": options.namespace, "labels": labels},
+        "spec": {
+            "replicas": options.replicas,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "selector": {"matchLabels": _selector(labels)},
+            "template": {"metadata": {"labels": labels}, "spec": _fleet_pod(options, labels)},
+        },
+    }
 
 
 def _relay_service(options: RelayOptions, labels: dict[str, str]) -> dict[str, Any]:
@@ -425,9 +577,10 @@ def _relay_service(options: RelayOptions, labels: dict[str, str]) -> dict[str, A
 
 
 def _disruption_budget(namespace: str, labels: dict[str, str]) -> dict[str, Any]:
-    """At most the one relay pod down for a voluntary disruption: ``minAvailable: 1``
-    would block every node drain, since a second relay cannot start while the first
-    holds the ReadWriteOnce state volume."""
+    """At most one relay pod down for a voluntary disruption: ``minAvailable: 1``
+    would block every node drain of a lone relay, since a second relay cannot start
+    while the first holds the ReadWriteOnce state volume; a fleet's drains go one member
+    at a time."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
@@ -443,16 +596,24 @@ def build_relay_bundle(options: RelayOptions) -> Bundle:
     _check_storage_class(options.storage_class)
     _check_relay(options)
     labels = _labels(RELAY_NAME, RELAY_NAME)
-    claim = _state_claim(options.namespace, labels, options.storage_class, RELAY_NAME, "256Mi")
-    volumes = [{"name": "state", "persistentVolumeClaim": {"claimName": f"{RELAY_NAME}-state"}}]
-    pod = _pod_spec(RELAY_NAME, _relay_container(options), volumes)
+    if options.fleet:
+        workload = [_fleet_deployment(options, labels)]
+    else:
+        claim = _state_claim(options.namespace, labels, options.storage_class, RELAY_NAME, "256Mi")
+        claim_name = {"claimName": f"{RELAY_NAME}-state"}
+        volumes = [{"name": "state", "persistentVolumeClaim": claim_name}]
+        pod = _pod_spec(RELAY_NAME, _relay_container(options), volumes)
+        workload = [claim, _one_replica(RELAY_NAME, options.namespace, labels, pod)]
     manifests = [
         *_namespace_and_account(options.namespace, RELAY_NAME, labels),
-        claim,
-        _one_replica(RELAY_NAME, options.namespace, labels, pod),
+        *workload,
         _relay_service(options, labels),
         _disruption_budget(options.namespace, labels),
     ]
     args = relay_args("./wicket-relay-state", options.port, bool(options.public_ports),
                       options.server_names)  # fmt: skip
+    if options.fleet:  # each member: the same store, its own address
+        key = "./ca-key" if options.ca_key_secret else None
+        args += fleet_args(options, "postgresql://USER@HOST:5432/DATABASE",
+                           f"THIS-HOST:{options.port}", key)  # fmt: skip
     return Bundle(manifests, ["wicket", *args], what="relay")
