@@ -5,11 +5,12 @@ move). It runs in one of two modes:
 
 * ``passthrough`` (the default): every accepted connection becomes a tunnel stream,
   kubectl's TLS runs end to end to the apiserver. A connection accepted while the
-  session to the relay is down (it reconnects: after a relay restart, or a fleet member
-  lost, through the shared address) waits for it up to ``SESSION_WAIT`` seconds, its
-  first bytes kept (kubectl does not retry a refused connection). With the session
-  still down then, or refused by the relay (a revoked identity), or the cluster's agent
-  offline, it is ended instead of hanging.
+  session to the relay is down while it was on a relay fleet member (it reconnects
+  through the shared address and lands on another member within a second) waits for it
+  up to ``SESSION_WAIT`` seconds, its first bytes kept (up to ``HELD_BYTES``; kubectl
+  does not retry a refused connection). A relay on its own has no other member to take
+  over: there, as with a session refused by the relay (a revoked identity) or the
+  cluster's agent offline, the connection is ended at once instead of hanging.
 * ``inspect``: an ``InspectEndpoint`` (``core.aio.inspect``, docs/inspect.md) ends
   kubectl's TLS with Wicket's CA and opens a new TLS connection to the apiserver over a
   tunnel stream per kubectl connection. Every request becomes an ``InspectedStream`` in
@@ -42,6 +43,8 @@ log = logging.getLogger("wicket.endpoint")
 
 #: How long a new local connection waits for the relay session to come back.
 SESSION_WAIT = 10.0
+#: What a held connection may send before its reading is paused.
+HELD_BYTES = 64 * 1024
 _POLL = 0.05
 
 
@@ -274,7 +277,7 @@ class LocalEndpoint:
 
     def _dialer(self) -> asyncio.Protocol:
         dialer = TunnelDialer(self._conn, self._request, self.book, self._refused)
-        if self._conn() is not None or self.client.refused:
+        if self._conn() is not None or self.client.refused or not self.client.in_fleet:
             return dialer
         return _SessionWait(dialer, self._conn, SESSION_WAIT)
 
@@ -295,13 +298,20 @@ class _SessionWait(asyncio.Protocol):
         self._data: list[bytes] = []
         self._eof = False
         self._lost = False
+        self._held = 0
         self._task: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
         self._task = asyncio.get_running_loop().create_task(self._wait(transport))
 
     def data_received(self, data: bytes) -> None:
         self._data.append(data)
+        self._held += len(data)
+        if self._held >= HELD_BYTES and self._transport is not None:
+            self._transport.pause_reading()  # bounded: the rest waits in the kernel
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -324,5 +334,7 @@ class _SessionWait(asyncio.Protocol):
         dialer.connection_made(transport)
         for data in self._data:
             dialer.data_received(data)
+        if self._held >= HELD_BYTES and isinstance(transport, asyncio.Transport):
+            transport.resume_reading()
         if self._eof and not dialer.eof_received():
             transport.close()

@@ -91,6 +91,9 @@ class RelayPeer:
         self.version = FLEET_VERSION
         #: The relay fleet member the live session is on (None: none, or no fleet).
         self.member: str | None = None
+        #: The last session was on a fleet member: another member may take the next one
+        #: at once, so a new local connection is worth holding while it reconnects.
+        self.in_fleet = False
         self._conn: MuxConnection | None = None
         self.connected_since: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -205,6 +208,7 @@ class RelayPeer:
         self._conn = conn
         try:
             channel, self.member = await self._hello(conn, creds)
+            self.in_fleet = self.member is not None
             await self.after_hello(channel)
             self.state = "online"
             self.refused = False
