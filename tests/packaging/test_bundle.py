@@ -5,7 +5,6 @@ kubectl's exec credential plugin included (the kubeconfig names the bundle itsel
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from ruamel.yaml import YAML
 
 from core.version import version_text
 from tests.packaging.conftest import KUBECTL, bundle_env
+from tests.support.democluster import demo_cluster
 
 pytestmark = [
     pytest.mark.packaging,
@@ -180,15 +180,7 @@ def _private_cluster(bundle: Path, tmp: Path, started: Started) -> tuple[str, Pa
     program = "from core.demo.__main__ import main; main(['--state-dir', 'apiserver'])"
     started.start("apiserver", [str(bundle), "-c", program], bundle_env(tmp))
     kubeconfig = tmp / "apiserver" / "kubeconfig"
-    deadline = time.monotonic() + 30
-    while not kubeconfig.exists() or "demo apiserver on" not in started.log("apiserver"):
-        assert time.monotonic() < deadline, started.logs()
-        time.sleep(0.1)
-    doc = YAML(typ="safe").load(kubeconfig.read_text())
-    cluster, user = doc["clusters"][0]["cluster"], doc["users"][0]["user"]
-    ca = tmp / "cluster-ca.pem"
-    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-    return cluster["server"].removeprefix("https://"), ca, user["token"]
+    return demo_cluster(kubeconfig, lambda: started.log("apiserver"), tmp)
 
 
 @pytest.mark.slow

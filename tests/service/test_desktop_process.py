@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -14,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
+
+from tests.support.democluster import demo_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
@@ -94,15 +94,7 @@ def private_cluster(tmp: Path, procs: Processes) -> tuple[str, Path, str]:
     """``python -m core.demo`` with token auth: its target, CA file and token."""
     procs.start("demo", sys.executable, "-m", "core.demo", "--state-dir", str(tmp / "demo"))
     kubeconfig = tmp / "demo" / "kubeconfig"
-    deadline = time.monotonic() + 30
-    while not kubeconfig.exists() or "demo apiserver on" not in procs.log("demo"):
-        assert time.monotonic() < deadline, procs.log("demo")
-        time.sleep(0.1)
-    doc = YAML(typ="safe").load(kubeconfig.read_text())
-    cluster, user = doc["clusters"][0]["cluster"], doc["users"][0]["user"]
-    ca = tmp / "cluster-ca.pem"
-    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-    return cluster["server"].removeprefix("https://"), ca, user["token"]
+    return demo_cluster(kubeconfig, lambda: procs.log("demo"), tmp)
 
 
 def get_pods(env: dict[str, str], within: float) -> subprocess.CompletedProcess[str]:
