@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 
@@ -58,6 +58,7 @@ from core.registry.location import StoreLocation
 from core.registry.state import RelayState
 from core.registry.store import FleetStore, Scope, TokenRecord
 
+_T = TypeVar("_T")
 log = logging.getLogger("wicket.relay")
 
 WILDCARDS = ("0.0.0.0", "::", "")
@@ -360,7 +361,7 @@ class Relay:
             revoked = {p.fingerprint for p in peers if self.state.identity_revoked(p.fingerprint)}
             return revoked, {p.fingerprint: self.state.store.scope(p.fingerprint) for p in clients}
 
-        revoked, scopes = await asyncio.to_thread(read)
+        revoked, scopes = await self._off_loop(read)
         for client in clients:
             if client.fingerprint in scopes:
                 self._rescope(client, scopes[client.fingerprint])
@@ -609,16 +610,29 @@ class Relay:
         fp = fingerprint(der) if der else ""
         scope: Scope = frozenset()
         if identity.role == Role.CLIENT and not self._stopped:
-            scope = await asyncio.to_thread(self.state.store.scope, fp)
+            scope = await self._off_loop(lambda: self.state.store.scope(fp))
         peer = _Peer(identity, conn, address, fp, scope)
         await self._seen(peer)
         return peer
 
+    async def _off_loop(self, call: Callable[[], _T]) -> _T:
+        """``call`` (a registry read or write) in a worker thread. A call still queued
+        when the relay stopped is refused there, not run: it would reopen the registry
+        the stop closed and leave it open."""
+
+        def guarded() -> _T:
+            if self._stopped:
+                raise RegistryError("the relay stopped")
+            return call()
+
+        return await asyncio.to_thread(guarded)
+
     async def _seen(self, peer: _Peer) -> None:
         if self._stopped:
             return
+        now = utcnow()
         try:
-            await asyncio.to_thread(self.state.store.seen, peer.fingerprint, utcnow())
+            await self._off_loop(lambda: self.state.store.seen(peer.fingerprint, now))
         except RegistryError as exc:  # a busy registry must not cost the session
             log.warning("cannot record when %s was last seen: %s", peer.identity, exc)
 
@@ -629,7 +643,7 @@ class Relay:
         if (
             identity is not None
             and der
-            and await asyncio.to_thread(self.state.identity_revoked, fingerprint(der))
+            and await self._off_loop(lambda: self.state.identity_revoked(fingerprint(der)))
         ):
             log.warning("refused %s: the identity of %s was revoked", address, identity)
             return None
@@ -654,8 +668,9 @@ class Relay:
         source: str,
     ) -> None:
         assert self._ca is not None
+        now = utcnow()
         try:
-            record, role, cert = await asyncio.to_thread(self._issue, msg, utcnow())
+            record, role, cert = await self._off_loop(lambda: self._issue(msg, now))
         except (AuthError, PKIError, RegistryError) as exc:
             self._refuse(control, ErrorCode.INVALID_TOKEN, "invalid token", source)
             log.warning("enrollment from %s refused: %s", address, exc)
