@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import weakref
 from collections.abc import Iterator
@@ -279,8 +280,15 @@ class SqliteStore:
 def _connect(path: Path) -> sqlite3.Connection:
     """A connection to ``path``, created 0600 (SQLite gives its -wal and -shm the same mode)."""
     try:
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-        os.close(os.open(path, flags, PRIVATE_FILE_MODE))
+        # Create it 0600, but never open an existing file here: closing a descriptor of
+        # it would drop every POSIX lock this process holds on it, those of another
+        # connection (an embedded relay's) included, and let another writer in.
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            os.close(os.open(path, flags, PRIVATE_FILE_MODE))
+        except FileExistsError:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                raise RegistryError(f"{path}: not a regular file; refused") from None
         conn = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )

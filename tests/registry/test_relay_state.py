@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigError
+from core.errors import ConfigError, RegistryError
 from core.registry.sqlite import DB_FILE, SqliteStore
 from core.registry.state import RelayState
 from tests.support.registry import Registry
@@ -68,3 +70,44 @@ def test_a_broken_registry_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a valid clusters file"):
         state.clusters()
     assert [p.name for p in tmp_path.iterdir()] == ["clusters.json"]
+
+
+def test_a_second_store_in_the_process_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """The desktop app opens the registry beside its embedded relay's own connection.
+    Opening it must not drop the relay's locks on the file (closing any descriptor of it
+    drops all of the process's POSIX locks), or another process could, for one, take
+    the live registry out of WAL mode under a reader."""
+    relay = RelayState(tmp_path)
+    relay.register_cluster("prod", None)
+    store = relay.store
+    assert isinstance(store, SqliteStore)
+    store._conn.execute("BEGIN")
+    store._conn.execute("SELECT count(*) FROM clusters").fetchall()  # a read in progress
+    beside = RelayState(tmp_path)
+    assert set(beside.clusters()) == {"prod"}
+    beside.close()
+    change = (
+        "import sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+        "conn.execute('PRAGMA journal_mode=DELETE')\n"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", change, str(tmp_path / DB_FILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    store._conn.execute("COMMIT")
+    relay.close()
+    assert other.returncode != 0 and "database is locked" in other.stderr, other
+
+
+def test_a_registry_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.db"
+    elsewhere.write_bytes(b"")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / DB_FILE).symlink_to(elsewhere)
+    with pytest.raises(RegistryError, match="not a regular file"):
+        RelayState(state).clusters()
+    assert elsewhere.read_bytes() == b""
