@@ -21,9 +21,10 @@ move). It runs in one of two modes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -45,7 +46,6 @@ log = logging.getLogger("wicket.endpoint")
 SESSION_WAIT = 10.0
 #: What a held connection may send before its reading is paused.
 HELD_BYTES = 64 * 1024
-_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,7 @@ class LocalEndpoint:
         dialer = TunnelDialer(self._conn, self._request, self.book, self._refused)
         if self._conn() is not None or self.client.refused or not self.client.in_fleet:
             return dialer
-        return _SessionWait(dialer, self._conn, SESSION_WAIT)
+        return _SessionWait(dialer, self.client.wait_online, SESSION_WAIT)
 
 
 class _SessionWait(asyncio.Protocol):
@@ -289,11 +289,11 @@ class _SessionWait(asyncio.Protocol):
     def __init__(
         self,
         dialer: TunnelDialer,
-        conn_for: Callable[[], MuxConnection | None],
+        wait_online: Callable[[float], Awaitable[None]],
         timeout: float,
     ) -> None:
         self._dialer = dialer
-        self._conn_for = conn_for
+        self._wait_online = wait_online
         self._timeout = timeout
         self._data: list[bytes] = []
         self._eof = False
@@ -323,10 +323,8 @@ class _SessionWait(asyncio.Protocol):
             self._task.cancel()
 
     async def _wait(self, transport: asyncio.BaseTransport) -> None:
-        for _ in range(int(self._timeout / _POLL)):  # the session has no event to await
-            if self._conn_for() is not None:
-                break
-            await asyncio.sleep(_POLL)
+        with contextlib.suppress(TimeoutError):  # then the dialer ends it: still down
+            await self._wait_online(self._timeout)
         if self._lost:
             return
         dialer = self._dialer
