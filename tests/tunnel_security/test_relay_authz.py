@@ -108,9 +108,10 @@ async def clients_online(tunnel: Tunnel, name: str) -> int:
     return sum(1 for p in peers if p["role"] == "client" and p["name"] == name)
 
 
-async def test_a_stream_outside_the_clients_scope_is_refused_and_never_reaches_the_agent(
-    tunnel: Tunnel,
-) -> None:
+@contextlib.asynccontextmanager
+async def second_cluster(tunnel: Tunnel) -> AsyncIterator[Agent]:
+    """The tunnel's relay, its cluster and agent, and a second cluster (``LAB``: an echo
+    target and its own agent, in this process), stopped on the way out."""
     await tunnel.start_target()
     await tunnel.start_relay()
     await tunnel.start_agent()
@@ -121,6 +122,16 @@ async def test_a_stream_outside_the_clients_scope_is_refused_and_never_reaches_t
     lab = Agent(tunnel.base / "lab-agent", "127.0.0.1", lab_port, token=parse(join.strip()))
     await lab.start()
     try:
+        yield lab
+    finally:
+        await lab.stop()
+        await lab_target.stop()
+
+
+async def test_a_stream_outside_the_clients_scope_is_refused_and_never_reaches_the_agent(
+    tunnel: Tunnel,
+) -> None:
+    async with second_cluster(tunnel) as lab:
         await lab.wait_online(15)
         prod_only = client_token(tunnel, "eve", "--cluster", CLUSTER)
         async with in_process_client(tunnel, prod_only, LAB) as endpoint:
@@ -144,9 +155,6 @@ async def test_a_stream_outside_the_clients_scope_is_refused_and_never_reaches_t
         (at_relay,) = [s for s in streams if s["cluster"] == LAB]
         assert at_relay["client"] == at_agent.client
         assert re.fullmatch(r"ops@127\.0\.0\.1:\d+ for 127\.0\.0\.1:\d+", at_agent.client or "")
-    finally:
-        await lab.stop()
-        await lab_target.stop()
 
 
 async def test_a_revoked_client_and_agent_are_out_within_a_second_and_stay_out(
@@ -189,70 +197,60 @@ async def test_a_narrowed_scope_ends_the_live_streams_it_no_longer_covers_within
 ) -> None:
     """``wicket relay scope`` from another process: the client's live stream to the
     cluster it left ends within a second and new ones are refused; the other goes on."""
-    await tunnel.start_target()
-    await tunnel.start_relay()
-    await tunnel.start_agent()
-    lab_target = EchoTarget()
-    lab_port = await lab_target.start()
-    join = tunnel.wicket("relay", *state(tunnel), "join-token", *state(tunnel),
-                         "--cluster", LAB, "--address", tunnel.relay_address)  # fmt: skip
-    lab = Agent(tunnel.base / "lab-agent", "127.0.0.1", lab_port, token=parse(join.strip()))
-    await lab.start()
-    token = client_token(tunnel, "alice", "--cluster", CLUSTER, "--cluster", LAB)
-    client = RelayClient(tunnel.base / "client-alice", parse(token.read_text().strip()))
-    endpoints = {name: LocalEndpoint(client, name) for name in (CLUSTER, LAB)}
-    streams: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
-    try:
-        await lab.wait_online(15)
-        await client.start()
-        for endpoint in endpoints.values():
-            await endpoint.start()
-        await client.wait_online(15)
-        for name, endpoint in endpoints.items():
-            streams[name] = await asyncio.open_connection("127.0.0.1", endpoint.port)
-            await round_trip(*streams[name], payload(1024, 3))
-        await wait_streams(tunnel, 2)
+    async with second_cluster(tunnel) as lab:
+        token = client_token(tunnel, "alice", "--cluster", CLUSTER, "--cluster", LAB)
+        client = RelayClient(tunnel.base / "client-alice", parse(token.read_text().strip()))
+        endpoints = {name: LocalEndpoint(client, name) for name in (CLUSTER, LAB)}
+        streams: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        try:
+            await lab.wait_online(15)
+            await client.start()
+            for endpoint in endpoints.values():
+                await endpoint.start()
+            await client.wait_online(15)
+            for name, endpoint in endpoints.items():
+                streams[name] = await asyncio.open_connection("127.0.0.1", endpoint.port)
+                await round_trip(*streams[name], payload(1024, 3))
+            await wait_streams(tunnel, 2)
 
-        out = tunnel.wicket("relay", *state(tunnel), "scope", "alice", *state(tunnel),
-                            "--cluster", CLUSTER)  # fmt: skip
-        narrowed_at = time.monotonic()
-        assert "alice now reaches prod" in out
-        reader, _ = streams[LAB]
-        async with asyncio.timeout(1.0):
-            with contextlib.suppress(ConnectionError):
-                assert await reader.read(65536) == b"", "the stream to lab went on"
-        ended = time.monotonic() - narrowed_at
-        await round_trip(*streams[CLUSTER], payload(64 * 1024, 4))  # still through
-        await refusal(endpoints[LAB].port)
-        await echo(endpoints[CLUSTER].port, payload(4096, 5))
-        assert lab.book.total == 1, "a stream outside the new scope reached the agent"
-        assert tunnel.relay is not None
-        assert "lab left its scope" in tunnel.relay.log()
-        listing = tunnel.wicket("relay", *state(tunnel), "list", *state(tunnel))
-        (row,) = [line for line in listing.splitlines() if line.startswith("client  alice")]
-        assert row.split()[2] == CLUSTER, row
-        print(f"the stream to lab ended {ended * 1000:.0f} ms after wicket relay scope returned")
+            out = tunnel.wicket("relay", *state(tunnel), "scope", "alice", *state(tunnel),
+                                "--cluster", CLUSTER)  # fmt: skip
+            narrowed_at = time.monotonic()
+            assert "alice now reaches prod" in out
+            reader, _ = streams[LAB]
+            async with asyncio.timeout(1.0):
+                with contextlib.suppress(ConnectionError):
+                    assert await reader.read(65536) == b"", "the stream to lab went on"
+            ended = time.monotonic() - narrowed_at
+            await round_trip(*streams[CLUSTER], payload(64 * 1024, 4))  # still through
+            await refusal(endpoints[LAB].port)
+            await echo(endpoints[CLUSTER].port, payload(4096, 5))
+            assert lab.book.total == 1, "a stream outside the new scope reached the agent"
+            assert tunnel.relay is not None
+            assert "lab left its scope" in tunnel.relay.log()
+            listing = tunnel.wicket("relay", *state(tunnel), "list", *state(tunnel))
+            (row,) = [line for line in listing.splitlines() if line.startswith("client  alice")]
+            assert row.split()[2] == CLUSTER, row
+            print(f"the stream to lab ended {ended * 1000:.0f} ms after `wicket relay scope`")
 
-        # Widened again: lab is reachable on the same session.
-        tunnel.wicket("relay", *state(tunnel), "scope", "alice", *state(tunnel),
-                      "--all-clusters")  # fmt: skip
+            # Widened again: lab is reachable on the same session.
+            tunnel.wicket("relay", *state(tunnel), "scope", "alice", *state(tunnel),
+                          "--all-clusters")  # fmt: skip
 
-        async def lab_reachable() -> bool:
-            try:
-                await echo_once(endpoints[LAB].port, 512, timeout=1.0)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError):
-                return False
-            return True
+            async def lab_reachable() -> bool:
+                try:
+                    await echo_once(endpoints[LAB].port, 512, timeout=1.0)
+                except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                    return False
+                return True
 
-        await tunnel.wait_until(lab_reachable, 5.0, "lab reachable again")
-    finally:
-        for _, writer in streams.values():
-            writer.transport.abort()
-        for endpoint in endpoints.values():
-            await endpoint.stop()
-        await client.stop()
-        await lab.stop()
-        await lab_target.stop()
+            await tunnel.wait_until(lab_reachable, 5.0, "lab reachable again")
+        finally:
+            for _, writer in streams.values():
+                writer.transport.abort()
+            for endpoint in endpoints.values():
+                await endpoint.stop()
+            await client.stop()
 
 
 async def test_scope_names_a_known_client_and_valid_clusters(tunnel: Tunnel) -> None:
