@@ -22,6 +22,7 @@ peer sent something invalid.
     ├── ProtocolError
     │   ├── LocalProtocolError                we asked for something the protocol forbids
     │   └── RemoteProtocolError               the peer broke the protocol
+    │       └── UnsupportedVersion            the relay speaks another control version
     ├── MuxError
     │   ├── SessionClosed (ConnectionError)   the session is gone (reason attached)
     │   │   ├── SessionGoneAway               GoAway sent or received: no new streams
@@ -117,6 +118,10 @@ class RemoteProtocolError(ProtocolError):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+class UnsupportedVersion(RemoteProtocolError):
+    """The relay speaks no control protocol version this peer said in ``hello``."""
 
 
 # -- multiplexer ---------------------------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.aio.channel import ControlChannel, expect
-from core.aio.dial import Enrollment, connect_mux
+from core.aio.dial import REPLY_TIMEOUT, Enrollment, connect_mux, hello_members
 from core.aio.lifecycle import cancel_and_wait
 from core.aio.mux import MuxConnection, StreamHandler
 from core.aio.peer import backoff_delay
@@ -34,16 +34,15 @@ from core.errors import (
     AuthError,
     MuxError,
     ProtocolError,
-    RemoteProtocolError,
     TunnelError,
+    UnsupportedVersion,
     WicketError,
 )
-from core.protocol.control import FLEET_VERSION, PROTOCOL_VERSION, Message, Sender
+from core.protocol.control import FLEET_VERSION, PROTOCOL_VERSION, Message
 from core.protocol.mux import MuxConfig
 
 log = logging.getLogger("wicket.agent")
 
-REPLY_TIMEOUT = 15.0
 #: A member's advertised address gets this long to answer before the shared one is tried.
 DIRECT_TIMEOUT = 3.0
 #: Landing on the wrong member (through the shared address) is retried at once this many
@@ -175,21 +174,14 @@ class MemberSession:
 
     async def _hello(self, conn: MuxConnection) -> tuple[ControlChannel, Message | None]:
         """Authenticate; with version 2 the relay's ``members`` comes right after."""
-        identity = self.pool.creds.identity
         version = self.pool.version
-        channel = ControlChannel(conn, conn.open_stream(), Sender.PEER)
-        role = identity.role.value
-        channel.send({"type": "hello", "version": version, "role": role, "name": identity.name})
-        reply = await channel.recv(REPLY_TIMEOUT)
-        if reply["type"] == "error" and reply["code"] == "unsupported_version":
+        try:
+            return await hello_members(conn, self.pool.creds.identity, version)
+        except UnsupportedVersion:
             if version != PROTOCOL_VERSION:
                 log.info("the relay at %s speaks no version %d: using 1", self.via, version)
                 self.pool.version = PROTOCOL_VERSION
-            raise RemoteProtocolError(f"relay refused: unsupported_version: {reply['message']}")
-        expect(reply, "hello_ok")
-        if reply["version"] < FLEET_VERSION:
-            return channel, None
-        return channel, expect(await channel.recv(REPLY_TIMEOUT), "members")
+            raise
 
     async def _follow(self, channel: ControlChannel) -> None:
         """Read the control stream until the session ends: ``members`` updates the pool."""

@@ -20,13 +20,13 @@ from cryptography import x509
 
 from core.aio.channel import ControlChannel, expect
 from core.aio.mux import MuxConnection, StreamHandler
-from core.errors import AuthError, PKIError, TunnelError, WicketError
+from core.errors import AuthError, PKIError, TunnelError, UnsupportedVersion, WicketError
 from core.pki import files, tls
 from core.pki.certs import make_csr, write_identity_files
 from core.pki.identity import Identity, Role
 from core.pki.keys import cert_from_pem, fingerprint, generate_key
 from core.pki.tokens import Token, split_relay_address
-from core.protocol.control import FLEET_VERSION, PROTOCOL_VERSION, Sender
+from core.protocol.control import FLEET_VERSION, PROTOCOL_VERSION, ErrorCode, Message, Sender
 from core.protocol.mux import MuxConfig
 
 CONNECT_TIMEOUT = 10.0
@@ -248,21 +248,23 @@ async def enroll(token: Token, state_dir: Path, role: Role, config: MuxConfig) -
 
 async def hello(conn: MuxConnection, identity: Identity) -> ControlChannel:
     """Open the control stream and authenticate the session (mutual TLS did the proof)."""
-    channel, _ = await hello_member(conn, identity, PROTOCOL_VERSION)
+    channel, _ = await hello_members(conn, identity, PROTOCOL_VERSION)
     return channel
 
 
-async def hello_member(
+async def hello_members(
     conn: MuxConnection, identity: Identity, version: int
-) -> tuple[ControlChannel, str | None]:
-    """``hello`` saying ``version``. With version 2 the relay says which fleet member
-    this is (``members``, right after ``hello_ok``): returned with the channel (None for
-    a relay not in a fleet, or with version 1)."""
+) -> tuple[ControlChannel, Message | None]:
+    """``hello`` saying ``version``. With version 2 the relay's ``members`` (which fleet
+    member this is, and the others) comes right after ``hello_ok``: returned with the
+    channel (None with version 1). A relay that speaks no ``version`` (an older Wicket)
+    raises :class:`~core.errors.UnsupportedVersion`."""
     channel = ControlChannel(conn, conn.open_stream(), Sender.PEER)
     role, name = identity.role.value, identity.name
     channel.send({"type": "hello", "version": version, "role": role, "name": name})
-    reply = expect(await channel.recv(REPLY_TIMEOUT), "hello_ok")
-    if reply["version"] < FLEET_VERSION:
+    reply = await channel.recv(REPLY_TIMEOUT)
+    if reply["type"] == "error" and reply["code"] == ErrorCode.UNSUPPORTED_VERSION:
+        raise UnsupportedVersion(f"relay refused: {reply['code']}: {reply['message']}")
+    if expect(reply, "hello_ok")["version"] < FLEET_VERSION:
         return channel, None
-    members = expect(await channel.recv(REPLY_TIMEOUT), "members")
-    return channel, members["self"]
+    return channel, expect(await channel.recv(REPLY_TIMEOUT), "members")

@@ -20,7 +20,7 @@ from core.aio.dial import (
     Enrollment,
     connect_mux,
     enroll,
-    hello_member,
+    hello_members,
     load_enrollment,
     use_relay,
 )
@@ -34,11 +34,12 @@ from core.errors import (
     ProtocolError,
     RemoteProtocolError,
     TunnelError,
+    UnsupportedVersion,
     WicketError,
 )
 from core.pki.identity import Role
 from core.pki.tokens import Token
-from core.protocol.control import FLEET_VERSION, PROTOCOL_VERSION, ErrorCode
+from core.protocol.control import FLEET_VERSION, PROTOCOL_VERSION
 from core.protocol.mux import MuxConfig
 
 log = logging.getLogger("wicket.peer")
@@ -229,10 +230,11 @@ class RelayPeer:
         """``hello`` with version 2; a relay that speaks 1 only (an older Wicket) is
         dialed again saying 1 (not a refusal of this peer: no ``refused``)."""
         try:
-            return await hello_member(conn, creds.identity, self.version)
-        except RemoteProtocolError as exc:
-            if self.version == PROTOCOL_VERSION or ErrorCode.UNSUPPORTED_VERSION not in str(exc):
+            channel, members = await hello_members(conn, creds.identity, self.version)
+        except UnsupportedVersion as exc:
+            if self.version == PROTOCOL_VERSION:
                 raise
             self.version = PROTOCOL_VERSION
             log.info("the relay at %s speaks no version %d: using 1", creds.relay, FLEET_VERSION)
             raise TunnelError(f"{exc}; dialing again with version 1") from exc
+        return channel, (members["self"] if members is not None else None)
