@@ -55,6 +55,7 @@ bench: test-deps
 	$(BIN)/python -m tests.bench.tunnel_bench
 	$(BIN)/python -m tests.bench.inspect_bench
 	$(BIN)/python -m tests.bench.gui_bench
+	$(BIN)/python -m tests.bench.scale_bench
 
 # packaging/README.md says what each artifact holds; the bundle and the .deb are rebuilt
 # only when their inputs changed (stamps in dist/).
