@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -29,7 +30,7 @@ log = logging.getLogger("wicket.mux")
 READER_LIMIT = 256 * 1024
 #: How much the session hands the transport per write call.
 WRITE_CHUNK = 256 * 1024
-#: The buffer the transport reads into (once per connection, reused for every read).
+#: The most a transport reads into a session's buffer at once.
 READ_BUFFER = 256 * 1024
 
 StreamHandler = Callable[["MuxStream"], None]
@@ -40,6 +41,24 @@ def read_size(config: MuxConfig) -> int:
     holds many pre-authentication sessions, each with a tiny ``max_received``)."""
     limit = config.max_received
     return READ_BUFFER if limit is None else max(1, min(READ_BUFFER, limit))
+
+
+_shared = threading.local()
+
+
+def shared_read_buffer(size: int) -> memoryview:
+    """``size`` bytes of the buffer every session of this thread's event loop reads into.
+
+    A transport calls ``get_buffer``, fills it and calls ``buffer_updated`` with no other
+    protocol's read in between, and ``MuxSession.receive_data`` copies what it keeps
+    before it returns: so one buffer per thread serves every session, and an idle one
+    (a relay holds thousands) costs no read buffer (256 KiB each when it had its own).
+    """
+    buf: memoryview | None = getattr(_shared, "read_buffer", None)
+    if buf is None or len(buf) < size:
+        buf = memoryview(bytearray(max(size, READ_BUFFER)))
+        _shared.read_buffer = buf
+    return buf[:size]
 
 
 def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
@@ -279,15 +298,17 @@ class MuxConnection(asyncio.BufferedProtocol):
         self.stream_handler = stream_handler
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, MuxStream] = {}
-        self._accept_waiters: deque[asyncio.Future[MuxStream]] = deque()
+        # Lists, not deques: short, and an idle session (a relay holds thousands) should
+        # not pay 760 bytes for an empty deque.
+        self._accept_waiters: list[asyncio.Future[MuxStream]] = []
         self._ping_waiters: list[asyncio.Future[float]] = []
         self._write_paused = False
         self._running = False
         self._flush_scheduled = False
         self._dirty = False
         self._credit: dict[int, int] = {}  # bytes delivered, not yet reported to the session
-        # Allocated on connection_made: a relay holds many connections still in their
-        # TLS handshake, and those must not cost a read buffer each.
+        # A view of the thread's shared buffer (``shared_read_buffer``), from
+        # connection_made on.
         self._read_buffer = memoryview(b"")
         self._read_size = read_size(self.session.config)
         self._drained: asyncio.Future[None] | None = None  # close(): no stream left
@@ -302,7 +323,7 @@ class MuxConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._transport = transport
-        self._read_buffer = memoryview(bytearray(self._read_size))
+        self._read_buffer = shared_read_buffer(self._read_size)
         transport.set_write_buffer_limits(high=4 * WRITE_CHUNK)
         if not self.made.done():
             self.made.set_result(None)
@@ -311,7 +332,7 @@ class MuxConnection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if len(self._read_buffer) != self._read_size:  # reconfigured: from this read on
-            self._read_buffer = memoryview(bytearray(self._read_size))
+            self._read_buffer = shared_read_buffer(self._read_size)
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -622,7 +643,7 @@ class MuxConnection(asyncio.BufferedProtocol):
             self.stream_handler(stream)
             return
         while self._accept_waiters:
-            waiter = self._accept_waiters.popleft()
+            waiter = self._accept_waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(stream)
                 return

@@ -4,6 +4,8 @@ while the handler changes (issue 14, items 1 and 3)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import socket
 import time
 
@@ -13,6 +15,7 @@ from core import errors
 from core.aio.mux import READ_BUFFER, MuxConnection, MuxStream, read_size
 from core.protocol.mux import MuxConfig
 from tests.aio.conftest import MuxPair, connect_pair, shutdown
+from tests.support.certs import LoopbackPKI
 
 QUIET = MuxConfig(keepalive_interval=None)
 DRAIN = 1.0
@@ -135,3 +138,49 @@ async def test_reconfigure_resizes_the_read_buffer_and_raises_the_limits() -> No
         w.close()
     finally:
         await shutdown(p)
+
+
+async def test_every_session_of_a_loop_reads_into_one_buffer(pki: LoopbackPKI) -> None:
+    """A relay holds thousands of idle sessions: none owns a read buffer (256 KiB each
+    before). Eight TLS sessions then move data both ways at once, with frames split
+    across reads, and every byte arrives intact."""
+    pairs = [await connect_pair(QUIET, pki=pki if i % 2 else None) for i in range(8)]
+    try:
+        buffers = {id(c.get_buffer(-1).obj) for p in pairs for c in (p.client, p.server)}
+        assert len(buffers) == 1
+        payloads = [os.urandom(200_000 + 1_000 * i) for i in range(len(pairs))]
+
+        async def echo(p: MuxPair, data: bytes) -> bytes:
+            p.server.stream_handler = lambda s: _echo(p.server, s)
+            reader, writer = await p.client.open_connection()
+            writer.write(data)
+            writer.write_eof()
+            got = await reader.read()
+            writer.close()
+            return got
+
+        got = await asyncio.wait_for(
+            asyncio.gather(*(echo(p, d) for p, d in zip(pairs, payloads, strict=True))), 10
+        )
+        assert [hashlib.sha256(g).digest() for g in got] == [
+            hashlib.sha256(d).digest() for d in payloads
+        ]
+    finally:
+        for p in pairs:
+            await shutdown(p)
+
+
+def _echo(conn: MuxConnection, stream: MuxStream) -> None:
+    reader, writer = conn.stream_pair(stream)
+
+    async def run() -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    _tasks.add(task := asyncio.ensure_future(run()))
+    task.add_done_callback(_tasks.discard)
+
+
+_tasks: set[asyncio.Task[None]] = set()
