@@ -5,15 +5,20 @@ refused connection).
 Every client and every public-endpoint connection of a cluster shares one relay↔agent
 session, whose stream limit is the cluster's capacity. ``Quota`` keeps any one holder
 (a client identity, a source address) and all public connections together below it,
-so what one peer holds can never be all there is. Time is passed in (monotonic seconds).
+so what one peer holds can never be all there is. ``WaitLine`` holds what arrives while a
+quota is full, for a while, instead of refusing it at once. Time is passed in (monotonic
+seconds).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
+from typing import Generic, TypeVar
 
 from core.errors import ConfigError
+
+T = TypeVar("T")
 
 
 class Quota:
@@ -84,3 +89,77 @@ class QuietLog:
         while len(self._last) > self.max_keys:
             del self._last[next(iter(self._last))]
         return True
+
+
+class WaitLine(Generic[T]):
+    """Items waiting for a ``Quota`` slot: first come first served per key, keys in turn.
+
+    At most ``per_key`` wait per key and ``total`` in all, each until its deadline (time
+    passed in: monotonic seconds). An item gets a slot only through :meth:`admit`, which
+    takes it from the quota, so a line never lets more through than the quota would.
+    """
+
+    def __init__(self, per_key: int, total: int) -> None:
+        if per_key < 0 or total < 0:
+            raise ConfigError("wait line: limits must be >= 0")
+        self.per_key = per_key
+        self.total = total
+        self._lines: dict[str, deque[tuple[float, T]]] = {}
+        self._count = 0
+
+    def add(self, key: str, item: T, deadline: float) -> bool:
+        """Queue ``item`` for ``key``; False (not queued) when a limit is reached."""
+        line = self._lines.get(key)
+        if self._count >= self.total or (len(line) if line else 0) >= self.per_key:
+            return False
+        if line is None:
+            line = self._lines[key] = deque()
+        line.append((deadline, item))
+        self._count += 1
+        return True
+
+    def admit(self, quota: Quota, now: float) -> tuple[list[tuple[str, T]], list[tuple[str, T]]]:
+        """(admitted, expired): the items whose deadline passed, and then, one key at a
+        time in turn, the first waiting item of each key that gets a slot of ``quota``."""
+        admitted: list[tuple[str, T]] = []
+        expired = self.expire(now)
+        progress = True
+        while progress and self._lines:
+            progress = False
+            for key in list(self._lines):
+                line = self._lines[key]
+                if not quota.take(key):
+                    if quota.total is not None and len(quota) >= quota.total:
+                        return admitted, expired  # no slot for anyone
+                    continue
+                admitted.append((key, line.popleft()[1]))
+                self._count -= 1
+                progress = True
+                if not line:
+                    del self._lines[key]
+        return admitted, expired
+
+    def expire(self, now: float) -> list[tuple[str, T]]:
+        """Remove and return the items whose deadline passed."""
+        expired: list[tuple[str, T]] = []
+        for key in list(self._lines):
+            line = self._lines[key]
+            while line and line[0][0] <= now:
+                expired.append((key, line.popleft()[1]))
+                self._count -= 1
+            if not line:
+                del self._lines[key]
+        return expired
+
+    def next_deadline(self) -> float | None:
+        return min((line[0][0] for line in self._lines.values()), default=None)
+
+    def clear(self) -> list[tuple[str, T]]:
+        """Remove and return every waiting item."""
+        items = [(key, item) for key, line in self._lines.items() for _, item in line]
+        self._lines.clear()
+        self._count = 0
+        return items
+
+    def __len__(self) -> int:
+        return self._count

@@ -33,7 +33,7 @@ from core.aio.listener import Listener, bind
 from core.aio.membership import Membership
 from core.aio.mux import MuxConnection, MuxStream
 from core.aio.public import Network, PublicEndpoints, PublicLimits
-from core.aio.quota import QuietLog, Quota
+from core.aio.quota import QuietLog, Quota, WaitLine
 from core.aio.throttle import FailureThrottle
 from core.aio.tunnel import PreambleReader, StreamBook, StreamInfo, StreamRecord, reply, spliced
 from core.errors import AuthError, ConfigError, MuxError, PKIError, RegistryError, WicketError
@@ -74,6 +74,8 @@ class Refusal(enum.StrEnum):
 
     THROTTLED = "throttled"
     PREAUTH_LIMIT = "preauth_limit"
+    #: Beyond the pre-auth limits, no slot of its source freed within ``preauth_wait``.
+    PREAUTH_WAIT = "preauth_wait"
     TLS = "tls"
     NO_VALID_HELLO = "no_valid_hello"
     #: A client's relayed streams at ``RelayConfig.max_streams_per_client``.
@@ -126,6 +128,14 @@ class RelayConfig:
     auth_timeout: float = 5.0
     max_preauth: int = 256
     max_preauth_per_source: int = 64
+    #: Beyond those limits a connection waits for a slot of its source (accepted, no TLS
+    #: yet: a descriptor each), at most ``preauth_wait`` seconds, at most this many per
+    #: source and in all; only then is it refused. So a fleet coming back through one
+    #: address (after a relay restart; behind a NAT) is let in as slots free instead of
+    #: being refused into its backoff, and the caps on handshakes in progress still hold.
+    max_waiting_per_source: int = 2048
+    max_waiting: int = 4096
+    preauth_wait: float = 2.0
     #: Failed authentications per source (core.aio.throttle): a burst, then a rate.
     auth_failure_burst: int = 32
     auth_failure_rate: float = 0.5
@@ -159,6 +169,8 @@ class RelayConfig:
                 f"listening on {self.host}, a fleet member needs --advertise HOST:PORT "
                 "(where agents reach this member)"
             )
+        if self.preauth_wait < 0 or self.max_waiting < 0 or self.max_waiting_per_source < 0:
+            raise ConfigError("the pre-auth wait and its limits must not be negative")
         limit = self.mux.max_streams
         for name in ("max_streams_per_client", "max_public_per_source", "max_public"):
             if not 1 <= getattr(self, name) < limit:
@@ -189,6 +201,8 @@ class RelaySnapshot:
     preauth: int
     refused: dict[str, int]
     streams: list[StreamInfo]
+    #: Connections waiting for a pre-auth slot (``RelayConfig.preauth_wait``).
+    waiting: int = 0
 
 
 @dataclass(eq=False)
@@ -237,6 +251,10 @@ class Relay:
         self.membership: Membership | None = None
         self._stopped = False  # sessions ending after stop() must not reopen the registry
         self._preauth = Quota(config.max_preauth_per_source, config.max_preauth)
+        self._waiting: WaitLine[tuple[socket.socket, object]] = WaitLine(
+            config.max_waiting_per_source, config.max_waiting
+        )
+        self._expiry: asyncio.TimerHandle | None = None
         self.refused: Counter[str] = Counter()
         self.throttle = FailureThrottle(config.auth_failure_burst, config.auth_failure_rate)
         self.public = PublicEndpoints(
@@ -298,7 +316,11 @@ class Relay:
             self.membership = None
         if self._listener is not None:
             self._listener.close()
-        for sock in self._raw:
+        self._waiting.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        for sock in self._raw:  # the waiting ones too
             sock.close()
         self._raw.clear()
         for task in list(self._tasks):
@@ -431,6 +453,7 @@ class Relay:
             len(self._preauth),
             dict(self.refused),
             self.book.snapshot(),
+            len(self._waiting),
         )
 
     # -- accepting: limits, TLS, then the first message --------------------------------
@@ -442,22 +465,74 @@ class Relay:
 
     def accepted(self, sock: socket.socket, peer: object) -> None:
         source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        wait = self.throttle.retry_after(source, time.monotonic())
+        now = time.monotonic()
+        if self._throttled(sock, source, now):
+            return
+        self._raw.add(sock)  # ours to close until a transport takes it (stop() closes them)
+        if self._preauth.take(source):
+            self._admit(sock, source, peer)
+        elif self._waiting.add(source, (sock, peer), now + self.config.preauth_wait):
+            self._arm_expiry()  # it waits for a slot of its source (the ClientHello too)
+        else:
+            self._refuse_preauth(sock, source, now)
+
+    def _throttled(self, sock: socket.socket, source: str, now: float) -> bool:
+        """Close ``sock`` if its source is blocked for failed authentications."""
+        wait = self.throttle.retry_after(source, now)
         if wait > 0:
             self.refused[Refusal.THROTTLED.value] += 1  # logged when the block began (_failed)
             log.debug("refused %s: throttled for %.1f s more", source, wait)
+            self._raw.discard(sock)
             sock.close()
+        return wait > 0
+
+    def _refuse_preauth(
+        self, sock: socket.socket, source: str, now: float, why: Refusal = Refusal.PREAUTH_LIMIT
+    ) -> None:
+        self.refused[why.value] += 1
+        message = "refused %s: too many unauthenticated connections" + (
+            f" (no slot within {self.config.preauth_wait:g} s)"
+            if why == Refusal.PREAUTH_WAIT
+            else ""
+        )
+        self.quiet.warning(why, source, now, message, source)
+        self._raw.discard(sock)
+        sock.close()
+
+    def _admit(self, sock: socket.socket, source: str, peer: object) -> None:
+        """Start the handshake of a connection that holds a pre-auth slot."""
+        self._spawn(self._handshake(sock, source, peer_address(peer)))  # the ClientHello waits
+
+    def _release(self, source: str) -> None:
+        """Give back a pre-auth slot: the connections waiting for one get it in turn."""
+        self._preauth.release(source)
+        if len(self._waiting):
+            self._let_in()
+
+    def _let_in(self) -> None:
+        now = time.monotonic()
+        admitted, expired = self._waiting.admit(self._preauth, now)
+        for source, (sock, _) in expired:
+            self._refuse_preauth(sock, source, now, Refusal.PREAUTH_WAIT)
+        for source, (sock, peer) in admitted:
+            if self._stopped or self._throttled(sock, source, now):  # blocked while it waited
+                self._preauth.release(source)
+            else:
+                self._admit(sock, source, peer)
+        self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        """One timer, at the earliest waiting deadline or before (it re-arms itself)."""
+        if self._expiry is not None or self._stopped:
             return
-        if not self._preauth.take(source):
-            self.refused[Refusal.PREAUTH_LIMIT.value] += 1
-            message = "refused %s: too many unauthenticated connections"
-            self.quiet.warning(Refusal.PREAUTH_LIMIT, source, time.monotonic(), message, source)
-            sock.close()
-            return
-        self._raw.add(sock)  # ours to close until a transport takes it (stop() closes them)
-        self._spawn(
-            self._handshake(sock, source, peer_address(peer))
-        )  # the ClientHello waits in it
+        deadline = self._waiting.next_deadline()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + deadline - time.monotonic(), self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        self._let_in()
 
     async def _handshake(self, sock: socket.socket, source: str, address: str) -> None:
         cfg = self.config
@@ -512,7 +587,7 @@ class Relay:
                 conn.abort()
                 return
             authenticated = True
-            self._preauth.release(source)
+            self._release(source)
             await self._converse(conn, control, identity, first, address=address, source=source)
             # A refusal's ``error`` is only queued: the mux writes once per loop pass,
             # and ``abort()`` below would drop it. Let it leave first (bounded).
@@ -522,7 +597,7 @@ class Relay:
                 self._raw.discard(sock)
                 sock.close()
             if not authenticated:
-                self._preauth.release(source)
+                self._release(source)
             self._conns.discard(conn)
             conn.abort()
 

@@ -36,6 +36,10 @@ from tests.support.leaks import no_leaks
 CLUSTER = "prod"
 HANDSHAKE_TIMEOUT = 1.0
 AUTH_TIMEOUT = 1.0
+#: How long a connection beyond the pre-auth caps waits for a slot (shipped: 2 s of a
+#: 5 s handshake deadline; here well below the 1 s one, so a flood's excess is refused
+#: long before any admitted connection's deadline frees a slot).
+PREAUTH_WAIT = 0.25
 #: A refusal that needs no deadline must be over well within this (seconds).
 PROMPT = 3.0
 CHUNK = 16 * 1024
@@ -213,6 +217,7 @@ async def world(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterat
                 auth_timeout=AUTH_TIMEOUT,
                 max_preauth=256,
                 max_preauth_per_source=64,
+                preauth_wait=PREAUTH_WAIT,
             )
         )
         await relay.start()

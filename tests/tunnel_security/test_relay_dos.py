@@ -2,10 +2,11 @@
 
 docs/security.md, pre-auth: anyone can connect before authenticating, so that phase is
 the attack surface. The relay caps concurrent unauthenticated connections (total and per
-source) before a handshake costs anything, and gives each one a TLS handshake deadline
-and a first-message deadline far below asyncio's 60 s default. ``world`` runs them at
-1 s each (``HANDSHAKE_TIMEOUT``, ``AUTH_TIMEOUT``); the shipped defaults are checked
-separately.
+source) before a handshake costs anything (beyond the caps a connection waits a bounded
+while for a slot, then is refused), and gives each one a TLS handshake deadline and a
+first-message deadline far below asyncio's 60 s default. ``world`` runs them at 1 s each
+(``HANDSHAKE_TIMEOUT``, ``AUTH_TIMEOUT``), the wait at ``PREAUTH_WAIT``; the shipped
+defaults are checked separately.
 """
 
 from __future__ import annotations
@@ -20,20 +21,23 @@ import struct
 import time
 from asyncio.sslproto import SSLProtocol
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import pytest
 
 from core.aio import dial
-from core.aio.relay import RelayConfig
+from core.aio.relay import Relay, RelayConfig
 from core.pki import tls
 from core.protocol.control import PROTOCOL_VERSION, Sender, encode_message
 
 from .conftest import (
     AUTH_TIMEOUT,
     HANDSHAKE_TIMEOUT,
+    PREAUTH_WAIT,
     PROMPT,
     World,
     relay_lines,
@@ -226,6 +230,9 @@ def test_shipped_deadlines_are_far_below_asyncio_default() -> None:
     assert 0 < config.auth_timeout <= 10
     assert 0 < config.max_preauth_per_source < config.max_preauth <= 1024
     assert dial.HANDSHAKE_TIMEOUT <= 10  # the peers' side too
+    # A peer that waited for a slot still has time for the relay's whole handshake.
+    assert 0 < config.preauth_wait + config.handshake_timeout < dial.HANDSHAKE_TIMEOUT
+    assert config.max_preauth_per_source < config.max_waiting_per_source <= config.max_waiting
 
 
 # -- the flood -------------------------------------------------------------------------
@@ -310,7 +317,7 @@ class FloodResult:
     opened: float  # seconds to open every connection
     finished: float  # seconds until the relay had ended every one
     lifetimes: list[float]
-    refused: int  # by the caps, at once
+    refused: int  # by the caps, at once or after a short wait for a slot
     throttled: int  # at once: the source's failed handshakes spent its allowance
     timed_out: int  # admitted, then cut at the handshake deadline
     preauth: int  # peak pre-auth connections
@@ -353,7 +360,7 @@ async def _flood(world: World) -> FloodResult:
         opened,
         finished,
         [end - at for (_, at), end in zip(socks, ends, strict=True)],
-        relay.refused["preauth_limit"] - refused_before["preauth_limit"],
+        sum(relay.refused[k] - refused_before[k] for k in ("preauth_limit", "preauth_wait")),
         relay.refused["throttled"] - refused_before["throttled"],
         relay.refused["tls"] - refused_before["tls"],
         sampler.preauth,
@@ -372,10 +379,10 @@ def _ssl_protocols() -> int:
 async def test_thousands_of_idle_preauth_connections(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """2,000 idle TCP connections from ten sources, twice: the caps refuse the excess at
-    once, the admitted ones are cut at the handshake deadline, memory is bounded by the
-    cap (the second flood reuses the first one's), nothing is left behind, and the
-    legitimate agent's echo never stops."""
+    """2,000 idle TCP connections from ten sources, twice: the caps refuse the excess
+    after its short wait for a slot, the admitted ones are cut at the handshake
+    deadline, memory is bounded by the cap (the second flood reuses the first one's),
+    nothing is left behind, and the legitimate agent's echo never stops."""
     relay = world.relay
     cfg = relay.config
     total = len(FLOOD_SOURCES) * PER_SOURCE
@@ -407,7 +414,8 @@ async def test_thousands_of_idle_preauth_connections(
             f"{flood.finished:.2f} s; peak RSS {flood.rss / MiB:.1f} MiB; peak fds {flood.fds};"
             f" mid-flood echo {flood.echo * 1000:.0f} ms"
         )
-        # The caps held; the excess was refused at once, the rest cut at the deadline.
+        # The caps held; the excess was refused (at once, or after waiting for a slot
+        # that no deadline freed in time), the rest cut at the deadline.
         assert flood.preauth <= cfg.max_preauth
         assert flood.per_source <= cfg.max_preauth_per_source
         assert flood.refused + flood.throttled + flood.timed_out == total
@@ -415,7 +423,7 @@ async def test_thousands_of_idle_preauth_connections(
         assert flood.timed_out <= slots
         assert len(at_once) == flood.refused + flood.throttled
         assert len(at_deadline) == flood.timed_out
-        assert at_once[-1] < 0.5
+        assert at_once[-1] < PREAUTH_WAIT + 0.5
         assert at_deadline[-1] < HANDSHAKE_TIMEOUT + SLACK
     print(
         f"RSS {rss_before / MiB:.1f} MiB -> peak {first.rss / MiB:.1f} (+{growth / MiB:.1f}, "
@@ -436,7 +444,8 @@ async def test_thousands_of_idle_preauth_connections(
     timed_out = first.timed_out + second.timed_out
     # Every refusal is counted, but logged once per source per interval (issue 14: a
     # WARNING each was 22,454 lines in 4 s): the two floods span at most two intervals.
-    assert relay.refused["preauth_limit"] - counted.get("preauth_limit", 0) == refused
+    by_caps = ("preauth_limit", "preauth_wait")
+    assert sum(relay.refused[k] - counted.get(k, 0) for k in by_caps) == refused
     assert relay.refused["tls"] - counted.get("tls", 0) == timed_out
     per_source = len(FLOOD_SOURCES) * 2
     assert 0 < len(relay_lines(caplog, "too many unauthenticated", since=mark)) <= per_source
@@ -453,3 +462,93 @@ async def test_thousands_of_idle_preauth_connections(
     # The legitimate path kept working throughout.
     assert world.echo.rounds > rounds_before
     assert world.echo.max_latency < 2.0, world.echo.max_latency
+
+
+# -- a fleet through one address -------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _small_relay(tmp_path: Path, **limits: Any) -> AsyncIterator[Relay]:
+    config = RelayConfig(
+        state_dir=tmp_path / "relay",
+        handshake_timeout=HANDSHAKE_TIMEOUT,
+        auth_timeout=AUTH_TIMEOUT,
+        **limits,
+    )
+    relay = Relay(config)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+
+
+async def test_a_fleet_through_one_address_waits_for_slots_instead_of_being_refused(
+    tmp_path: Path,
+) -> None:
+    """Ten times the per-source cap of peers from one address at once (agents coming
+    back after a relay restart, an office behind a NAT): the excess waits for a slot
+    and is let in as slots free; nothing is refused, the cap on handshakes in progress
+    holds."""
+    async with _small_relay(
+        tmp_path, max_preauth=8, max_preauth_per_source=4, preauth_wait=PROMPT
+    ) as relay:
+        pin = relay.state.ca().fingerprint
+        peak = {"per_source": 0, "waiting": 0}
+
+        async def sample() -> None:
+            while True:
+                held = relay._preauth.holdings().values()
+                peak["per_source"] = max(peak["per_source"], *held, 0)
+                peak["waiting"] = max(peak["waiting"], relay.snapshot().waiting)
+                await asyncio.sleep(0.001)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            cas = await asyncio.gather(
+                *(dial.discover_ca(relay.address, pin, timeout=PROMPT) for _ in range(40))
+            )
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        assert len(cas) == 40
+        assert dict(relay.refused) == {}
+        assert peak["per_source"] <= 4
+        assert peak["waiting"] > 0, peak  # they did wait
+        await wait_for(lambda: relay.snapshot().preauth == relay.snapshot().waiting == 0, PROMPT)
+
+
+async def test_the_wait_for_a_slot_is_bounded_in_number_and_in_time(tmp_path: Path) -> None:
+    """Two silent connections hold the source's two slots until the handshake deadline;
+    of five more, three wait (the per-source line) and two are refused at once; the
+    three are refused at the end of their wait, long before the slots free."""
+    wait = 0.3
+    async with _small_relay(
+        tmp_path,
+        max_preauth=8,
+        max_preauth_per_source=2,
+        max_waiting_per_source=3,
+        preauth_wait=wait,
+    ) as relay:
+        address = (relay.address.rpartition(":")[0], int(relay.address.rpartition(":")[2]))
+        holders = [await _connect_from("127.0.0.1", address) for _ in range(2)]
+        await wait_for(lambda: relay.snapshot().preauth == 2, PROMPT)
+        more = await asyncio.gather(*(_connect_from("127.0.0.1", address) for _ in range(5)))
+        socks = holders + list(more)
+        try:
+            await wait_for(lambda: relay.snapshot().waiting == 3, PROMPT)
+            ends = await asyncio.wait_for(
+                asyncio.gather(*(_ended(sock) for sock, _ in socks)), HANDSHAKE_TIMEOUT + PROMPT
+            )
+        finally:
+            for sock, _ in socks:
+                sock.close()
+        lifetimes = sorted(end - at for (_, at), end in zip(socks, ends, strict=True))
+        at_once, waited, held = lifetimes[:2], lifetimes[2:5], lifetimes[5:]
+        assert at_once[-1] < wait * 0.5, lifetimes
+        assert wait * 0.8 <= waited[0] and waited[-1] < wait + 0.3, lifetimes
+        assert HANDSHAKE_TIMEOUT * 0.9 <= held[0] < HANDSHAKE_TIMEOUT + SLACK, lifetimes
+        assert (relay.refused["preauth_limit"], relay.refused["preauth_wait"]) == (2, 3)
+        await wait_for(lambda: relay.refused["tls"] == 2, PROMPT)  # the holders, at the deadline
+        assert relay.snapshot().waiting == 0
