@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 
 from core.aio.channel import ControlChannel
+from core.aio.lastseen import LastSeen
 from core.aio.listener import Listener, bind
 from core.aio.membership import Membership
 from core.aio.mux import MuxConnection, MuxStream
@@ -234,6 +235,8 @@ class Relay:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self.state = RelayState(config.state_dir, config.store)
+        #: Last-seen times go to the registry off the loop, without making anyone wait.
+        self._last_seen = LastSeen(lambda: self.state.store)
         self.book = StreamBook()
         self._ca: CertificateAuthority | None = None
         self._context: ssl.SSLContext | None = None
@@ -301,6 +304,7 @@ class Relay:
         self.state.write_address(self.address)
         log.info("relay listening on %s (CA %s)", self.address, self._ca.fingerprint[:16])
         await self.sync_public_endpoints()
+        self._last_seen.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
         store = self.state.store
         if isinstance(store, FleetStore):
@@ -335,6 +339,7 @@ class Relay:
             if record.splice is not None:
                 record.splice.close()
         await self.public.close()
+        await self._last_seen.stop()
         self.state.close()
 
     async def sync_public_endpoints(self) -> None:
@@ -675,7 +680,7 @@ class Relay:
                 await self._client_session(peer, control)
         finally:
             self._fleet_agents.discard(control)
-            await self._seen(peer)
+            self._seen(peer)
 
     async def _peer(self, identity: Identity, conn: MuxConnection, address: str) -> _Peer:
         """The session of an authenticated identity, its scope read once (and its last
@@ -687,7 +692,7 @@ class Relay:
         if identity.role == Role.CLIENT and not self._stopped:
             scope = await self._off_loop(lambda: self.state.store.scope(fp))
         peer = _Peer(identity, conn, address, fp, scope)
-        await self._seen(peer)
+        self._seen(peer)
         return peer
 
     async def _off_loop(self, call: Callable[[], _T]) -> _T:
@@ -702,14 +707,9 @@ class Relay:
 
         return await asyncio.to_thread(guarded)
 
-    async def _seen(self, peer: _Peer) -> None:
-        if self._stopped:
-            return
-        now = utcnow()
-        try:
-            await self._off_loop(lambda: self.state.store.seen(peer.fingerprint, now))
-        except RegistryError as exc:  # a busy registry must not cost the session
-            log.warning("cannot record when %s was last seen: %s", peer.identity, exc)
+    def _seen(self, peer: _Peer) -> None:
+        if not self._stopped:
+            self._last_seen.note(peer.fingerprint, utcnow())
 
     async def _unrevoked(self, ssl_object: ssl.SSLObject, address: str) -> Identity | None:
         """The peer's identity, unless it was revoked (its cluster was removed)."""
