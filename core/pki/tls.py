@@ -37,10 +37,17 @@ def server_context(
     *,
     require_client_cert: bool = False,
 ) -> ssl.SSLContext:
-    """The relay's server context (``CERT_OPTIONAL`` unless ``require_client_cert``)."""
+    """The relay's server context (``CERT_OPTIONAL`` unless ``require_client_cert``).
+
+    It issues no TLS 1.3 session tickets: peers never resume a session (each one is a
+    full mutual-TLS handshake), and the two tickets OpenSSL sends by default, each
+    sealing the client's certificate, were ~40% of the relay's handshake CPU (a fleet
+    reconnecting after a relay restart: tests/bench/scale_bench.py).
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(ctx, ca)
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    ctx.num_tickets = 0
     _load_chain(ctx, chain_file, key_file)
     return ctx
 
