@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import datetime
 import json
 import os
@@ -70,6 +71,7 @@ from core.registry.store import ALL_CLUSTERS
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
 #: Targets from the issue.
 TARGET_KB = 50.0
 TARGET_IDLE_CPU = 2.0  # % of one core
@@ -156,8 +158,15 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the benchmark process dies, however it dies
+    (Linux ``PR_SET_PDEATHSIG``), so a killed run leaves no relay or sshd behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Proc:
-    """A child in its own process group, output to a log file; killed by group."""
+    """A child in its own process group, output to a log file; killed by group, and
+    sent SIGTERM if this process dies first."""
 
     def __init__(
         self,
@@ -177,6 +186,7 @@ class Proc:
             stdout=self._log if stdout is None else stdout,
             stderr=self._log,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (this process runs no threads)
         )
         self.pid = self.popen.pid
 
@@ -438,6 +448,7 @@ class Scenario:
         res["clients_online"] = self._await_relay(len(self.agents), len(self.clients))[1]
         self._settle()
         res["mem"]["clients"] = memory(relay.pid)
+        time.sleep(a.idle_settle)  # the relay's last-seen writes for all of them end first
         res["idle"] = self._idle(a.idle_seconds)
         if self.client_hosts and self.agents and a.load_seconds > 0:
             res["load"] = self._load()
@@ -470,7 +481,11 @@ class Scenario:
         spy = self._spy("idle", seconds)
         perf = self._perf(pid, seconds)
         c0, h0, t0 = cpu_seconds(pid), [cpu_seconds(p) for p in hosts], time.monotonic()
-        time.sleep(seconds)
+        slices = []  # % of a core, 5 s at a time: is it steady?
+        while (left := t0 + seconds - time.monotonic()) > 0:
+            s0, at = cpu_seconds(pid), time.monotonic()
+            time.sleep(min(5.0, left))
+            slices.append(100 * (cpu_seconds(pid) - s0) / (time.monotonic() - at))
         c1, h1, t1 = cpu_seconds(pid), [cpu_seconds(p) for p in hosts], time.monotonic()
         if spy is not None:
             spy.stop()
@@ -482,6 +497,7 @@ class Scenario:
             "seconds": wall,
             "relay_cpu_s": c1 - c0,
             "relay_pct": 100 * (c1 - c0) / wall,
+            "relay_pct_slices": slices,
             "hosts_pct": 100 * (sum(h1) - sum(h0)) / wall,
             "sessions": len(self.agents) + len(self.clients),
         }
@@ -906,6 +922,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warm", type=int, default=50, help="agents before the memory baseline")
     p.add_argument("--settle", type=float, default=3.0, help="seconds before a memory reading")
     p.add_argument("--idle-seconds", type=float, default=20.0)
+    p.add_argument("--idle-settle", type=float, default=10.0, help="quiet seconds before it")
     p.add_argument("--load-seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--restart-timeout", type=float, default=120.0)
