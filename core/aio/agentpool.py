@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.aio.channel import ControlChannel, expect
-from core.aio.dial import REPLY_TIMEOUT, Enrollment, connect_mux, hello_members
+from core.aio.dial import REPLY_TIMEOUT, ClientContexts, Enrollment, connect_mux, hello_members
 from core.aio.lifecycle import cancel_and_wait
 from core.aio.mux import MuxConnection, StreamHandler
 from core.aio.peer import backoff_delay
@@ -137,7 +137,7 @@ class MemberSession:
 
     async def _dial(self) -> MuxConnection:
         pool = self.pool
-        context = pool.creds.context()
+        context = pool.contexts.get(pool.creds)
         handler = pool.stream_handler
         if self.address is not None and not self.direct_failed:
             try:
@@ -209,6 +209,7 @@ class SessionPool:
         backoff_cap: float,
     ) -> None:
         self.creds = creds
+        self.contexts = ClientContexts()  # built once for every member session and retry
         self.shared = creds.relay
         self.target = target
         self.mux = mux

@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import random
-import ssl
 import time
 from pathlib import Path
 
 from core.aio.channel import ControlChannel
 from core.aio.dial import (
+    ClientContexts,
     Enrollment,
     connect_mux,
     enroll,
@@ -101,7 +100,7 @@ class RelayPeer:
         self.connected_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._online = asyncio.Event()
-        self._tls: tuple[object, ssl.SSLContext] | None = None
+        self.contexts = ClientContexts()  # one per peer, kept across reconnections
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -205,20 +204,11 @@ class RelayPeer:
         self.last_error = str(exc)
         log.error("%s cannot run: %s", self.role, exc)
 
-    def _context(self, creds: Enrollment) -> ssl.SSLContext:
-        """The TLS client context of ``creds``: built again only when the enrollment or
-        its certificate or key file changed. Building one (the CA, the certificate and its
-        key) cost more than the handshake itself, and every reconnection attempt did it:
-        after a relay restart, half the CPU of a process hosting many peers."""
-        key = (creds, _stamp(creds.cert_file), _stamp(creds.key_file))
-        if self._tls is None or self._tls[0] != key:
-            self._tls = (key, creds.context())
-        return self._tls[1]
-
     async def _session(self) -> None:
         creds = self.creds
         assert creds is not None
-        conn = await connect_mux(creds.relay, self._context(creds), self.mux, self.stream_handler())
+        context = self.contexts.get(creds)
+        conn = await connect_mux(creds.relay, context, self.mux, self.stream_handler())
         self._conn = conn
         try:
             channel, self.member = await self._hello(conn, creds)
@@ -251,8 +241,3 @@ class RelayPeer:
             log.info("the relay at %s speaks no version %d: using 1", creds.relay, FLEET_VERSION)
             raise TunnelError(f"{exc}; dialing again with version 1") from exc
         return channel, (members["self"] if members is not None else None)
-
-
-def _stamp(path: Path) -> tuple[int, int, int]:
-    st = os.stat(path)
-    return st.st_ino, st.st_size, st.st_mtime_ns
