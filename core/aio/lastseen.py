@@ -1,12 +1,13 @@
-"""When each identity's sessions began and ended, recorded off the relay's event loop.
+"""When each identity's sessions began and ended, recorded without anyone waiting.
 
 The registry commits every write to disk (an fsync: milliseconds, more on a busy disk).
 The relay wrote one per session start and end on its loop, so while a fleet came back
 after a restart the loop spent a third of its time waiting for the disk (the scale
 benchmark: 2,000 sessions, tests/bench/scale_bench.py), holding pre-auth slots and
-stalling everyone's handshakes. Here a note costs a dict entry: one worker thread writes
-the notes in turn (the latest per identity wins) through the relay's own store (it is
-thread-safe; the loop waits only if it reads the registry during one of those commits).
+stalling everyone's handshakes; then in a thread, but each session still waited for its
+own (and they queue on the store). Here a note costs a dict entry: one worker thread
+writes the notes in turn (the latest per identity wins) through the relay's own store
+(it is thread-safe), and no session waits for it.
 
 Not a second connection: opening one in the same process closes a descriptor of the
 database file, which drops every POSIX lock the process holds on it, the first
