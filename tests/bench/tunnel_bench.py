@@ -10,9 +10,15 @@ tree. This adds the path ``wicket``: client → relay public endpoint → (TLS +
 agent → target, in separate processes (``tests/bench/wicket_path.py``), and runs it with
 the harness's ``direct`` and ``ssh`` paths only. The harness's own tables are printed,
 then a summary against the issue's targets (ratios to ``ssh -L``): one-stream and
-8-stream MB/s and connections per second at least 1.0x, CPU s/GiB at most ssh's, under
-10 KB PSS per idle connection with 1,000 held. Results go to
-``bench-results/tunnel-<stamp>/`` (raw harness output) and ``bench-results/tunnel-latest.json``.
+8-stream MB/s and connections per second at least 1.0x, CPU s/GiB at most ssh's, RTT p50
+and CPU per connection at most 1.2x, under 10 KB PSS per idle connection with 1,000
+held. Results go to ``bench-results/tunnel-<stamp>/`` (raw harness output) and
+``bench-results/tunnel-latest.json``.
+
+``--ab ROOT`` (and/or ``--ab-env KEY=VALUE``) adds the path ``wicket-b``: the same
+processes from another checkout (say ``git archive`` of the commit before a change) or
+with another environment, in the same run, so a lever is judged by its ratio to the
+other path round by round, not across runs on a noisy machine.
 
 Exit status: 0 when every path ran (targets missed are reported, not fatal; ``--strict``
 makes them fatal), 1 when a path failed, 2 when the harness cannot be found.
@@ -37,6 +43,8 @@ WICKET_PATH = Path(__file__).resolve().parent / "wicket_path.py"
 ANCHORS_DEFAULT = ROOT.parent / "shared" / "bench"
 ANCHOR = "ssh"
 PATHS = ("direct", ANCHOR, "wicket")
+#: ``--ab ROOT``: the same path run from another checkout (or with other env), same run.
+B_PATH = "wicket-b"
 #: Targets from the issue, relative to ``ssh -L``.
 TARGET_IDLE_KB = 10.0
 
@@ -65,9 +73,11 @@ METRICS = (
 RATIO_TARGETS = {
     "1-stream MB/s": 1.0,
     "8-stream MB/s": 1.0,
+    "RTT p50 us": 1.2,
     "conn/s": 1.0,
     "CPU s/GiB 1-stream": 1.0,
     "CPU s/GiB 8-stream": 1.0,
+    "CPU us/conn": 1.2,
 }
 
 
@@ -82,18 +92,33 @@ def find_anchors(given: Path | None) -> Path:
     )
 
 
-def path_line() -> str:
-    """The harness path definition (its placeholders in braces)."""
+def path_line(name: str = "wicket", env: list[str] | None = None) -> str:
+    """The harness path definition (its placeholders in braces); ``env`` (``KEY=VALUE``)
+    goes through ``env``, a plain program, since the harness runs no shell."""
+    prefix = shlex.join(["env", *env]) + " " if env else ""
     return (
-        f"wicket | {{PYTHON}} {WICKET_PATH} --entry {{ENTRY}} --target {{TARGET}}"
+        f"{name} | {prefix}{{PYTHON}} {WICKET_PATH} --entry {{ENTRY}} --target {{TARGET}}"
         " --relay-port {MID} --dir {DIR}"
     )
 
 
+def b_env(args: argparse.Namespace) -> list[str] | None:
+    """The B path's environment: ``PYTHONPATH`` of ``--ab ROOT`` and each ``--ab-env``."""
+    if args.ab is None and not args.ab_env:
+        return None
+    root = [f"PYTHONPATH={args.ab.resolve()}"] if args.ab is not None else []
+    return root + list(args.ab_env)
+
+
 def run_harness(anchors: Path, run_dir: Path, args: argparse.Namespace, extra: list[str]) -> int:
     argv = [str(anchors / "anchors.sh"), "--no-default-paths", "--path", path_line()]
+    paths = list(PATHS)
+    env_b = b_env(args)
+    if env_b is not None:
+        argv += ["--path", path_line(B_PATH, env_b)]
+        paths.append(B_PATH)
     # direct is always kept; ssh comes from the harness's own paths.conf
-    argv += ["--paths-file", str(anchors / "paths.conf"), "--only", ",".join(PATHS)]
+    argv += ["--paths-file", str(anchors / "paths.conf"), "--only", ",".join(paths)]
     argv += ["--out", str(run_dir)]
     if args.quick:
         argv += ["--quick", "--no-iperf"]
@@ -180,6 +205,42 @@ def summarise(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), summary
 
 
+def paired_ratio(res: dict[str, Any], metric: str, field: str) -> float | None:
+    """Median over rounds of B/A, each round's B against the same round's A."""
+    rounds = {
+        p: [r.get(field) for r in res["paths"].get(p, {}).get("rounds", {}).get(metric, [])]
+        for p in ("wicket", B_PATH)
+    }
+    pairs = zip(rounds["wicket"], rounds[B_PATH], strict=False)
+    ratios = [b / a for a, b in pairs if a and b is not None]
+    return statistics.median(ratios) if ratios else None
+
+
+def _ratio(x: float | None, ssh: float | None) -> str:
+    return "n/a" if x is None or not ssh else f"{x / ssh:.2f}x"
+
+
+def ab_table(res: dict[str, Any], env_b: list[str]) -> tuple[str, dict[str, Any]]:
+    """A (``wicket``) beside B (``wicket-b``): medians, each to ssh, and B/A by round."""
+    lines = [
+        f"## A/B: wicket (A, this checkout) vs {B_PATH} (B: {' '.join(env_b)})",
+        "",
+        "| metric | ssh -L | A | B | A/ssh | B/ssh | B/A (paired by round) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    out: dict[str, Any] = {}
+    for m in METRICS:
+        ssh, a, b = (median_of(res, p, m.metric, m.field) for p in (ANCHOR, "wicket", B_PATH))
+        pair = paired_ratio(res, m.metric, m.field)
+        out[m.label] = {"ssh": ssh, "a": a, "b": b, "b_over_a": pair}
+        a_ssh, b_ssh = (_ratio(x, ssh) for x in (a, b))
+        lines.append(
+            f"| {m.label} | {fmt(ssh, m.digits)} | {fmt(a, m.digits)} | {fmt(b, m.digits)} | "
+            f"{a_ssh} | {b_ssh} | {'n/a' if pair is None else f'{pair:.3f}'} |"
+        )
+    return "\n".join(lines), out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Wicket public endpoint vs ssh -L vs direct (shared anchors harness)",
@@ -190,6 +251,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anchors", type=Path, help=f"harness dir (default {ANCHORS_DEFAULT})")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
+    parser.add_argument(
+        "--ab",
+        type=Path,
+        metavar="ROOT",
+        help=f"also run the path from checkout ROOT as {B_PATH}, same run (a lever's A/B)",
+    )
+    parser.add_argument(
+        "--ab-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"environment of {B_PATH} only (repeatable; alone: B is this checkout with it)",
+    )
     args, extra = parser.parse_known_args(argv)
     extra = [x for x in extra if x != "--"]
     try:
@@ -208,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     res = json.loads(results.read_text())
     table, summary = summarise(res)
+    env_b = b_env(args)
+    if env_b is not None:
+        ab, summary["ab"] = ab_table(res, env_b)
+        table += "\n\n" + ab
     print()
     print(table)
     (run_dir / "summary.md").write_text(table + "\n")
