@@ -504,10 +504,11 @@ class MuxConnection(asyncio.BufferedProtocol):
 
         So the window decision sees what the reader left unread after the whole batch
         of frames one transport read brought, not the frames still being handed out.
+        (No extra pass: ``_run`` reports credit after each dispatch, and a delivery
+        outside ``_run`` is followed by one.)
         """
         credit = self._credit
         credit[stream.stream_id] = credit.get(stream.stream_id, 0) + n
-        self._dirty = True
 
     # -- the engine --------------------------------------------------------------------
 
@@ -519,26 +520,34 @@ class MuxConnection(asyncio.BufferedProtocol):
             )
 
     def _run(self) -> None:
-        """Dispatch events and write out, until nothing more is pending."""
+        """Dispatch events until none is left, then schedule the write, the timer and
+        the drain check once (they look at the state the whole pass left)."""
         if self._running:
             self._dirty = True
             return
         self._running = True
+        session = self.session
         try:
             while True:
                 self._dirty = False
-                events = self.session.events_received()
+                events = session.events_received()
                 if events:
                     self._dispatch(events)
                 if self._credit:
                     self._report_credit()
-                if self._has_output():
-                    self._schedule_flush()
                 if not self._dirty and not events:
                     break
         finally:
             self._running = False
-        self._arm_timer()
+        if not self._flush_scheduled and self._has_output():
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)  # once per loop pass: frames share a record
+        if session.timers_changed:
+            self._arm_timer()
+        if self._drained is not None:
+            self._check_drained()
+
+    def _check_drained(self) -> None:
         drained = self._drained
         if drained is not None and (not self.session.stream_count or self.closed):
             self._drained = None
@@ -555,12 +564,6 @@ class MuxConnection(asyncio.BufferedProtocol):
         if self.session.terminated is not None:
             return True  # the transport is to be closed
         return self.session.wants_write and not self._write_paused
-
-    def _schedule_flush(self) -> None:
-        """Write once per loop pass: frames queued in the same pass share a TLS record."""
-        if not self._flush_scheduled and self._transport is not None:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
