@@ -30,6 +30,7 @@ $(NODE_PEERS): tests/interop/package.json tests/interop/package-lock.json
 test-deps: $(STAMP) $(NODE_PEERS)
 	./scripts/install-kubectl.sh >/dev/null
 	./scripts/install-system-test-deps.sh
+	$(BIN)/python -m core.compiled build --if-compiler
 
 run: $(STAMP)
 	$(BIN)/wicket

@@ -5,3 +5,7 @@ Layers (one-way): ``core.service`` → ``core.aio`` → ``core.protocol``. Nothi
 """
 
 __version__ = "0.1.0"
+
+from core.compiled import install as _install_compiled
+
+_install_compiled()  # the compiled hot path, if built and current (core/compiled)

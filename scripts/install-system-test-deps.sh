@@ -18,6 +18,8 @@ pkgs=(
   libseccomp2      # tests/packaging/test_systemd.py: the units' seccomp filters (sandbox.py)
   postgresql             # tests/registry: the registry on PostgreSQL (tests/support/postgres.py runs its own server)
   haproxy                # tests/fleet: the load balancer in front of three relays (one address)
+  gcc              # tests/test_compiled.py: the compiled hot path is built (core/compiled)
+  python3-dev      # tests/test_compiled.py: Python.h for it (both variants are then tested)
 )
 # tests/packaging (test_bundle.py loads every Qt plugin; test_deb.py installs the .deb):
 # the .deb's Depends, the display stack the bundle takes from the machine

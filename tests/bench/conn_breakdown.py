@@ -102,14 +102,16 @@ def tree(root: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime+stime+cutime+cstime (reaped children land in the c* fields)."""
+def cpu_seconds(pids: list[int], kernel_only: bool = False) -> float:
+    """utime+stime+cutime+cstime (reaped children land in the c* fields); or only the
+    kernel's part (stime+cstime)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])
+            used = [int(x) for x in fields[11:15]]
+            total += used[1] + used[3] if kernel_only else sum(used)
     return total / tick
 
 
@@ -331,17 +333,25 @@ class Load:
 
 def measure_cpu(path: Path_, load: Load, idle_s: float = 1.0) -> dict[str, float]:
     """µs of CPU per unit for each process, net of its idle rate (keepalives, polls)."""
-    before = {p.name: cpu_seconds(p.pids()) for p in path.procs}
+    def snap() -> dict[str, tuple[float, float]]:
+        return {p.name: (cpu_seconds(p.pids()), cpu_seconds(p.pids(), True)) for p in path.procs}
+
+    before = snap()
     time.sleep(idle_s)
-    mid = {p.name: cpu_seconds(p.pids()) for p in path.procs}
+    mid = snap()
     wall = load.run(path.entry, load.n)
-    after = {p.name: cpu_seconds(p.pids()) for p in path.procs}
+    after = snap()
     out = {}
+    kernel = 0.0
     for p in path.procs:
-        idle_rate = (mid[p.name] - before[p.name]) / idle_s
-        used = after[p.name] - mid[p.name] - idle_rate * wall
-        out[p.name] = max(0.0, used) / load.n * 1e6
+        used = []
+        for i in (0, 1):
+            idle_rate = (mid[p.name][i] - before[p.name][i]) / idle_s
+            used.append(max(0.0, after[p.name][i] - mid[p.name][i] - idle_rate * wall))
+        out[p.name] = used[0] / load.n * 1e6
+        kernel += used[1] / load.n * 1e6
     out["_wall_us"] = wall / load.n * 1e6
+    out["_kernel_us"] = kernel
     return out
 
 
@@ -681,7 +691,7 @@ def run_ab(
                                         connect=name == "connect", env=venv)  # fmt: skip
         yield f"## A/B {name}: A={ROOT} {a.a_env}  B={a.ab or ROOT} {a.b_env}"
         for load in loads:
-            rows: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
+            rows: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
             for p in paths.values():
                 load.run(p.entry, min(load.n, 200))  # warm
             for rnd in range(a.rounds):
@@ -689,24 +699,28 @@ def run_ab(
                 for label in order:
                     cpu = measure_cpu(paths[label], load, idle_s=0.5)
                     wall = cpu.pop("_wall_us")
-                    rows[label].append((sum(cpu.values()), wall))
+                    kernel = cpu.pop("_kernel_us")
+                    total = sum(cpu.values())
+                    rows[label].append((total, total - kernel, wall))
             yield from ab_table(load, rows)
     finally:
         for p in paths.values():
             p.stop()
 
 
-def ab_table(load: Load, rows: dict[str, list[tuple[float, float]]]) -> Iterator[str]:
+def ab_table(load: Load, rows: dict[str, list[tuple[float, float, float]]]) -> Iterator[str]:
+    """Medians (CPU, its user-space part, wall) and B/A paired by round."""
     med = statistics.median
     yield f"\n### {load.name} ({load.n} x, {len(rows['A'])} rounds): medians"
-    yield f"| | CPU us/{load.unit} | wall us/{load.unit} |"
-    yield "|---|---|---|"
+    yield f"| | CPU us/{load.unit} | user us/{load.unit} | wall us/{load.unit} |"
+    yield "|---|---|---|---|"
     for label, r in rows.items():
-        cpus = ", ".join(f"{c:.0f}" for c, _ in r)
-        yield f"| {label} | {med(c for c, _ in r):.0f} ({cpus}) | {med(w for _, w in r):.0f} |"
-    cpu_ratio = med(b[0] / x[0] for x, b in zip(rows["A"], rows["B"], strict=True) if x[0])
-    wall_ratio = med(b[1] / x[1] for x, b in zip(rows["A"], rows["B"], strict=True))
-    yield f"| B/A (paired) | {cpu_ratio:.3f} | {wall_ratio:.3f} |"
+        cpus = ", ".join(f"{x[0]:.0f}" for x in r)
+        cells = " | ".join(f"{med(x[i] for x in r):.0f}" for i in (1, 2))
+        yield f"| {label} | {med(x[0] for x in r):.0f} ({cpus}) | {cells} |"
+    pairs = list(zip(rows["A"], rows["B"], strict=True))
+    ratios = [med(b[i] / a[i] for a, b in pairs if a[i]) for i in range(3)]
+    yield "| B/A (paired) | " + " | ".join(f"{r:.3f}" for r in ratios) + " |"
 
 
 def run_path(path: Path_, loads: list[Load], what: set[str], work: Path, top: int) -> Iterator[str]:
@@ -716,10 +730,11 @@ def run_path(path: Path_, loads: list[Load], what: set[str], work: Path, top: in
         load.run(path.entry, min(load.n, 200))  # warm
         cpu = measure_cpu(path, load)
         wall = cpu.pop("_wall_us")
+        kernel = cpu.pop("_kernel_us")
         total = sum(cpu.values())
         parts = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
         yield f"\n### {load.name}: {load.n} x, wall {wall:.0f} us/{load.unit}"
-        yield f"  CPU {total:.0f} us/{load.unit} ({parts})"
+        yield f"  CPU {total:.0f} us/{load.unit} ({parts}); in the kernel {kernel:.0f}"
         if "syscalls" in what:
             yield from report_syscalls(measure_syscalls(path, load, work), load.unit, top)
         if "records" in what and any(p.python for p in path.procs):
