@@ -163,9 +163,14 @@ class Path_:
                 popen.wait(timeout=5)
 
 
-def child_argv(args: list[str]) -> list[str]:
-    """``wicket ARGS`` through this module's wrapper (counters and profiling on signal)."""
-    return [sys.executable, str(Path(__file__).resolve()), "--child", "--", *args]
+def child_argv(args: list[str], valgrind: Path | None = None) -> list[str]:
+    """``wicket ARGS`` through this module's wrapper (counters and profiling on signal);
+    with ``valgrind`` (a directory), under callgrind, instrumenting nothing until asked."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--", *args]
+    if valgrind is None:
+        return argv
+    out = f"--callgrind-out-file={valgrind}/callgrind.%p"
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", out, *argv]
 
 
 def run_wicket(args: list[str], env: dict[str, str]) -> str:
@@ -190,7 +195,13 @@ def write_secret(path: Path, text: str) -> Path:
 
 
 def start_wicket(
-    name: str, work: Path, target: int, *, connect: bool, env: dict[str, str]
+    name: str,
+    work: Path,
+    target: int,
+    *,
+    connect: bool,
+    env: dict[str, str],
+    valgrind: bool = False,
 ) -> Path_:
     base = work / name
     relay_dir, agent_dir, client_dir, run = (base / d for d in ("relay", "agent", "client", "run"))
@@ -205,14 +216,15 @@ def start_wicket(
         env,
     )  # fmt: skip
     path = Path_(name, public)
+    grind = base if valgrind else None
     relay = ["relay", "--listen", address, "--state-dir", str(relay_dir), "--public-host", HOST]
-    path.start("relay", child_argv(relay), python=True, env=env, logdir=base)
-    wait_port(relay_port)
+    path.start("relay", child_argv(relay, grind), python=True, env=env, logdir=base)
+    wait_port(relay_port, 300 if valgrind else 30)
     token = write_secret(base / "join.token", join)
     agent = ["agent", "--token-file", str(token), "--target", f"{HOST}:{target}"]
-    path.start("agent", child_argv([*agent, "--state-dir", str(agent_dir)]), python=True,
-               env=env, logdir=base)  # fmt: skip
-    wait_port(public)
+    path.start("agent", child_argv([*agent, "--state-dir", str(agent_dir)], grind),
+               python=True, env=env, logdir=base)  # fmt: skip
+    wait_port(public, 300 if valgrind else 30)
     if connect:
         client = run_wicket(
             ["relay", "--state-dir", str(relay_dir), "client-token", "--state-dir",
@@ -223,9 +235,9 @@ def start_wicket(
         path.entry = free_port()
         argv = ["connect", "--token-file", str(ctoken), "--cluster", CLUSTER,
                 "--listen", f"{HOST}:{path.entry}", "--state-dir", str(client_dir)]  # fmt: skip
-        path.start("connect", child_argv(argv), python=True, env=env, logdir=base)
-        wait_port(path.entry)
-    wait_echo(path.entry)
+        path.start("connect", child_argv(argv, grind), python=True, env=env, logdir=base)
+        wait_port(path.entry, 300 if valgrind else 30)
+    wait_echo(path.entry, 300 if valgrind else 30)
     return path
 
 
@@ -331,8 +343,35 @@ class Load:
 # -- measurements ------------------------------------------------------------------------
 
 
+def callgrind(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, timeout=120,
+                   check=True)  # fmt: skip
+
+
+def measure_instructions(path: Path_, load: Load, logdir: Path) -> dict[str, float]:
+    """User-space instructions per unit for each process (callgrind, exact, no noise)."""
+    procs = [p for p in path.procs if p.python]
+    for p in procs:
+        callgrind(p.pid, "-i", "on")
+    load.run(path.entry, 20)  # translated, and the lazy paths taken once
+    for p in procs:
+        callgrind(p.pid, "-z")
+    load.run(path.entry, load.n)
+    out = {}
+    for p in procs:
+        before = set(logdir.glob(f"callgrind.{p.pid}.*"))
+        callgrind(p.pid, "-d")
+        callgrind(p.pid, "-i", "off")
+        dumps = sorted(set(logdir.glob(f"callgrind.{p.pid}.*")) - before)
+        text = dumps[-1].read_text() if dumps else ""
+        found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+        out[p.name] = int(found[1]) / load.n if found else math.nan
+    return out
+
+
 def measure_cpu(path: Path_, load: Load, idle_s: float = 1.0) -> dict[str, float]:
     """µs of CPU per unit for each process, net of its idle rate (keepalives, polls)."""
+
     def snap() -> dict[str, tuple[float, float]]:
         return {p.name: (cpu_seconds(p.pids()), cpu_seconds(p.pids(), True)) for p in path.procs}
 
@@ -349,6 +388,7 @@ def measure_cpu(path: Path_, load: Load, idle_s: float = 1.0) -> dict[str, float
             idle_rate = (mid[p.name][i] - before[p.name][i]) / idle_s
             used.append(max(0.0, after[p.name][i] - mid[p.name][i] - idle_rate * wall))
         out[p.name] = used[0] / load.n * 1e6
+        out[f"_kernel_{p.name}"] = used[1] / load.n * 1e6
         kernel += used[1] / load.n * 1e6
     out["_wall_us"] = wall / load.n * 1e6
     out["_kernel_us"] = kernel
@@ -594,6 +634,16 @@ def child_main(argv: list[str]) -> int:
         text = "".join(f"{c} {t:.9f} {f}\n" for t, c, f in rows)
         (work / f"calls-{os.getpid()}.txt").write_text(text + ".\n")
 
+    experiment = os.environ.get("BREAKDOWN_GC", "")
+    if experiment:
+        import threading
+
+        def tune() -> None:
+            gc.freeze()
+            if experiment.isdigit():
+                gc.set_threshold(int(experiment), 10, 10)
+
+        threading.Timer(3.0, tune).start()
     signal.signal(signal.SIGUSR2, dump_counts)
     signal.signal(signal.SIGUSR1, toggle_profile)
     from core.cli import main
@@ -634,6 +684,11 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--a-env", action="append", default=[], metavar="KEY=VALUE")
     ab.add_argument("--b-env", action="append", default=[], metavar="KEY=VALUE")
     ab.add_argument("--rounds", type=int, default=5)
+    ab.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count user-space instructions per unit under callgrind instead of CPU time",
+    )
     a = ap.parse_args(argv)
     anchors = a.anchors or Path(os.environ.get("WICKET_ANCHORS", ANCHORS_DEFAULT))
     if not (anchors / "server.py").is_file():
@@ -666,10 +721,13 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     path = start_wicket(name, work, target, connect=name == "connect", env=env)
                 try:
-                    for line in run_path(path, loads, what, work, a.top):
+                    for line in run_path(path, loads, what - {"instructions"}, work, a.top):
                         print(line, flush=True)
                 finally:
                     path.stop()
+                if "instructions" in what and name != "ssh":
+                    for line in run_instructions(name, work, target, env, loads, a.top):
+                        print(line, flush=True)
         finally:
             with contextlib.suppress(OSError):
                 os.killpg(server.pid, signal.SIGTERM)
@@ -688,8 +746,12 @@ def run_ab(
             venv = dict(env, PYTHONPATH=str(Path(root).resolve()))
             venv.update(kv.split("=", 1) for kv in extra)
             paths[label] = start_wicket(f"{name}-{label}", work, target,
-                                        connect=name == "connect", env=venv)  # fmt: skip
+                                        connect=name == "connect", env=venv,
+                                        valgrind=a.instructions)  # fmt: skip
         yield f"## A/B {name}: A={ROOT} {a.a_env}  B={a.ab or ROOT} {a.b_env}"
+        if a.instructions:
+            yield from ab_instructions(paths, loads, work, name, a.rounds)
+            return
         for load in loads:
             rows: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
             for p in paths.values():
@@ -700,12 +762,36 @@ def run_ab(
                     cpu = measure_cpu(paths[label], load, idle_s=0.5)
                     wall = cpu.pop("_wall_us")
                     kernel = cpu.pop("_kernel_us")
-                    total = sum(cpu.values())
+                    total = sum(v for k, v in cpu.items() if not k.startswith("_"))
                     rows[label].append((total, total - kernel, wall))
             yield from ab_table(load, rows)
     finally:
         for p in paths.values():
             p.stop()
+
+
+def ab_instructions(
+    paths: dict[str, Path_], loads: list[Load], work: Path, name: str, rounds: int
+) -> Iterator[str]:
+    for load in loads:
+        rows: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+        for rnd in range(rounds):
+            for label in ("A", "B") if rnd % 2 == 0 else ("B", "A"):
+                rows[label].append(
+                    measure_instructions(paths[label], load, work / f"{name}-{label}")
+                )
+        unit = f"user-space instructions/{load.unit}"
+        yield f"\n### {load.name} ({load.n} x, {rounds} rounds): {unit}"
+        procs = list(rows["A"][0])
+        yield "| | " + " | ".join(procs) + " | total |"
+        yield "|---|" + "---|" * (len(procs) + 1)
+        med: dict[str, dict[str, float]] = {}
+        for label, r in rows.items():
+            med[label] = {p: statistics.median(x[p] for x in r) for p in procs}
+            med[label]["total"] = sum(med[label].values())
+            yield f"| {label} | " + " | ".join(f"{v:,.0f}" for v in med[label].values()) + " |"
+        ratio = " | ".join(f"{med['B'][k] / med['A'][k]:.3f}" for k in med["A"])
+        yield f"| B/A | {ratio} |"
 
 
 def ab_table(load: Load, rows: dict[str, list[tuple[float, float, float]]]) -> Iterator[str]:
@@ -723,6 +809,46 @@ def ab_table(load: Load, rows: dict[str, list[tuple[float, float, float]]]) -> I
     yield "| B/A (paired) | " + " | ".join(f"{r:.3f}" for r in ratios) + " |"
 
 
+def run_instructions(
+    name: str, work: Path, target: int, env: dict[str, str], loads: list[Load], top: int
+) -> Iterator[str]:
+    """The path again under callgrind: instructions per unit, and where they go."""
+    path = start_wicket(f"{name}-grind", work, target, connect=name == "connect", env=env,
+                        valgrind=True)  # fmt: skip
+    logdir = work / f"{name}-grind"
+    try:
+        yield f"\n## {name} under callgrind (user-space instructions, exact)"
+        for load in loads:
+            n = max(50, load.n // 10)
+            counts = measure_instructions(path, Load(load.name, load.unit, n, load.run), logdir)
+            parts = ", ".join(f"{k} {v:,.0f}" for k, v in counts.items())
+            yield f"\n### {load.name}: {n} x: {sum(counts.values()):,.0f} per {load.unit} ({parts})"
+            for p in path.procs:
+                dumps = sorted(logdir.glob(f"callgrind.{p.pid}.*"), key=lambda f: f.stat().st_mtime)
+                if dumps:
+                    yield f"  {p.name}: top functions, inclusive instructions per {load.unit}:"
+                    yield from annotate(dumps[-1], n, top)
+    finally:
+        path.stop()
+
+
+def annotate(dump: Path, n: int, top: int) -> Iterator[str]:
+    done = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(dump)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    rows = re.findall(r"^\s*([\d,]+) \([\s\d.]+%\)\s+(\S.*)$", done.stdout, re.M)
+    shown = 0
+    for count, where in rows:
+        func = where.split(":", 1)[-1].split(" [")[0]
+        if func.startswith(("0x", "???")) or "_start" in func or "main" in func.lower():
+            continue
+        yield f"    {int(count.replace(',', '')) / n:10,.0f}  {func[:110]}"
+        shown += 1
+        if shown >= top:
+            break
+
+
 def run_path(path: Path_, loads: list[Load], what: set[str], work: Path, top: int) -> Iterator[str]:
     procs = " + ".join(p.name for p in path.procs)
     yield f"\n## {path.name} ({procs})"
@@ -731,8 +857,9 @@ def run_path(path: Path_, loads: list[Load], what: set[str], work: Path, top: in
         cpu = measure_cpu(path, load)
         wall = cpu.pop("_wall_us")
         kernel = cpu.pop("_kernel_us")
+        kernels = {p.name: cpu.pop(f"_kernel_{p.name}") for p in path.procs}
         total = sum(cpu.values())
-        parts = ", ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+        parts = ", ".join(f"{k} {v:.0f} (kernel {kernels[k]:.0f})" for k, v in cpu.items())
         yield f"\n### {load.name}: {load.n} x, wall {wall:.0f} us/{load.unit}"
         yield f"  CPU {total:.0f} us/{load.unit} ({parts}); in the kernel {kernel:.0f}"
         if "syscalls" in what:
