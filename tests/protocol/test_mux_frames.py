@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import RemoteProtocolError
+from core.protocol.mux import frames as wire
 from core.protocol.mux.frames import (
     HEADER_SIZE,
     Flag,
@@ -189,3 +190,26 @@ def test_mutated_input_to_a_session_only_yields_events() -> None:
                         assert isinstance(event.error, (RemoteProtocolError, Exception))
                 session.data_to_send(0.0)
                 assert session.stream_count <= 2
+
+
+def test_the_plain_constants_are_the_enum_values() -> None:
+    """The session's hot path reads types and flags as plain ints (frames.DATA, SYN...)."""
+    assert list(FrameType) == [wire.DATA, wire.WINDOW_UPDATE, wire.PING, wire.GO_AWAY]
+    assert list(Flag) == [wire.SYN, wire.ACK, wire.FIN, wire.RST]
+    assert wire.HEADER.size == HEADER_SIZE
+
+
+def test_feed_raw_is_feed_without_the_objects() -> None:
+    data = b"".join(
+        encode_frame(f)
+        for f in (
+            Frame(FrameType.DATA, Flag.SYN, 1, 5, b"hello"),
+            Frame(FrameType.WINDOW_UPDATE, Flag.ACK | Flag.FIN, 2, 1000),
+            Frame(FrameType.PING, Flag.SYN, 0, 7),
+        )
+    )
+    raw = MuxFrameDecoder(1 << 20).feed_raw(data)
+    assert raw == [(0, 1, 1, 5, b"hello"), (1, 6, 2, 1000, b""), (2, 1, 0, 7, b"")]
+    assert MuxFrameDecoder(1 << 20).feed(data) == [
+        Frame(FrameType(t), Flag(f), sid, n, p) for t, f, sid, n, p in raw
+    ]

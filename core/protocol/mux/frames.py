@@ -9,12 +9,13 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from core.errors import RemoteProtocolError
 
 HEADER = struct.Struct(">BBHII")
-HEADER_SIZE = HEADER.size
-VERSION = 0
+HEADER_SIZE: Final = 12
+VERSION: Final = 0
 
 
 class FrameType(enum.IntEnum):
@@ -38,9 +39,23 @@ class GoAwayCode(enum.IntEnum):
     INTERNAL_ERROR = 2
 
 
-ALL_FLAGS = 0xF  # a plain int: ~ on an IntFlag stays within its members
-_SYN_ACK = int(Flag.SYN | Flag.ACK)  # a plain int: an IntFlag operand makes & slow
-MAX_UINT32 = 0xFFFFFFFF
+ALL_FLAGS: Final = 0xF  # a plain int: ~ on an IntFlag stays within its members
+MAX_UINT32: Final = 0xFFFFFFFF
+#: ``FrameType`` and ``Flag`` values as plain constants, for the hot path (an enum member
+#: is an attribute lookup and a rich comparison each time it is used; ``Final`` lets the
+#: compiled build inline them). tests/protocol/test_mux_frames.py checks they agree.
+DATA: Final = 0
+WINDOW_UPDATE: Final = 1
+PING: Final = 2
+GO_AWAY: Final = 3
+SYN: Final = 0x1
+ACK: Final = 0x2
+FIN: Final = 0x4
+RST: Final = 0x8
+
+RawFrame = tuple[int, int, int, int, bytes]
+"""``(type, flags, stream_id, length, payload)`` as plain ints: what the session reads.
+``Frame`` is the same frame as a value with enum fields, for everyone else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,20 +80,20 @@ def encode_frame(frame: Frame) -> bytes:
 def _check_header(version: int, ftype: int, flags: int, stream_id: int) -> None:
     if version != VERSION:
         raise RemoteProtocolError(f"unsupported yamux version {version}")
-    if ftype > FrameType.GO_AWAY:
+    if ftype > GO_AWAY:
         raise RemoteProtocolError(f"unknown frame type {ftype}")
     if flags & ~ALL_FLAGS:
         raise RemoteProtocolError(f"unknown flags 0x{flags:04x} on {FrameType(ftype).name}")
-    if (flags & _SYN_ACK) == _SYN_ACK:
+    if (flags & (SYN | ACK)) == SYN | ACK:
         raise RemoteProtocolError("SYN and ACK on one frame")
-    if ftype in (FrameType.PING, FrameType.GO_AWAY):
+    if ftype >= PING:
         if stream_id != 0:
             raise RemoteProtocolError(f"{FrameType(ftype).name} on stream {stream_id}")
     elif stream_id == 0:
         raise RemoteProtocolError(f"{FrameType(ftype).name} on stream 0")
-    if ftype == FrameType.PING and flags not in (Flag.SYN, Flag.ACK):
+    if ftype == PING and flags not in (SYN, ACK):
         raise RemoteProtocolError(f"ping with flags 0x{flags:x} (want SYN or ACK)")
-    if ftype == FrameType.GO_AWAY and flags:
+    if ftype == GO_AWAY and flags:
         raise RemoteProtocolError(f"go-away with flags 0x{flags:x}")
 
 
@@ -98,8 +113,10 @@ class MuxFrameDecoder:
     only a frame cut by the end of a chunk is kept, in ``_buf``, until it is complete.
 
     API: ``feed()`` returns the frames at once and never raises: the session handles
-    them, then turns ``error`` into a GoAway. (``core.protocol.spdy.SpdyFrameDecoder``
-    is the SPDY one: ``receive_data()`` then ``next_frame()``, which raises.)
+    them, then turns ``error`` into a GoAway. ``feed_raw()`` is the same as tuples of
+    ints, without a ``Frame`` object per frame (the session's path: one per frame costs
+    more than the rest of the decoding). (``core.protocol.spdy.SpdyFrameDecoder`` is the
+    SPDY one: ``receive_data()`` then ``next_frame()``, which raises.)
     """
 
     __slots__ = ("_buf", "error", "max_payload")
@@ -119,9 +136,16 @@ class MuxFrameDecoder:
         The first invalid header sets ``error``; what follows it is never decoded, so
         feeding byte by byte and feeding at once give the same frames and error.
         """
+        return [
+            Frame(_TYPES[ftype], _FLAGS[flags], sid, length, payload)
+            for ftype, flags, sid, length, payload in self.feed_raw(data)
+        ]
+
+    def feed_raw(self, data: bytes | memoryview) -> list[RawFrame]:
+        """``feed()``, each frame as ``(type, flags, stream_id, length, payload)``."""
         if self.error is not None:
             return []
-        frames: list[Frame] = []
+        frames: list[RawFrame] = []
         view = memoryview(data)
         try:
             pos = self._complete(view, frames) if self._buf else 0
@@ -133,13 +157,13 @@ class MuxFrameDecoder:
         return frames
 
     def _check_length(self, ftype: int, stream_id: int, length: int) -> None:
-        if ftype == FrameType.DATA and length > self.max_payload:
+        if ftype == DATA and length > self.max_payload:
             raise RemoteProtocolError(
                 f"data frame of {length} bytes on stream {stream_id} "
                 f"exceeds the largest window ({self.max_payload})"
             )
 
-    def _complete(self, view: memoryview, frames: list[Frame]) -> int:
+    def _complete(self, view: memoryview, frames: list[RawFrame]) -> int:
         """Finish the frame kept from earlier chunks; return where ``view`` goes on.
 
         -1: all of ``view`` was kept, the frame is still incomplete.
@@ -155,19 +179,19 @@ class MuxFrameDecoder:
         if pos:  # the header is complete only now
             _check_header(version, ftype, flags, stream_id)
             self._check_length(ftype, stream_id, length)
-        need = (length if ftype == FrameType.DATA else 0) - (len(buf) - HEADER_SIZE)
+        need = (length if ftype == DATA else 0) - (len(buf) - HEADER_SIZE)
         if len(view) - pos < need:
             buf += view[pos:]
             return -1
         payload = b""
-        if ftype == FrameType.DATA and length:
+        if ftype == DATA and length:
             with memoryview(buf) as held:
                 payload = b"".join((held[HEADER_SIZE:], view[pos : pos + need]))
         buf.clear()
-        frames.append(Frame(_TYPES[ftype], _FLAGS[flags], stream_id, length, payload))
+        frames.append((ftype, flags, stream_id, length, payload))
         return pos + need
 
-    def _parse(self, view: memoryview, pos: int, frames: list[Frame]) -> None:
+    def _parse(self, view: memoryview, pos: int, frames: list[RawFrame]) -> None:
         end = len(view)
         unpack = HEADER.unpack_from
         append = frames.append
@@ -176,17 +200,16 @@ class MuxFrameDecoder:
             version, ftype, flags, stream_id, length = unpack(view, pos)
             _check_header(version, ftype, flags, stream_id)
             start = pos + HEADER_SIZE
-            if ftype == FrameType.DATA:
+            if ftype == DATA:
                 if length > max_payload:
                     self._check_length(ftype, stream_id, length)
                 stop = start + length
                 if stop > end:
                     break
-                payload = view[start:stop].tobytes()
-                append(Frame(_TYPES[0], _FLAGS[flags], stream_id, length, payload))
+                append((ftype, flags, stream_id, length, view[start:stop].tobytes()))
                 pos = stop
             else:
-                append(Frame(_TYPES[ftype], _FLAGS[flags], stream_id, length))
+                append((ftype, flags, stream_id, length, b""))
                 pos = start
         if pos < end:
             self._buf += view[pos:]

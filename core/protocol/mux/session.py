@@ -16,20 +16,24 @@ from core import errors
 from core.protocol.mux import events as ev
 from core.protocol.mux.config import INITIAL_WINDOW, MuxConfig
 from core.protocol.mux.frames import (
+    ACK,
+    DATA,
+    FIN,
+    GO_AWAY,
     MAX_UINT32,
-    Flag,
-    Frame,
-    FrameType,
+    PING,
+    RST,
+    SYN,
+    WINDOW_UPDATE,
     GoAwayCode,
     MuxFrameDecoder,
+    RawFrame,
     encode_header,
 )
 from core.protocol.mux.stats import SessionSnapshot, StreamSnapshot, StreamState
 from core.protocol.mux.transitions import next_state
 
 _S = StreamState
-#: Plain ints: an IntFlag operand turns every ``&`` into an enum construction.
-_SYN, _ACK, _FIN, _RST = (int(f) for f in (Flag.SYN, Flag.ACK, Flag.FIN, Flag.RST))
 
 
 class _Stream:
@@ -193,9 +197,15 @@ class MuxSession:
         if limit is not None and self._bytes_received > limit:
             self._fail(errors.RemoteProtocolError(f"peer sent more than its {limit} bytes"))
             return
-        for frame in self._decoder.feed(data):
+        for frame in self._decoder.feed_raw(data):
             try:
-                self._handle_frame(frame, now)
+                ftype = frame[0]
+                if ftype == PING:
+                    self._handle_ping(frame[1], frame[3], now)
+                elif ftype == GO_AWAY:
+                    self._handle_go_away(frame[3])
+                else:
+                    self._handle_stream_frame(frame, now)
             except errors.RemoteProtocolError as exc:
                 self._fail(exc)
                 return
@@ -216,20 +226,11 @@ class MuxSession:
         out, self._events = self._events, []
         return out
 
-    def _handle_frame(self, frame: Frame, now: float) -> None:
-        ftype = frame.type
-        if ftype == FrameType.PING:
-            self._handle_ping(frame, now)
-        elif ftype == FrameType.GO_AWAY:
-            self._handle_go_away(frame)
-        else:
-            self._handle_stream_frame(frame, now)
-
-    def _handle_ping(self, frame: Frame, now: float) -> None:
-        if frame.flags == Flag.SYN:
+    def _handle_ping(self, flags: int, opaque: int, now: float) -> None:
+        if flags == SYN:
             if self._control_size < self.config.max_control_backlog:
-                self._queue_control(encode_header(FrameType.PING, Flag.ACK, 0, frame.length))
-        elif frame.length == self._ping_id and self._ping_sent_at is not None:
+                self._queue_control(encode_header(PING, ACK, 0, opaque))
+        elif opaque == self._ping_id and self._ping_sent_at is not None:
             rtt = max(0.0, now - self._ping_sent_at)
             self._rtt = rtt
             prev = self._rtt_smoothed
@@ -240,14 +241,12 @@ class MuxSession:
             self.timers_changed = True
             self._events.append(ev.PongReceived(rtt))
 
-    def _handle_go_away(self, frame: Frame) -> None:
-        self._goaway_received = frame.length
-        self._events.append(ev.GoAwayReceived(frame.length))
-        if frame.length != GoAwayCode.NORMAL:
-            name = {1: "protocol error", 2: "internal error"}.get(frame.length, "unknown code")
-            self._terminate(
-                errors.SessionGoneAway(f"peer went away with code {frame.length} ({name})")
-            )
+    def _handle_go_away(self, code: int) -> None:
+        self._goaway_received = code
+        self._events.append(ev.GoAwayReceived(code))
+        if code != GoAwayCode.NORMAL:
+            name = {1: "protocol error", 2: "internal error"}.get(code, "unknown code")
+            self._terminate(errors.SessionGoneAway(f"peer went away with code {code} ({name})"))
 
     def _is_peer_id(self, stream_id: int) -> bool:
         return (stream_id % 2 == 0) if self.is_client else (stream_id % 2 == 1)
@@ -257,10 +256,9 @@ class MuxSession:
             return stream_id <= self._last_peer_id
         return stream_id < self._next_id
 
-    def _handle_stream_frame(self, frame: Frame, now: float) -> None:
-        sid = frame.stream_id
-        flags = int(frame.flags)
-        if flags & _SYN:
+    def _handle_stream_frame(self, frame: RawFrame, now: float) -> None:
+        ftype, flags, sid, length, payload = frame
+        if flags & SYN:
             stream = self._open_incoming(sid, now)
             if stream is None:
                 return
@@ -272,7 +270,7 @@ class MuxSession:
                 raise errors.RemoteProtocolError(f"frame for unknown stream {sid}")
             stream = found
         stream.last_activity = now
-        if flags & _RST:
+        if flags & RST:
             refused = not stream.acked
             final = self._abort(stream, remote=True)
             error: errors.StreamError = (
@@ -282,18 +280,18 @@ class MuxSession:
             )
             self._events.append(ev.StreamWasReset(sid, error, final))
             return
-        if flags & _ACK and not stream.acked:
+        if flags & ACK and not stream.acked:
             stream.acked = True
             stream.open_deadline = None
             self._pending_opens -= 1
             self._retime(stream)
             self._events.append(ev.StreamAcked(sid))
-        if frame.type == FrameType.DATA:
-            if frame.length and not self._receive_payload(stream, frame.payload, now):
+        if ftype == DATA:
+            if length and not self._receive_payload(stream, payload, now):
                 return
-        elif frame.length:
-            self._grow_send_window(stream, frame.length)
-        if flags & _FIN:
+        elif length:
+            self._grow_send_window(stream, length)
+        if flags & FIN:
             self._receive_fin(stream)
 
     def _open_incoming(self, sid: int, now: float) -> _Stream | None:
@@ -310,7 +308,7 @@ class MuxSession:
             or self._reserved + INITIAL_WINDOW > cfg.max_session_buffer
         ):
             self._streams_refused += 1
-            self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, sid, 0))
+            self._queue_control(encode_header(WINDOW_UPDATE, RST, sid, 0))
             return None
         stream = _Stream(sid, outbound=False, now=now)
         self._streams[sid] = stream
@@ -397,8 +395,8 @@ class MuxSession:
         # order; the first data rides in it.
         first = data[: min(cfg.max_frame, INITIAL_WINDOW)]
         rest = data[len(first) :]
-        ftype = FrameType.DATA if first else FrameType.WINDOW_UPDATE
-        self._queue_control(encode_header(ftype, Flag.SYN, sid, len(first)))
+        ftype = DATA if first else WINDOW_UPDATE
+        self._queue_control(encode_header(ftype, SYN, sid, len(first)))
         if first:
             self._queue_control(first)
             stream.send_window -= len(first)
@@ -434,14 +432,14 @@ class MuxSession:
         if self.config.defer_ack:
             stream.ack_owed = True
         else:
-            header = encode_header(FrameType.WINDOW_UPDATE, Flag.ACK, stream.stream_id, 0)
+            header = encode_header(WINDOW_UPDATE, ACK, stream.stream_id, 0)
             self._queue_control(header)
 
     def _ack(self, stream: _Stream) -> int:
         """The ACK flag if this stream still owes one (it is then paid)."""
         if stream.ack_owed:
             stream.ack_owed = False
-            return _ACK
+            return ACK
         return 0
 
     def send_data(self, stream_id: int, data: bytes | memoryview, now: float) -> bool:
@@ -479,7 +477,7 @@ class MuxSession:
         """Abort a stream at once (RST); anything queued is dropped."""
         stream = self._streams.get(stream_id)
         if stream is not None:
-            self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream_id, 0))
+            self._queue_control(encode_header(WINDOW_UPDATE, RST, stream_id, 0))
             self._abort(stream, remote=False)
 
     def consumed(self, stream_id: int, n: int, now: float) -> None:
@@ -506,7 +504,7 @@ class MuxSession:
         self._ping_sent_at = now
         self.timers_changed = True
         self._pings_sent += 1
-        self._queue_control(encode_header(FrameType.PING, Flag.SYN, 0, self._ping_id))
+        self._queue_control(encode_header(PING, SYN, 0, self._ping_id))
         return True
 
     def reconfigure(self, config: MuxConfig, now: float) -> None:
@@ -541,7 +539,7 @@ class MuxSession:
         """Tell the peer: no new streams (existing ones drain)."""
         if self._goaway_sent is None and self._terminated is None:
             self._goaway_sent = int(code)
-            self._queue_control(encode_header(FrameType.GO_AWAY, 0, 0, int(code)))
+            self._queue_control(encode_header(GO_AWAY, 0, 0, int(code)))
 
     # -- time --------------------------------------------------------------------------
 
@@ -636,13 +634,13 @@ class MuxSession:
             stream.send_window -= n
             stream.bytes_sent += n
             stream.last_activity = now
-            out.append(encode_header(FrameType.DATA, self._ack(stream), sid, n))
+            out.append(encode_header(DATA, self._ack(stream), sid, n))
             out.append(payload)
             size += 12 + n
             if not stream.outbox_size and stream.fin_queued:
                 # FIN in a frame of its own, as hashicorp/yamux sends it: some peers
                 # (@libp2p/yamux 8) drop the payload of a Data frame that carries FIN.
-                out.append(encode_header(FrameType.WINDOW_UPDATE, _FIN | self._ack(stream), sid, 0))
+                out.append(encode_header(WINDOW_UPDATE, FIN | self._ack(stream), sid, 0))
                 size += 12
                 self._advance_fin(stream)
             if stream.outbox_size and stream.send_window:
@@ -771,8 +769,8 @@ class MuxSession:
         return b"".join(parts)
 
     def _send_fin(self, stream: _Stream) -> None:
-        flags = _FIN | self._ack(stream)
-        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, flags, stream.stream_id, 0))
+        flags = FIN | self._ack(stream)
+        self._queue_control(encode_header(WINDOW_UPDATE, flags, stream.stream_id, 0))
         self._advance_fin(stream)
 
     def _advance_fin(self, stream: _Stream) -> None:
@@ -810,7 +808,7 @@ class MuxSession:
                 room += grown - size
         stream.recv_window += room
         flags = self._ack(stream)
-        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, flags, stream.stream_id, room))
+        self._queue_control(encode_header(WINDOW_UPDATE, flags, stream.stream_id, room))
 
     def _queue_control(self, frame: bytes) -> None:
         self._control.append(frame)
@@ -834,7 +832,7 @@ class MuxSession:
         heapq.heapify(self._deadlines)
 
     def _reset_with(self, stream: _Stream, error: errors.StreamError) -> None:
-        self._queue_control(encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream.stream_id, 0))
+        self._queue_control(encode_header(WINDOW_UPDATE, RST, stream.stream_id, 0))
         final = self._abort(stream, remote=False)
         self._events.append(ev.StreamWasReset(stream.stream_id, error, final))
 
