@@ -55,8 +55,9 @@ class Status(enum.IntEnum):
     UNSUPPORTED_VERSION = 7
 
 
-_KINDS = frozenset(int(k) for k in EndpointKind)
-_STATUSES = frozenset(int(s) for s in Status)
+#: By wire value: a lookup, where ``EndpointKind(n)`` is an enum call on every stream.
+_KINDS = {int(k): k for k in EndpointKind}
+_STATUSES = {int(s): s for s in Status}
 #: The ``client`` of an inspect endpoint's streams: it is their TLS client, and the
 #: requests they carry are what the user counts (``ServiceSnapshot.open_streams``).
 INSPECT_CLIENT = "inspect"
@@ -197,7 +198,7 @@ class RequestDecoder(_OneShotDecoder[StreamRequest]):
             raise _bad("invalid cluster name")
         if not _PRINTABLE_ASCII.fullmatch(client):
             raise _bad("client address is not printable ASCII")
-        return StreamRequest(cluster.decode(), EndpointKind(kind), client.decode()), end
+        return StreamRequest(cluster.decode(), _KINDS[kind], client.decode()), end
 
 
 class StatusDecoder(_OneShotDecoder[StreamStatus]):
@@ -212,7 +213,7 @@ class StatusDecoder(_OneShotDecoder[StreamStatus]):
             raise _bad(f"unknown stream status {buf[0]}")
         if len(buf) < _STATUS_HEADER:
             return None
-        status, length = Status(buf[0]), buf[1]
+        status, length = _STATUSES[buf[0]], buf[1]
         if status is Status.OK and length:
             raise _bad("an ok status carries no message")
         end = _STATUS_HEADER + length

@@ -152,6 +152,9 @@ class HelloPeek:
         """Look at the next bytes; True once done (found or given up)."""
         if self.done or not data:
             return self.done
+        if not self._seen and data[0] != _HANDSHAKE:  # the common give-up, without raising
+            self._give_up(f"record type {data[0]}, not a handshake")
+            return True
         room = self._limit - self._seen
         self._seen += len(data)
         self._records += data[:room]

@@ -17,6 +17,10 @@ class StreamState(enum.Enum):
     CLOSED = "closed"
     RESET = "reset"
 
+    # Members are singletons compared by identity: hash them so too, in C (``Enum``'s own
+    # ``__hash__`` is a Python call, made on every state-table lookup).
+    __hash__ = object.__hash__
+
 
 class StreamSnapshot(NamedTuple):
     stream_id: int
