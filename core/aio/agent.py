@@ -38,6 +38,8 @@ from core.protocol.preamble import Status, StreamRequest, StreamStatus
 log = logging.getLogger("wicket.agent")
 
 AGENT_MUX = replace(TUNNEL_MUX, defer_ack=True)
+_OK = StreamStatus(Status.OK).encode()
+_DIAL_TIMEOUT = "dial timeout"  # the message of the deadline's cancel()
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Agent(RelayPeer):
         self.target_port = target_port
         self.dial_timeout = dial_timeout
         self.book = StreamBook()
-        self._dials: set[asyncio.Task[None]] = set()
+        self._dials: dict[asyncio.Task[None], asyncio.TimerHandle] = {}
         self.pool: SessionPool | None = None
 
     @property
@@ -166,27 +168,40 @@ class Agent(RelayPeer):
             reply(stream, Status.FORBIDDEN, "wrong cluster for this agent")
             return
         record = self.book.add(StreamRecord.of(request))
-        task = asyncio.create_task(self._dial(stream, record, rest))
-        self._dials.add(task)
-        task.add_done_callback(self._dials.discard)
+        loop = stream.loop
+        task = loop.create_task(self._dial(stream, record, rest))
+        # The dial's deadline is a plain timer that cancels it (asyncio.timeout() costs a
+        # Python object, a timer and two context-manager calls per connection).
+        self._dials[task] = loop.call_later(self.dial_timeout, task.cancel, _DIAL_TIMEOUT)
+        task.add_done_callback(self._dialled)
+
+    def _dialled(self, task: asyncio.Task[None]) -> None:
+        deadline = self._dials.pop(task, None)
+        if deadline is not None:
+            deadline.cancel()
 
     async def _dial(self, stream: MuxStream, record: StreamRecord, rest: bytes) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.dial_timeout):
-                tcp, _ = await loop.create_connection(
-                    asyncio.Protocol, self.target_host, self.target_port
-                )
-        except (OSError, TimeoutError) as exc:
-            reason = str(exc) or "timeout"
-            log.warning("target %s unreachable: %s", self.target, reason)
-            reply(stream, Status.TARGET_UNREACHABLE, f"agent cannot reach its target: {reason}")
-            self.book.done(record, f"target unreachable: {reason}")
+            tcp, _ = await stream.loop.create_connection(
+                asyncio.Protocol, self.target_host, self.target_port
+            )
+        except asyncio.CancelledError as exc:
+            if exc.args != (_DIAL_TIMEOUT,):
+                raise  # stop(), not the deadline
+            self._unreachable(stream, record, "timeout")
+            return
+        except OSError as exc:
+            self._unreachable(stream, record, str(exc) or "timeout")
             return
         if stream.is_closing():
             tcp.abort()
             self.book.done(record, "client went away")
             return
-        stream.write(StreamStatus(Status.OK).encode())
+        stream.write(_OK)
         spliced(self.book, record, stream, tcp, first_to_b=rest)
         stream.resume_reading()
+
+    def _unreachable(self, stream: MuxStream, record: StreamRecord, reason: str) -> None:
+        log.warning("target %s unreachable: %s", self.target, reason)
+        reply(stream, Status.TARGET_UNREACHABLE, f"agent cannot reach its target: {reason}")
+        self.book.done(record, f"target unreachable: {reason}")

@@ -84,6 +84,7 @@ class MuxStream(asyncio.Transport):
     def __init__(self, conn: MuxConnection, stream_id: int, outbound: bool) -> None:
         super().__init__()
         self._conn = conn
+        self.loop = conn.loop  # the loop the stream lives on (no get_running_loop() needed)
         self.stream_id = stream_id
         self.outbound = outbound
         self._protocol: asyncio.BaseProtocol | None = None

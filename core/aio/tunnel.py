@@ -21,6 +21,7 @@ from core.aio.mux import MuxConnection, MuxStream
 from core.aio.splice import Splice, splice_transports
 from core.errors import LimitExceeded, MuxError, RemoteProtocolError
 from core.protocol.preamble import (
+    EndpointKind,
     RequestDecoder,
     Status,
     StatusDecoder,
@@ -38,6 +39,7 @@ REFUSE_WAIT = 2.0
 #: client-go retry a GET for ~10 s and then print a bare EOF).
 TLS_INTERNAL_ERROR_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50])
 _ids = itertools.count(1)
+_ENDPOINT_NAMES = {kind: kind.name.lower() for kind in EndpointKind}
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
@@ -107,7 +109,7 @@ class StreamRecord:
     @classmethod
     def of(cls, request: StreamRequest) -> StreamRecord:
         """The record of a stream carrying ``request`` (relay, agent and dialer alike)."""
-        return cls(request.cluster, request.endpoint.name.lower(), request.client or None)
+        return cls(request.cluster, _ENDPOINT_NAMES[request.endpoint], request.client or None)
 
     def info(self) -> StreamInfo:
         splice = self.splice
@@ -255,9 +257,10 @@ class PreambleReader(PreambleProtocol[StreamRequest]):
         super().__init__(RequestDecoder())
         self._stream = stream
         self._on_request = on_request
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(timeout, self._timeout)
+        self._timer: asyncio.TimerHandle | None = None
         stream.attach(self)
+        if not self.done:  # the request is not in the opening frame: wait for it, bounded
+            self._timer = stream.loop.call_later(timeout, self._timeout)
 
     def preamble_received(self, preamble: StreamRequest, rest: bytes) -> None:
         self._stream.pause_reading()
@@ -281,7 +284,8 @@ class PreambleReader(PreambleProtocol[StreamRequest]):
 
     def _finish(self) -> None:
         super()._finish()
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _status_of(code: int) -> Status:
