@@ -82,7 +82,9 @@ class MuxStream(asyncio.Transport):
     _start_tls_compatible = True
 
     def __init__(self, conn: MuxConnection, stream_id: int, outbound: bool) -> None:
-        super().__init__()
+        # No super().__init__(): asyncio's only sets ``_extra``, which ``get_extra_info``
+        # below replaces, and a compiled (mypyc) subclass would leak that slot's dict,
+        # one per stream (it frees its own attributes, not a Python base's __slots__).
         self._conn = conn
         self.loop = conn.loop  # the loop the stream lives on (no get_running_loop() needed)
         self.stream_id = stream_id
