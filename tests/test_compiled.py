@@ -2,9 +2,9 @@
 
 The suite runs on whatever ``core`` chose at import: the mypyc build when it exists and
 matches the sources (``make test`` builds it when a C compiler is there), else the pure
-modules. ``test_the_other_variant_passes`` then runs the mux, preamble, splice and
-interop tests again in a subprocess on the other one (``WICKET_PURE_PYTHON=1``, or not),
-so both variants are exercised whenever a build exists.
+modules. ``test_the_other_variant_passes`` then runs the mux, preamble, splice, tunnel
+and interop tests again in a subprocess on the other one (``WICKET_PURE_PYTHON=1``, or
+not), so both variants are exercised whenever a build exists.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ BOTH_VARIANTS = [
     "tests/aio/test_frp_regression.py",
     "tests/aio/test_mux_stop_reading.py",
     "tests/aio/test_splice_close.py",
+    "tests/aio/test_agent_dial.py",
+    "tests/tunnel_security/test_normal_closes.py",
     "tests/interop/test_wicket_interop.py",
 ]
 

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 from core.aio.agentpool import MemberSessionInfo, SessionPool
 from core.aio.mux import MuxConnection, MuxStream, StreamHandler
@@ -60,7 +61,7 @@ class AgentSnapshot:
 class Agent(RelayPeer):
     """Runs until ``stop()``; ``snapshot()`` is cheap and immutable."""
 
-    role = Role.AGENT
+    role: ClassVar[Role] = Role.AGENT
 
     def __init__(
         self,

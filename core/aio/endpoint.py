@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import ClassVar, TypedDict
 
 from core.aio.inspect import Connector, InspectEndpoint, tunnel_connector, upstream_context
 from core.aio.inspected import InspectedStream, inspected_stream
@@ -64,7 +64,7 @@ class ClientSnapshot:
 class RelayClient(RelayPeer):
     """A desktop client's session to the relay (shared by all its local endpoints)."""
 
-    role = Role.CLIENT
+    role: ClassVar[Role] = Role.CLIENT
 
     def snapshot(self) -> ClientSnapshot:
         creds = self.creds

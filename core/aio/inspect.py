@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import cast
 
 from core.aio.mux import MuxConnection
-from core.aio.tunnel import StatusReader
+from core.aio.tunnel import StatusWaiter
 from core.errors import MuxError, RemoteProtocolError, UpstreamUnavailable, WicketError
 from core.format import host_port
 from core.pki.ca import load_or_create_ca
 from core.pki.certs import load_or_create_server_cert
 from core.protocol.http_proxy import Exchange, HttpProxy, ProxyPolicy, ProxyState
-from core.protocol.preamble import StreamRequest, StreamStatus, os_error_words, refusal_words
+from core.protocol.preamble import StreamRequest, os_error_words, refusal_words
 
 log = logging.getLogger("wicket.inspect")
 
@@ -68,28 +68,6 @@ def tcp_connector(host: str, port: int) -> Connector:
     return connect
 
 
-class _StatusWaiter(StatusReader):
-    """The status as a future: the connector awaits it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.result: asyncio.Future[tuple[StreamStatus, bytes]] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-    def preamble_received(self, preamble: StreamStatus, rest: bytes) -> None:
-        self.result.set_result((preamble, rest))
-
-    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
-        self.result.set_exception(exc)
-
-    def stream_ended(self, exc: Exception | None) -> None:
-        if not self.result.done():
-            self.result.set_exception(
-                UpstreamUnavailable("the relay closed the tunnel stream before answering")
-            )
-
-
 def tunnel_connector(
     conn_for: Callable[[], MuxConnection | None],
     request: StreamRequest,
@@ -106,7 +84,7 @@ def tunnel_connector(
             stream = conn.open_stream(request.encode())
         except MuxError as exc:
             raise UpstreamUnavailable(str(exc)) from exc
-        waiter = _StatusWaiter()
+        waiter = StatusWaiter()
         stream.attach(waiter)
         try:
             status, rest = await asyncio.wait_for(waiter.result, timeout)

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from core.aio.channel import ControlChannel
 from core.aio.dial import (
@@ -67,7 +68,7 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 class RelayPeer:
     """Base of ``Agent`` and ``RelayClient``: keeps one authenticated session up."""
 
-    role: Role
+    role: ClassVar[Role]
 
     def __init__(
         self,

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from core.aio.mux import MuxConnection
 from core.aio.quota import QuietLog, Quota
@@ -184,7 +184,7 @@ class _PublicConnection(TunnelDialer):
 
 
 def _port(server: asyncio.Server) -> int | None:
-    sockets = server.sockets
+    sockets = cast(Any, server).sockets  # a list on uvloop, a tuple on asyncio
     return int(sockets[0].getsockname()[1]) if sockets else None
 
 

@@ -14,12 +14,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar, cast
 
 from core.aio.mux import MuxConnection, MuxStream
 from core.aio.splice import Splice, splice_transports
-from core.errors import LimitExceeded, MuxError, RemoteProtocolError
+from core.aio.stream_info import StreamInfo as StreamInfo  # noqa: PLC0414 (re-exported)
+from core.errors import LimitExceeded, MuxError, RemoteProtocolError, UpstreamUnavailable
 from core.protocol.preamble import (
     EndpointKind,
     RequestDecoder,
@@ -42,28 +42,6 @@ _ids = itertools.count(1)
 _ENDPOINT_NAMES = {kind: kind.name.lower() for kind in EndpointKind}
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    """One tunnelled connection, as the statistics show it."""
-
-    id: int
-    cluster: str
-    endpoint: str
-    client: str | None
-    opened_at: float
-    closed_at: float | None
-    bytes_up: int
-    bytes_down: int
-    state: str
-    close_reason: str | None
-    sni: str | None = field(default=None, kw_only=True)
-    """The server name of the client's TLS ClientHello (passthrough: seen, not decrypted)."""
-    alpn: str | None = field(default=None, kw_only=True)
-    """The ALPN protocols that ClientHello offered, comma-separated: ``h2,http/1.1`` for
-    kubectl's API connections, ``http/1.1`` for its exec/attach/port-forward upgrades
-    (which offer none: no offer is HTTP/1.1). None if no ClientHello was seen."""
 
 
 class StreamRecord:
@@ -441,6 +419,28 @@ class StatusReader(PreambleProtocol[StreamStatus]):
 
     def stream_ended(self, exc: Exception | None) -> None:
         raise NotImplementedError
+
+
+class StatusWaiter(StatusReader):
+    """The status as a future (the inspect endpoint's connector awaits it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result: asyncio.Future[tuple[StreamStatus, bytes]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def preamble_received(self, preamble: StreamStatus, rest: bytes) -> None:
+        self.result.set_result((preamble, rest))
+
+    def preamble_invalid(self, exc: RemoteProtocolError) -> None:
+        self.result.set_exception(exc)
+
+    def stream_ended(self, exc: Exception | None) -> None:
+        if not self.result.done():
+            self.result.set_exception(
+                UpstreamUnavailable("the relay closed the tunnel stream before answering")
+            )
 
 
 class _StatusProtocol(StatusReader):

@@ -18,8 +18,9 @@ and why. ``python -m core.compiled status`` prints it.
 
 Why these modules: per connection and per round trip the relay and the agent spend most
 of their user-space time in the mux session, its frame decoder, the asyncio adapter,
-the splice and the preamble (tests/bench/README.md, "Per connection"); mypyc turns their
-attribute accesses and calls between them into C.
+the splice, the preamble and the per-stream setup of the public endpoint, the dialer and
+the agent (tests/bench/README.md, "Per connection"); mypyc turns their attribute accesses
+and the calls between them into C.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pathlib import Path
 from types import ModuleType
 
 #: The compiled set. Classes here are never subclassed outside it: an interpreted class
-#: cannot inherit from a compiled one (``core.aio.tunnel`` stays pure for that reason).
+#: cannot inherit from a compiled one.
 MODULES = (
     "core.protocol.mux.config",
     "core.protocol.mux.events",
@@ -51,6 +52,9 @@ MODULES = (
     "core.protocol.tls_hello",
     "core.aio.mux",
     "core.aio.splice",
+    "core.aio.tunnel",
+    "core.aio.public",
+    "core.aio.agent",
 )
 GROUP = "wicket_compiled"  # mypyc's shared library: ``wicket_compiled__mypyc``
 PURE_ENV = "WICKET_PURE_PYTHON"
