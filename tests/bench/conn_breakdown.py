@@ -135,6 +135,7 @@ class Proc:
 class Path_:
     name: str
     entry: int
+    note: str = ""
     procs: list[Proc] = field(default_factory=list)
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -215,7 +216,7 @@ def start_wicket(
          "--cluster", CLUSTER, "--public-port", str(public), "--address", address],
         env,
     )  # fmt: skip
-    path = Path_(name, public)
+    path = Path_(name, public, hot_path(env))
     grind = base if valgrind else None
     relay = ["relay", "--listen", address, "--state-dir", str(relay_dir), "--public-host", HOST]
     path.start("relay", child_argv(relay, grind), python=True, env=env, logdir=base)
@@ -239,6 +240,14 @@ def start_wicket(
         wait_port(path.entry, 300 if valgrind else 30)
     wait_echo(path.entry, 300 if valgrind else 30)
     return path
+
+
+def hot_path(env: dict[str, str]) -> str:
+    """Which variant of the hot path (``core.compiled``) processes with ``env`` run."""
+    probe = "from core import compiled; print(compiled.state().reason)"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    return done.stdout.strip() or done.stderr.strip()[-200:]
 
 
 def start_ssh(work: Path, target: int, anchors: Path) -> Path_:
@@ -749,6 +758,7 @@ def run_ab(
                                         connect=name == "connect", env=venv,
                                         valgrind=a.instructions)  # fmt: skip
         yield f"## A/B {name}: A={ROOT} {a.a_env}  B={a.ab or ROOT} {a.b_env}"
+        yield f"A: {paths['A'].note}; B: {paths['B'].note}"
         if a.instructions:
             yield from ab_instructions(paths, loads, work, name, a.rounds)
             return
@@ -851,7 +861,7 @@ def annotate(dump: Path, n: int, top: int) -> Iterator[str]:
 
 def run_path(path: Path_, loads: list[Load], what: set[str], work: Path, top: int) -> Iterator[str]:
     procs = " + ".join(p.name for p in path.procs)
-    yield f"\n## {path.name} ({procs})"
+    yield f"\n## {path.name} ({procs})" + (f": {path.note}" if path.note else "")
     for load in loads:
         load.run(path.entry, min(load.n, 200))  # warm
         cpu = measure_cpu(path, load)

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import compiled
+
 ROOT = Path(__file__).resolve().parents[2]
 WICKET_PATH = Path(__file__).resolve().parent / "wicket_path.py"
 ANCHORS_DEFAULT = ROOT.parent / "shared" / "bench"
@@ -188,6 +190,7 @@ def summarise(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         f"{'n/a' if ours_kb is None or not ssh_kb else f'{ours_kb / ssh_kb:.2f}x'} | "
         f"< {TARGET_IDLE_KB:.0f} KB | {({True: 'yes', False: 'NO', None: 'n/a'})[met_idle]} |"
     )
+    lines += ["", f"Wicket's hot path in this run: {compiled.state().reason}."]
     fresh = res["paths"].get("wicket", {}).get("fresh_mem", {})
     if fresh:
         pss, rss = fresh["pss_kb"] / 1024, fresh["rss_kb"] / 1024

@@ -2,7 +2,8 @@
 
 ``python tests/bench/wicket_path.py --entry P --target T --relay-port R --dir D``
 
-Stays in the foreground and starts, as separate processes, what a real deployment runs:
+Stays in the foreground and starts, as separate processes, what a real deployment runs,
+with ``wicket``'s defaults (log level, event loop, the compiled hot path when built):
 a relay (TLS on 127.0.0.1:R, public endpoint for cluster ``bench`` on 127.0.0.1:P) and
 an agent (enrolled with a one-time join token read from a 0600 file, never argv)
 forwarding to 127.0.0.1:T. A client connecting to P goes client → relay → (TLS + mux)
@@ -66,8 +67,8 @@ def main() -> int:
     ap.add_argument("--target", type=int, required=True, help="target port (agent side)")
     ap.add_argument("--relay-port", type=int, required=True, help="relay TLS port")
     ap.add_argument("--dir", type=Path, required=True, help="scratch dir (state, token, logs)")
-    ap.add_argument("--log-level", default="warning")
-    ap.add_argument("--loop", default="auto", help="wicket --loop for relay and agent")
+    ap.add_argument("--log-level", help="wicket --log-level (default: wicket's own default)")
+    ap.add_argument("--loop", help="wicket --loop for relay and agent (default: wicket's)")
     a = ap.parse_args()
 
     base = a.dir.resolve() / "wicket"
@@ -76,7 +77,10 @@ def main() -> int:
     for d in (relay_dir, agent_dir, runtime):
         d.mkdir(parents=True, mode=0o700)
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))  # status sockets stay in here
-    wicket = [*wicket_argv(), "--log-level", a.log_level, "--loop", a.loop]
+    # The defaults are what is measured: no option unless asked for one.
+    wicket = wicket_argv()
+    wicket += ["--log-level", a.log_level] if a.log_level else []
+    wicket += ["--loop", a.loop] if a.loop else []
 
     relay_addr = f"{HOST}:{a.relay_port}"
     # (``relay`` itself wants --state-dir too, before its token sub-command)
