@@ -28,7 +28,6 @@ _REQUEST_HEADER = 6
 _STATUS_HEADER = 2
 MAX_FIELD = 255
 MAX_REQUEST_SIZE = _REQUEST_HEADER + NAME_MAX + MAX_FIELD
-_PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e]*")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _T = TypeVar("_T")
 _ERRNO = re.compile(r"\[Errno (\d+)\]")
@@ -72,15 +71,11 @@ class StreamRequest:
     client: str = ""
 
     def encode(self) -> bytes:
-        if not is_valid_name(self.cluster):
+        if not _valid_cluster(self.cluster):
             raise LocalProtocolError(f"invalid cluster name {self.cluster!r}")
-        client = self.client.encode("ascii", "replace")
-        if (
-            len(client) > MAX_FIELD
-            or not self.client.isascii()
-            or not _PRINTABLE_ASCII.fullmatch(client)
-        ):
+        if not _printable_ascii(self.client) or len(self.client) > MAX_FIELD:
             raise LocalProtocolError("client address must be printable ASCII, at most 255 bytes")
+        client = self.client.encode("ascii")
         cluster = self.cluster.encode("ascii")
         header = bytes([VERSION, self.endpoint, len(cluster), len(client)])
         return MAGIC + header + cluster + client
@@ -192,13 +187,13 @@ class RequestDecoder(_OneShotDecoder[StreamRequest]):
         end = _REQUEST_HEADER + cluster_len + client_len
         if len(buf) < end:
             return None
-        cluster = buf[_REQUEST_HEADER : _REQUEST_HEADER + cluster_len]
-        client = buf[_REQUEST_HEADER + cluster_len : end]
-        if not _PRINTABLE_ASCII.fullmatch(cluster) or not is_valid_name(cluster.decode()):
+        cluster = buf[_REQUEST_HEADER : _REQUEST_HEADER + cluster_len].decode("latin-1")
+        client = buf[_REQUEST_HEADER + cluster_len : end].decode("latin-1")
+        if not _printable_ascii(cluster) or not _valid_cluster(cluster):
             raise _bad("invalid cluster name")
-        if not _PRINTABLE_ASCII.fullmatch(client):
+        if not _printable_ascii(client):
             raise _bad("client address is not printable ASCII")
-        return StreamRequest(cluster.decode(), _KINDS[kind], client.decode()), end
+        return StreamRequest(cluster, _KINDS[kind], client), end
 
 
 class StatusDecoder(_OneShotDecoder[StreamStatus]):
@@ -226,6 +221,26 @@ class StatusDecoder(_OneShotDecoder[StreamStatus]):
         if _CONTROL_CHARS.search(message):
             raise _bad("status message contains control characters")
         return StreamStatus(status, message), end
+
+
+def _printable_ascii(text: str) -> bool:
+    """Only 0x20..0x7E: what ``[\\x20-\\x7e]*`` matches, without a regex match per call."""
+    return text.isascii() and text.isprintable()
+
+
+#: Cluster names already found valid: a stream names one of a handful, every time.
+_VALID_CLUSTERS: set[str] = set()
+
+
+def _valid_cluster(name: str) -> bool:
+    if name in _VALID_CLUSTERS:
+        return True
+    if not is_valid_name(name):
+        return False
+    if len(_VALID_CLUSTERS) >= 1024:  # bounded: a peer cannot grow it without end
+        _VALID_CLUSTERS.clear()
+    _VALID_CLUSTERS.add(name)
+    return True
 
 
 def _check_magic(buf: bytes) -> None:

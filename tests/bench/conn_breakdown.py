@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ANCHORS_DEFAULT = ROOT.parent / "shared" / "bench"
 HOST = "127.0.0.1"
 PAYLOAD = b"y" * 64
+PING_WARMUP = 200  # round trips before the timed ones (the harness does the same)
 CLUSTER = "bench"
 WAKEUPS = ("epoll_wait", "epoll_pwait", "poll", "ppoll", "select", "pselect6")
 ENV_COUNTS = "WICKET_BREAKDOWN_COUNTS"  # the wrapper dumps its counters here on SIGUSR2
@@ -331,7 +332,7 @@ def conn_load(port: int, n: int) -> float:
 def ping_load(port: int, n: int) -> float:
     with connect(port) as s:
         s.sendall(b"E")
-        for _ in range(200):  # warm-up
+        for _ in range(PING_WARMUP):
             s.sendall(PAYLOAD)
             recv_exact(s, len(PAYLOAD))
         t0 = time.perf_counter()
@@ -347,6 +348,8 @@ class Load:
     unit: str
     n: int
     run: Callable[[int, int], float]
+    #: Units each run does untimed first (counted where everything is, as instructions).
+    warmup: int = 0
 
 
 # -- measurements ------------------------------------------------------------------------
@@ -357,8 +360,11 @@ def callgrind(pid: int, *args: str) -> None:
                    check=True)  # fmt: skip
 
 
-def measure_instructions(path: Path_, load: Load, logdir: Path) -> dict[str, float]:
-    """User-space instructions per unit for each process (callgrind, exact, no noise)."""
+def measure_instructions(
+    path: Path_, load: Load, logdir: Path, dumps_out: dict[str, Path] | None = None
+) -> dict[str, float]:
+    """User-space instructions per unit for each process (callgrind, exact, no noise);
+    ``dumps_out`` gets each process's callgrind dump of the load."""
     procs = [p for p in path.procs if p.python]
     for p in procs:
         callgrind(p.pid, "-i", "on")
@@ -373,8 +379,10 @@ def measure_instructions(path: Path_, load: Load, logdir: Path) -> dict[str, flo
         callgrind(p.pid, "-i", "off")
         dumps = sorted(set(logdir.glob(f"callgrind.{p.pid}.*")) - before)
         text = dumps[-1].read_text() if dumps else ""
+        if dumps and dumps_out is not None:
+            dumps_out[p.name] = dumps[-1]
         found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-        out[p.name] = int(found[1]) / load.n if found else math.nan
+        out[p.name] = int(found[1]) / (load.n + load.warmup) if found else math.nan
     return out
 
 
@@ -688,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pings", type=int, default=5000)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--anchors", type=Path, default=None)
+    ap.add_argument(
+        "--keep", type=Path, metavar="DIR", help="work in DIR and keep it (logs, profiles)"
+    )
     ab = ap.add_argument_group("A/B: the same path from two checkouts, rounds interleaved")
     ab.add_argument("--ab", type=Path, metavar="ROOT", help="B's checkout (A is this one)")
     ab.add_argument("--a-env", action="append", default=[], metavar="KEY=VALUE")
@@ -706,11 +717,14 @@ def main(argv: list[str] | None = None) -> int:
     what = set(a.what.split(","))
     loads = [
         Load("conn", "conn", a.conns, conn_load),
-        Load("ping", "RTT", a.pings, ping_load),
+        Load("ping", "RTT", a.pings, ping_load, warmup=PING_WARMUP),
     ]
     loads = [x for x in loads if x.name in a.loads.split(",")]
     with tempfile.TemporaryDirectory(prefix="wicket-breakdown-") as tmp:
         work = Path(tmp)
+        if a.keep is not None:
+            work = a.keep.resolve()
+            work.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=str(ROOT), **{ENV_COUNTS: str(work)})
         target = free_port()
         server = subprocess.Popen(
@@ -830,14 +844,14 @@ def run_instructions(
         yield f"\n## {name} under callgrind (user-space instructions, exact)"
         for load in loads:
             n = max(50, load.n // 10)
-            counts = measure_instructions(path, Load(load.name, load.unit, n, load.run), logdir)
+            short = Load(load.name, load.unit, n, load.run, load.warmup)
+            dumps: dict[str, Path] = {}
+            counts = measure_instructions(path, short, logdir, dumps)
             parts = ", ".join(f"{k} {v:,.0f}" for k, v in counts.items())
             yield f"\n### {load.name}: {n} x: {sum(counts.values()):,.0f} per {load.unit} ({parts})"
-            for p in path.procs:
-                dumps = sorted(logdir.glob(f"callgrind.{p.pid}.*"), key=lambda f: f.stat().st_mtime)
-                if dumps:
-                    yield f"  {p.name}: top functions, inclusive instructions per {load.unit}:"
-                    yield from annotate(dumps[-1], n, top)
+            for name, dump in dumps.items():
+                yield f"  {name}: top functions, inclusive instructions per {load.unit}:"
+                yield from annotate(dump, n + load.warmup, top)
     finally:
         path.stop()
 

@@ -36,6 +36,11 @@ from core.protocol.mux.transitions import next_state
 _S = StreamState
 
 
+def _earlier(at: float | None, other: float) -> float:
+    """The earlier of two deadlines (``min()`` over a list costs more, called per open)."""
+    return other if at is None or other < at else at
+
+
 class _Stream:
     """Per-stream state; only the session touches it."""
 
@@ -547,17 +552,17 @@ class MuxSession:
         """When ``handle_timer`` must be called next (None: nothing is timed)."""
         if self._terminated is not None:
             return None
-        times: list[float] = []
+        at: float | None = None
         if self._ping_sent_at is not None:
-            times.append(self._ping_sent_at + self.config.keepalive_timeout)
+            at = self._ping_sent_at + self.config.keepalive_timeout
         elif self._next_ping_at is not None:
-            times.append(self._next_ping_at)
+            at = self._next_ping_at
         if self._write_blocked_since is not None:
-            times.append(self._write_blocked_since + self.config.drain_timeout)
+            at = _earlier(at, self._write_blocked_since + self.config.drain_timeout)
         stream_deadline = self._stream_deadline()
         if stream_deadline is not None:
-            times.append(stream_deadline)
-        return min(times) if times else None
+            at = _earlier(at, stream_deadline)
+        return at
 
     def _stream_deadline(self) -> float | None:
         """The earliest stream deadline, from the heap: O(log n), not a scan per call."""
