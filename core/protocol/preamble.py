@@ -62,13 +62,22 @@ _STATUSES = {int(s): s for s in Status}
 INSPECT_CLIENT = "inspect"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StreamRequest:
-    """What the opener asks for: ``cluster`` via ``endpoint``; ``client`` is display-only."""
+    """What the opener asks for: ``cluster`` via ``endpoint``; ``client`` is display-only.
+
+    (An ``__init__`` of its own, here and in ``StreamStatus``: compiled, it is C, where
+    the dataclass one stays Python; both are made for every stream.)
+    """
 
     cluster: str
     endpoint: EndpointKind
     client: str = ""
+
+    def __init__(self, cluster: str, endpoint: EndpointKind, client: str = "") -> None:
+        object.__setattr__(self, "cluster", cluster)
+        object.__setattr__(self, "endpoint", endpoint)
+        object.__setattr__(self, "client", client)
 
     def encode(self) -> bytes:
         if not _valid_cluster(self.cluster):
@@ -81,12 +90,16 @@ class StreamRequest:
         return MAGIC + header + cluster + client
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StreamStatus:
     """The acceptor's answer; ``message`` explains an error to the human."""
 
     status: Status
     message: str = ""
+
+    def __init__(self, status: Status, message: str = "") -> None:
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "message", message)
 
     @property
     def ok(self) -> bool:
