@@ -130,29 +130,29 @@ class PublicEndpoints:
         message = "refused public connection from %s to %s: %s"
         self._quiet.warning(what, source, time.monotonic(), message, source, cluster, why)
 
-    def dialer_parts(
-        self, cluster: str
-    ) -> tuple[Callable[[], MuxConnection | None], Callable[[asyncio.Transport], StreamRequest]]:
-        def request(tcp: asyncio.Transport) -> StreamRequest:
-            peer = tcp.get_extra_info("peername")
-            return StreamRequest(cluster, EndpointKind.PUBLIC, peer_address(peer))
-
-        return (lambda: self._conn_for(cluster)), request
+    def conn_for(self, cluster: str) -> MuxConnection | None:
+        return self._conn_for(cluster)
 
 
 class _PublicConnection(TunnelDialer):
     """One accepted public connection: admitted or closed at once, then tunnelled."""
 
     def __init__(self, endpoints: PublicEndpoints, cluster: str) -> None:
-        conn_for, request = endpoints.dialer_parts(cluster)
-        super().__init__(conn_for, request, endpoints.book)
+        super().__init__(self._session, self._stream_request, endpoints.book)
         self._endpoints = endpoints
         self._cluster = cluster
+        self._peer: object = None
         self._idle: asyncio.TimerHandle | None = None
+
+    def _session(self) -> MuxConnection | None:
+        return self._endpoints.conn_for(self._cluster)
+
+    def _stream_request(self, tcp: asyncio.Transport) -> StreamRequest:
+        return StreamRequest(self._cluster, EndpointKind.PUBLIC, peer_address(self._peer))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tcp = cast(asyncio.Transport, transport)
-        peer = tcp.get_extra_info("peername")
+        peer = self._peer = tcp.get_extra_info("peername")  # once: uvloop formats it anew
         source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         if not self._endpoints.admit(source, self._cluster):
             tcp.abort()

@@ -693,19 +693,24 @@ class MuxSession:
 
     @staticmethod
     def _stream_snapshot(s: _Stream) -> StreamSnapshot:
-        return StreamSnapshot(
-            s.stream_id,
-            s.outbound,
-            s.state,
-            s.acked,
-            s.bytes_sent,
-            s.bytes_received,
-            s.opened_at,
-            s.last_activity,
-            s.send_window,
-            s.recv_window,
-            s.buffered,
-            s.outbox_size,
+        # tuple.__new__, not StreamSnapshot(...): the NamedTuple's own __new__ is a Python
+        # function, which the compiled build would call for every finished stream.
+        return tuple.__new__(
+            StreamSnapshot,
+            (
+                s.stream_id,
+                s.outbound,
+                s.state,
+                s.acked,
+                s.bytes_sent,
+                s.bytes_received,
+                s.opened_at,
+                s.last_activity,
+                s.send_window,
+                s.recv_window,
+                s.buffered,
+                s.outbox_size,
+            ),
         )
 
     # -- internals ---------------------------------------------------------------------
