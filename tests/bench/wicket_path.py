@@ -89,6 +89,9 @@ def main() -> int:
     join += ["--public-port", str(a.entry), "--address", relay_addr]
     relay = [*wicket, "relay", "--listen", relay_addr, "--state-dir", str(relay_dir)]
     relay += ["--public-host", HOST]
+    # The harness holds 1,000 idle connections from one address: above the default quota
+    # of public connections per source (64) and in all (1,024). Capacity, not speed.
+    relay += ["--max-public-per-source", "2000", "--max-public", "2000"]
     token_file = base / "join.token"
     agent = [*wicket, "agent", "--token-file", str(token_file), "--target", f"{HOST}:{a.target}"]
     agent += ["--state-dir", str(agent_dir)]
