@@ -19,6 +19,7 @@ runs its core on asyncio too.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 from collections.abc import Callable
 from typing import Literal
@@ -53,3 +54,17 @@ def loop_factory(kind: Literal["uvloop", "asyncio"]) -> LoopFactory:
 
         return uvloop.new_event_loop
     return asyncio.new_event_loop
+
+
+def freeze_startup_heap() -> None:
+    """Take what is alive once a process has started (modules, its configuration, keys and
+    certificates: most of the objects it will ever hold) out of the garbage collector's
+    scans, so the collections that traffic triggers look at the traffic's objects only
+    (``gc.freeze``, the copy-on-write servers' trick). Startup garbage is collected first;
+    frozen objects are still freed when their last reference goes.
+
+    Measured on the relay and the agent: 6% fewer instructions per short connection
+    (tests/bench/README.md, "Levers").
+    """
+    gc.collect()
+    gc.freeze()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import fsutil
-from core.aio.eventloop import LoopKind, loop_factory, resolve
+from core.aio.eventloop import LoopKind, freeze_startup_heap, loop_factory, resolve
 from core.aio.lifecycle import in_order
 from core.errors import ConfigError, TokenError
 from core.format import utcnow
@@ -317,6 +317,7 @@ def run_until_signal(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         await start()
+        freeze_startup_heap()
         waiters = [asyncio.create_task(stopping.wait())]
         if until is not None:
             waiters.append(asyncio.create_task(until()))  # type: ignore[arg-type]

@@ -177,7 +177,13 @@ def child_argv(args: list[str], valgrind: Path | None = None) -> list[str]:
 
 def run_wicket(args: list[str], env: dict[str, str]) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from core.cli import main; sys.exit(main())", *args],
+        [
+            sys.executable,
+            "-P",
+            "-c",
+            "import sys; from core.cli import main; sys.exit(main())",
+            *args,
+        ],  # -P: core from PYTHONPATH (the checkout measured), not the current dir
         env=env,
         capture_output=True,
         text=True,
@@ -246,7 +252,7 @@ def start_wicket(
 def hot_path(env: dict[str, str]) -> str:
     """Which variant of the hot path (``core.compiled``) processes with ``env`` run."""
     probe = "from core import compiled; print(compiled.state().reason)"
-    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-P", "-c", probe], env=env, capture_output=True,
                           text=True, timeout=60, check=False)  # fmt: skip
     return done.stdout.strip() or done.stderr.strip()[-200:]
 
