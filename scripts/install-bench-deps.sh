@@ -10,7 +10,15 @@ pkgs=(
   openssh-client   # the ssh anchor: ssh -N -L, and ssh-keygen for throwaway keys
   openssl          # the harness's throwaway TLS certificate
   iperf3           # the C reference printed beside the direct path
+  strace           # tests/bench/conn_breakdown.py: syscalls per connection
+  valgrind         # tests/bench/conn_breakdown.py: user-space instructions (callgrind)
+  linux-perf       # tests/bench/conn_breakdown.py: CPU by shared object
 )
+# conn_breakdown.py samples Python frames with py-spy: a dev tool, in the venv, not a
+# runtime dependency.
+if [ -x .venv/bin/python ] && [ ! -x .venv/bin/py-spy ]; then
+  .venv/bin/python -m pip install --quiet py-spy || echo "install-bench-deps: py-spy not installed" >&2
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -410,9 +410,10 @@ def measure_cpu(path: Path_, load: Load, idle_s: float = 1.0) -> dict[str, float
         for i in (0, 1):
             idle_rate = (mid[p.name][i] - before[p.name][i]) / idle_s
             used.append(max(0.0, after[p.name][i] - mid[p.name][i] - idle_rate * wall))
-        out[p.name] = used[0] / load.n * 1e6
-        out[f"_kernel_{p.name}"] = used[1] / load.n * 1e6
-        kernel += used[1] / load.n * 1e6
+        units = load.n + load.warmup  # the CPU counters see the warm-up too
+        out[p.name] = used[0] / units * 1e6
+        out[f"_kernel_{p.name}"] = used[1] / units * 1e6
+        kernel += used[1] / units * 1e6
     out["_wall_us"] = wall / load.n * 1e6
     out["_kernel_us"] = kernel
     return out
@@ -459,7 +460,7 @@ def measure_syscalls(path: Path_, load: Load, work: Path) -> dict[str, dict[str,
     out = {}
     for name, f in files.items():
         calls = parse_strace(f.read_text() if f.exists() else "")
-        out[name] = {k: v / load.n for k, v in calls.items()}
+        out[name] = {k: v / (load.n + load.warmup) for k, v in calls.items()}
     return out
 
 
@@ -496,7 +497,9 @@ def measure_counters(path: Path_, load: Load, work: Path) -> dict[str, dict[str,
     load.run(path.entry, load.n)
     after = dump("after")
     return {
-        name: {k: (after[name].get(k, 0) - v) / load.n for k, v in before[name].items()}
+        name: {
+            k: (after[name].get(k, 0) - v) / (load.n + load.warmup) for k, v in before[name].items()
+        }
         for name in before
     }
 
@@ -505,7 +508,8 @@ def measure_pyspy(
     path: Path_, load: Load, work: Path, cpu: dict[str, float], top: int
 ) -> dict[str, list[tuple[str, float, float]]]:
     """Top frames by own samples: (frame, µs per unit own, µs per unit with callees)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    spy = pyspy_binary()
+    assert spy is not None
     procs = [p for p in path.procs if p.python]
     spies = {}
     for p in procs:
@@ -575,6 +579,23 @@ def measure_perf(path: Path_, load: Load, work: Path, top: int) -> dict[str, lis
     return out
 
 
+def pyspy_binary() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.is_file() else None)
+
+
+#: The tool each measurement needs (scripts/install-bench-deps.sh installs them).
+TOOLS = {"syscalls": "strace", "perf": "perf", "instructions": "valgrind"}
+
+
+def missing_tools(what: set[str]) -> dict[str, str]:
+    """Measurements asked for whose tool is not installed (they are skipped, said so)."""
+    missing = {m: t for m, t in TOOLS.items() if m in what and shutil.which(t) is None}
+    if "pyspy" in what and pyspy_binary() is None:
+        missing["pyspy"] = "py-spy (pip install py-spy)"
+    return missing
+
+
 def _short(frame: str) -> str:
     """``func (path/to/file.py)`` → ``func (file.py)``."""
     m = re.match(r"(.*) \((.*)\)$", frame)
@@ -599,10 +620,11 @@ def measure_calls(path: Path_, load: Load, work: Path, top: int) -> dict[str, Ca
         rows = re.findall(r"^(\d+) ([\d.]+) (.+)$", text, re.M)
         calls = sum(int(c) for c, _, _ in rows)
         own = sum(float(t) for _, t, _ in rows)
+        units = load.n + load.warmup
         out[p.name] = (
-            calls / load.n,
-            own / load.n * 1e6,
-            [(f, int(c) / load.n, float(t) / load.n * 1e6) for c, t, f in rows[:top]],
+            calls / units,
+            own / units * 1e6,
+            [(f, int(c) / units, float(t) / units * 1e6) for c, t, f in rows[:top]],
         )
     return out
 
@@ -721,6 +743,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"conn_breakdown: no harness at {anchors} (--anchors DIR)", file=sys.stderr)
         return 2
     what = set(a.what.split(","))
+    for measurement, tool in missing_tools(what).items():
+        print(f"conn_breakdown: skipping {measurement}: {tool} is not installed", file=sys.stderr)
+        what.discard(measurement)
     loads = [
         Load("conn", "conn", a.conns, conn_load),
         Load("ping", "RTT", a.pings, ping_load, warmup=PING_WARMUP),
