@@ -63,7 +63,6 @@ _T = TypeVar("_T")
 log = logging.getLogger("wicket.relay")
 
 WILDCARDS = ("0.0.0.0", "::", "")
-_POLL = 0.05
 
 
 class Refusal(enum.StrEnum):
@@ -245,6 +244,8 @@ class Relay:
         self.quiet = QuietLog(log, config.log_interval)
         self.client_streams = Quota(config.max_streams_per_client)
         self._agents: dict[str, _Peer] = {}
+        # Streams held for an agent not yet here (a fleet member): woken when it registers.
+        self._agent_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._clients: set[_Peer] = set()
         #: Control channels of agents that spoke version 2: they follow the member list.
         self._fleet_agents: set[ControlChannel] = set()
@@ -792,6 +793,9 @@ class Relay:
             return
         old = self._agents.get(name)
         self._agents[name] = peer
+        for waiter in self._agent_waiters.pop(name, ()):
+            if not waiter.done():
+                waiter.set_result(None)
         peer.conn.stream_handler = _refuse_stream  # agents never open data streams
         if old is not None:
             log.info("agent %s reconnected; closing its previous session", name)
@@ -867,10 +871,18 @@ class Relay:
         """Hold a stream up to ``agent_wait`` seconds for the agent's session here: it
         holds one to every member, and reaches a member that just (re)started within
         about a second; a stream refused meanwhile would fail kubectl's request."""
-        for _ in range(int(self.config.agent_wait / _POLL)):  # sessions have no event
-            if request.cluster in self._agents or stream.is_closing():
-                break
-            await asyncio.sleep(_POLL)
+        cluster = request.cluster
+        if cluster not in self._agents:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiters = self._agent_waiters.setdefault(cluster, set())
+            waiters.add(waiter)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, self.config.agent_wait)
+            finally:
+                waiters.discard(waiter)
+                if not waiters and self._agent_waiters.get(cluster) is waiters:
+                    del self._agent_waiters[cluster]
         self._routed(peer, stream, request, rest)
 
     def _routed(self, peer: _Peer, stream: MuxStream, request: StreamRequest, rest: bytes) -> None:
