@@ -878,7 +878,8 @@ class Relay:
             waiters.add(waiter)
             try:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, self.config.agent_wait)
+                    async with asyncio.timeout(self.config.agent_wait):
+                        await waiter
             finally:
                 waiters.discard(waiter)
                 if not waiters and self._agent_waiters.get(cluster) is waiters:

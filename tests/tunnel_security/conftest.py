@@ -111,6 +111,7 @@ class EchoLoop:
     max_latency: float = 0.0
     errors: list[str] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    stopping: bool = False
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="legit-echo-loop")
@@ -118,12 +119,13 @@ class EchoLoop:
     async def _run(self) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         try:
-            while True:
+            while not self.stopping:
                 payload = os.urandom(CHUNK)
                 start = time.monotonic()
                 writer.write(payload)
                 await writer.drain()
-                got = await asyncio.wait_for(reader.readexactly(CHUNK), 10)
+                async with asyncio.timeout(10):
+                    got = await reader.readexactly(CHUNK)
                 if hashlib.sha256(got).digest() != hashlib.sha256(payload).digest():
                     self.errors.append(f"round {self.rounds}: checksum mismatch")
                     return
@@ -139,6 +141,10 @@ class EchoLoop:
             await _close_writer(writer)
 
     async def stop(self) -> None:
+        # The flag too: Python 3.11's asyncio.wait_for swallows a cancellation that
+        # arrives as the read it waits for completes (it had the loop, and the
+        # fixture's teardown, run forever now and then); asyncio.timeout does not.
+        self.stopping = True
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
