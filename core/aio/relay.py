@@ -91,8 +91,11 @@ AUTH_FAILURES = frozenset(
 )
 
 #: Accept backlog: see ``core.aio.peer.TUNNEL_MUX`` (a burst of opens in one read).
+#: Keepalive: the peers ping every 20 s (``TUNNEL_MUX``); the relay answers, and pings
+#: only a peer silent for 25 s (an old or a dead one), which it drops 5 s later: a dead
+#: peer is noticed within 30 s (docs/mux.md, "Keepalive").
 RELAY_MUX = MuxConfig(
-    keepalive_interval=5.0,
+    keepalive_interval=25.0,
     keepalive_timeout=5.0,
     drain_timeout=10.0,
     accept_backlog=MuxConfig().max_pending_opens,

@@ -126,6 +126,7 @@ class MuxSession:
         self._goaway_received: int | None = None
         self._ping_id = 0
         self._ping_sent_at: float | None = None
+        self._peer_ping_at: float | None = None  # the last PING SYN received
         self._write_blocked_since: float | None = None
         self._next_ping_at: float | None = now if self.config.keepalive_interval else None
         #: Set whenever ``get_timer()`` may have changed; a driver that re-reads it
@@ -227,6 +228,7 @@ class MuxSession:
 
     def _handle_ping(self, frame: Frame, now: float) -> None:
         if frame.flags == Flag.SYN:
+            self._peer_ping_at = now  # our own next ping may be skipped (handle_timer)
             if self._control_size < self.config.max_control_backlog:
                 self._queue_control(encode_header(FrameType.PING, Flag.ACK, 0, frame.length))
         elif frame.length == self._ping_id and self._ping_sent_at is not None:
@@ -597,7 +599,13 @@ class MuxSession:
                 )
                 return
         elif self._next_ping_at is not None and now >= self._next_ping_at:
-            self.ping(now)
+            heard, interval = self._peer_ping_at, cfg.keepalive_interval
+            if heard is not None and interval is not None and now - heard < interval:
+                # The peer pinged within our interval: it is alive, and it reads (it
+                # ends the session when our reply is late). Skip ours (docs/mux.md).
+                self._next_ping_at = heard + interval
+            else:
+                self.ping(now)
         for sid in list(self._timed):
             stream = self._streams[sid]
             error: errors.StreamError | None = None
