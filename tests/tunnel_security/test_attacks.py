@@ -126,7 +126,7 @@ async def streams_before_hello_ok(bench: Bench) -> float | None:
             conn.open_stream(StreamRequest(CLUSTER, EndpointKind.LOCAL).encode())
         await asyncio.sleep(0.5)
     finally:
-        end(conn, control.writer, *(writer for _, writer in pairs))
+        end(conn, control, *(writer for _, writer in pairs))
     return refused_in
 
 
@@ -162,8 +162,8 @@ async def fake_keepalive_agent(bench: Bench) -> tuple[float, bool]:
         faker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await faker
-        end(agent, channel.writer)
-        end(client, client_channel.writer)
+        end(agent, channel)
+        end(client, client_channel)
 
 
 async def client_stops_reading(bench: Bench) -> float:
@@ -179,7 +179,7 @@ async def client_stops_reading(bench: Bench) -> float:
         await wait_since(stopped, CPU_AFTER)
         return await bench.meter.cpu()
     finally:
-        end(client, channel.writer)
+        end(client, channel)
 
 
 def hello_message(identity: Identity) -> dict[str, object]:
