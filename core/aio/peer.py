@@ -46,14 +46,17 @@ from core.protocol.mux import MuxConfig
 
 log = logging.getLogger("wicket.peer")
 
-#: Keepalive every 5 s, 5 s to answer: a dead peer is noticed within 10 s; one that stops
+#: Keepalive: the peer is the side that pings, every 20 s (5 s to answer: a dead relay is
+#: noticed within 25 s); the relay's longer interval (``core.aio.relay.RELAY_MUX``) makes
+#: it only answer while our pings arrive, so an idle session costs the relay two TLS
+#: records per 20 s, not four per 5 s (docs/mux.md, "Keepalive"). A relay that stops
 #: reading cannot fake the answer (random ping ids) and is dropped 10 s after our writes
 #: stall (``drain_timeout``).
 #: The accept backlog matches the un-ACKed opens a peer may have (``max_pending_opens``):
 #: the session parses a whole transport read before the stream handler accepts any of
 #: it, so a burst of opens (1,000 kubectl connections at once) must fit in the backlog.
 TUNNEL_MUX = MuxConfig(
-    keepalive_interval=5.0,
+    keepalive_interval=20.0,
     keepalive_timeout=5.0,
     drain_timeout=10.0,
     accept_backlog=MuxConfig().max_pending_opens,

@@ -15,7 +15,8 @@ tokens in-process (``RelayState``) and enrolls everyone once; then each run:
    growth from the warm point to all agents, per client session from there to all
    clients;
 2. idle CPU: the relay's utime+stime over ``--idle-seconds`` with every session up and
-   nothing but keepalives (every 5 s, both ways), as % of one core;
+   nothing but keepalives (each peer pings every 20 s, the relay answers; the default
+   20 s window is one round of them), as % of one core;
 3. connections per second through a random cluster: ``--concurrency`` loops, each
    connection from a random client to a random cluster's agent, one byte echoed by the
    agent's target, then closed (the clients' hosts generate it, through

@@ -264,10 +264,10 @@ async def mux_session(bench: Bench, creds: Enrollment) -> tuple[MuxConnection, C
     return conn, await hello(conn, creds.identity)
 
 
-def end(conn: MuxConnection, *writers: asyncio.StreamWriter) -> None:
-    """Close the stream writers we made (no ResourceWarning), then the session."""
-    for writer in writers:
-        writer.close()
+def end(conn: MuxConnection, *streams: ControlChannel | asyncio.StreamWriter) -> None:
+    """Close the streams we made (no ResourceWarning), then the session."""
+    for stream in streams:
+        stream.close()
     conn.abort()
 
 
