@@ -35,6 +35,25 @@ from typing import Any
 
 from tests.support.certs import make_pki
 
+
+def read_reply(
+    proc: subprocess.Popen[bytes], name: str, timeout: float, where: str = ""
+) -> dict[str, Any]:
+    """The next JSON line a benchmark child process answers; its ``error`` raised."""
+    out = proc.stdout
+    assert out is not None
+    ready, _, _ = select.select([out], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"{name}: no reply within {timeout:g} s")
+    line = out.readline()
+    if not line:
+        raise RuntimeError(f"{name} exited (rc={proc.poll()}){where}")
+    reply: dict[str, Any] = json.loads(line)
+    if "error" in reply:
+        raise RuntimeError(f"{name}: {reply['error']}")
+    return reply
+
+
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1e6
 MiB = 1 << 20
@@ -70,18 +89,7 @@ class Child:
         return self._read(timeout)
 
     def _read(self, timeout: float) -> dict[str, Any]:
-        out = self.proc.stdout
-        assert out is not None
-        ready, _, _ = select.select([out], [], [], timeout)
-        if not ready:
-            raise TimeoutError(f"{self.name}: no reply within {timeout:g} s")
-        line = out.readline()
-        if not line:
-            raise RuntimeError(f"{self.name} exited (rc={self.proc.poll()})")
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"{self.name}: {reply['error']}")
-        return reply
+        return read_reply(self.proc, self.name, timeout)
 
     def cpu(self) -> float:
         """utime + stime, seconds."""

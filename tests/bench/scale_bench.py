@@ -51,7 +51,6 @@ import platform
 import random
 import re
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -68,6 +67,7 @@ from core.aio.status import read_all_status
 from core.format import utcnow
 from core.registry.state import RelayState
 from core.registry.store import ALL_CLUSTERS
+from tests.bench.mux_bench import read_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -234,18 +234,7 @@ class HostProc(Proc):
         self.popen.stdin.flush()
 
     def recv(self, timeout: float = 600.0) -> dict[str, Any]:
-        out = self.popen.stdout
-        assert out is not None
-        ready, _, _ = select.select([out], [], [], timeout)
-        if not ready:
-            raise TimeoutError(f"{self.name}: no reply within {timeout:g} s")
-        line = out.readline()
-        if not line:
-            raise RuntimeError(f"{self.name} exited (rc={self.popen.poll()}); see {self.log_path}")
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"{self.name}: {reply['error']}")
-        return reply
+        return read_reply(self.popen, self.name, timeout, f"; see {self.log_path}")
 
 
 def all_call(hosts: list[HostProc], op: str, timeout: float = 600.0, **args: Any) -> list[Any]:
