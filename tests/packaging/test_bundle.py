@@ -36,14 +36,17 @@ def run(
     )
 
 
-def kubectl_until_it_works(env: dict[str, str], *args: str, within: float = 30) -> str:
-    """kubectl's stdout once it succeeds (the demo or the tunnel may still be starting)."""
+def kubectl_until_it_works(
+    env: dict[str, str], *args: str, within: float = 30, saying: str = ""
+) -> str:
+    """kubectl's stdout once it succeeds and says ``saying`` (the demo, the tunnel or a
+    pod's process may still be starting)."""
     deadline = time.monotonic() + within
     while True:
         got = run([str(KUBECTL), "--request-timeout=5s", *args], env)
-        if got.returncode == 0:
+        if got.returncode == 0 and saying in got.stdout:
             return got.stdout
-        assert time.monotonic() < deadline, got.stderr
+        assert time.monotonic() < deadline, (got.returncode, got.stdout[-2000:], got.stderr)
         time.sleep(0.25)
 
 
@@ -167,8 +170,11 @@ def test_the_app_starts_offscreen_and_its_demo_answers_kubectl(
     assert "web" in pods and "chat" in pods, started.logs()
     said = run([str(KUBECTL), "--context", "wicket-demo", "exec", "web", "--", "echo", "hi"], env)
     assert (said.returncode, said.stdout) == (0, "hi\n"), said.stderr
-    # the chat pod is `sys.executable -u -c …`: the bundle runs it as Python would
-    chat = kubectl_until_it_works(env, "--context", "wicket-demo", "logs", "chat")
+    # the chat pod is `sys.executable -u -c …`: the bundle runs it as Python would (a
+    # frozen interpreter's start can lag the pod list: its log may still be empty)
+    chat = kubectl_until_it_works(
+        env, "--context", "wicket-demo", "logs", "chat", saying="[chat] hello"
+    )
     assert "[chat] hello" in chat
     assert app.poll() is None
     assert started.stop("app") == 0, started.log("app")
