@@ -6,8 +6,9 @@ matrix as ``test_kubectl_tunnel.py``, over WebSocket and over SPDY, and for each
 command the record the service snapshot shows (``StreamView``): method, path, status,
 ``Kubectl-Command``, upgrade state, protocol and subprotocol, decoded detail.
 
-The 61 s idle exec runs here too (``slow``): inspect mode has its own timeouts (request
-heads, keep-alive), none of which may touch an upgraded session.
+The 61 s idle exec runs through this stack too, in the same minute as the tunnel's
+(``test_kubectl_tunnel.py``, ``slow``): inspect mode has its own timeouts (request heads,
+keep-alive), none of which may touch an upgraded session.
 """
 
 from __future__ import annotations
@@ -227,15 +228,6 @@ async def test_logs_follow_and_get_watch(
         assert watched.kubectl_command == "kubectl get" and watched.status == 200
         assert int(watched.detail_value("event_count") or 0) >= 1, watched.detail
         assert "MODIFIED=" in (watched.detail_value("events") or ""), watched.detail
-
-
-# -- a long idle session ------------------------------------------------------------------
-
-
-@pytest.mark.slow
-async def test_exec_idle_longer_than_61_seconds(inspect_stack: DemoStack, tmp_path: Path) -> None:
-    """Nothing but kubectl's keepalives for 63 s: no inspect timeout touches the session."""
-    await scenarios.exec_idle_longer_than_61_seconds(inspect_stack.kubeconfig_path, tmp_path)
 
 
 # -- impersonation ------------------------------------------------------------------------

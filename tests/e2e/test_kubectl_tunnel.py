@@ -129,13 +129,17 @@ async def test_kubeconfig_merges_into_an_existing_file(stack: DemoStack, tmp_pat
 
 
 @pytest.mark.slow
-async def test_exec_idle_longer_than_61_seconds(stack: DemoStack, tmp_path: Path) -> None:
+async def test_exec_idle_longer_than_61_seconds(
+    stack: DemoStack, inspect_stack: DemoStack, tmp_path: Path
+) -> None:
     """kubectl drops a WebSocket without a Pong for 61 s; SPDY pings every 5 s.
 
     Nothing crosses the tunnel for 63 s but kubectl's own keepalives: the tunnel has
-    no idle timeout, so both sessions end normally with the command's output.
+    no idle timeout, so both sessions end normally with the command's output; nor does
+    any inspect timeout touch them (the inspect stack's endpoint, in the same minute).
     """
-    await scenarios.exec_idle_longer_than_61_seconds(stack.kubeconfig_path, tmp_path)
+    kubeconfigs = {"tunnel": stack.kubeconfig_path, "inspect": inspect_stack.kubeconfig_path}
+    await scenarios.exec_idle_longer_than_61_seconds(kubeconfigs, tmp_path)
 
 
 # -- the agent goes away ------------------------------------------------------------------
