@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from core.service import ServiceEvent, ServiceSnapshot, WicketService
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 EVENT_BACKLOG = 2000
 LOG_BACKLOG = 2000
 START_TIMEOUT = 10.0
@@ -133,6 +134,7 @@ class CoreThread:
             for task in tasks:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            _close_leftover_transports(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
             asyncio.set_event_loop(None)
@@ -155,3 +157,21 @@ class CoreThread:
 
     def _detach(self) -> None:
         logging.getLogger("wicket").removeHandler(self.log)
+
+
+def _close_leftover_transports(loop: asyncio.AbstractEventLoop) -> None:
+    """Abort the socket transports still open on a loop about to close, and let them
+    close their sockets. A connection the cancelled tasks left behind (seen: an agent's
+    dial to a relay, cut mid-way as the loop stopped) kept its socket open past the
+    loop's end: unclosed-socket warnings in a later test, a descriptor lost. The
+    selector loop keeps its transports by descriptor (``_transports``, weak)."""
+    transports = getattr(loop, "_transports", None)
+    if not transports:
+        return
+    left = list(transports.values())
+    for transport in left:
+        if not transport.is_closing():
+            log.debug("aborting a transport left open at the loop's end: %r", transport)
+            transport.abort()
+    if left:  # their connection_lost (pending ones too): the sockets close
+        loop.run_until_complete(asyncio.sleep(0))
