@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography import x509
 
 from core import fsutil
-from core.errors import ConfigError, PKIError
+from core.errors import ConfigError, PKIError, RegistryError
 from core.format import utcnow
 from core.pki import files
 from core.pki.ca import CertificateAuthority, load_or_create_ca
@@ -45,7 +45,9 @@ class RelayState:
     """Everything the relay keeps on disk, behind one object.
 
     The registry is opened on first use (so a refused one fails ``Relay.start()``, not
-    its constructor) and stays open until :meth:`close`.
+    its constructor) and stays open until :meth:`close`. After that only :meth:`open`
+    opens it again: a lookup still in flight when the relay stopped (a worker thread's)
+    is refused, not allowed to reopen the registry the stop closed and leave it open.
     """
 
     def __init__(self, state_dir: Path | None, location: StoreLocation | None = None) -> None:
@@ -54,6 +56,7 @@ class RelayState:
             raise ConfigError("--state-dir is required (or --store postgresql://… for a fleet)")
         self._dir = None if state_dir is None else files.ensure_private_dir(state_dir)
         self._store: RegistryStore | None = None
+        self._closed = False
         self._opening = threading.Lock()
 
     @property
@@ -65,18 +68,23 @@ class RelayState:
 
     @property
     def store(self) -> RegistryStore:
+        with self._opening:
+            if self._closed:
+                raise RegistryError("the relay's registry is closed (the relay stopped)")
         return self.open()
 
     def open(self) -> RegistryStore:
         """Open (or migrate) the registry now, before any other file is created: a
         refused state dir is then left exactly as it was."""
         with self._opening:
+            self._closed = False
             if self._store is None:
                 self._store = self.location.open(self._dir, utcnow())
             return self._store
 
     def close(self) -> None:
         with self._opening:
+            self._closed = True
             if self._store is not None:
                 self._store.close()
                 self._store = None

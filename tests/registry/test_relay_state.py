@@ -111,3 +111,23 @@ def test_a_registry_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="not a regular file"):
         RelayState(state).clusters()
     assert elsewhere.read_bytes() == b""
+
+
+def test_a_closed_registry_is_not_reopened_by_a_late_lookup(tmp_path: Path) -> None:
+    """A lookup in flight when the relay stopped (a worker thread's) must not reopen the
+    registry the stop closed: nothing would close it again (its files stayed open)."""
+
+    def registry_fds() -> int:
+        return sum(DB_FILE in str(fd.resolve()) for fd in Path("/proc/self/fd").iterdir())
+
+    state = RelayState(tmp_path / "relay")
+    state.register_cluster("prod", None)
+    state.close()
+    assert registry_fds() == 0
+    with pytest.raises(RegistryError, match="closed"):
+        state.clusters()
+    with pytest.raises(RegistryError, match="closed"):
+        state.identity_revoked("00" * 32)
+    assert registry_fds() == 0
+    assert set(state.open().clusters()) == {"prod"}  # a start opens it again
+    state.close()
