@@ -21,12 +21,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import logging
+import resource
 from collections.abc import Callable
 from typing import Literal
 
 LoopKind = Literal["auto", "uvloop", "asyncio"]
 LOOP_KINDS: tuple[LoopKind, ...] = ("auto", "uvloop", "asyncio")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+log = logging.getLogger("wicket.process")
 
 
 def uvloop_available() -> bool:
@@ -54,6 +58,39 @@ def loop_factory(kind: Literal["uvloop", "asyncio"]) -> LoopFactory:
 
         return uvloop.new_event_loop
     return asyncio.new_event_loop
+
+
+#: Below this many descriptors a serving process says it will refuse connections early.
+FEW_OPEN_FILES = 4096
+
+#: Where to stop when the hard limit is unlimited (Linux's default ``fs.nr_open``).
+UNLIMITED_OPEN_FILES = 1 << 20
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard one, as Go's runtime does at start,
+    and return it. Every session, stream and dial is a descriptor: a relay started from a
+    shell (soft 1,024 where the hard limit is 524,288) would otherwise refuse its
+    thousandth connection (its listener pauses on ``EMFILE``) with room to spare. Says so
+    when even the hard limit leaves few (``LimitNOFILE=`` in the systemd units)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = UNLIMITED_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as exc:  # above fs.nr_open, or a sandbox says no
+            log.debug("open files limit stays %d: %s", soft, exc)
+        else:
+            log.debug("open files limit raised from %d to %d", soft, want)
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit != resource.RLIM_INFINITY and limit < FEW_OPEN_FILES:
+        log.warning(
+            "only %d open files allowed (hard limit %s): each session and stream takes one;"
+            " raise it (ulimit -Hn, or LimitNOFILE= in a systemd unit)",
+            limit,
+            "unlimited" if hard == resource.RLIM_INFINITY else hard,
+        )
+    return int(limit)
 
 
 def freeze_startup_heap() -> None:

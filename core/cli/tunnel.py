@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import fsutil
-from core.aio.eventloop import LoopKind, freeze_startup_heap, loop_factory, resolve
+from core.aio.eventloop import (
+    LoopKind,
+    freeze_startup_heap,
+    loop_factory,
+    raise_open_files_limit,
+    resolve,
+)
 from core.aio.lifecycle import in_order
 from core.errors import ConfigError, TokenError
 from core.format import utcnow
@@ -333,6 +339,7 @@ def run_until_signal(
         return 0
 
     log.debug("event loop: %s", kind)
+    raise_open_files_limit()
     with asyncio.Runner(loop_factory=loop_factory(kind)) as runner:
         return runner.run(main())
 

@@ -63,6 +63,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from core.aio.eventloop import raise_open_files_limit
 from core.aio.status import read_all_status
 from core.format import utcnow
 from core.registry.state import RelayState
@@ -82,14 +83,6 @@ BUDGET = 3600.0
 
 
 # -- processes ---------------------------------------------------------------------------
-
-
-def raise_fd_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit; the children inherit it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def free_port() -> int:
@@ -936,7 +929,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    raise_fd_limit()
+    raise_open_files_limit()
     doc: dict[str, Any] = {"args": vars(args) | {"out": str(args.out)}, "env": environment()}
     doc["runs"], doc["anchor"] = [], []
     with workdir(args) as work:

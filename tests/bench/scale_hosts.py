@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import resource
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 from core.aio.agent import Agent
 from core.aio.endpoint import RelayClient
-from core.aio.eventloop import loop_factory, resolve
+from core.aio.eventloop import loop_factory, raise_open_files_limit, resolve
 from core.aio.peer import RelayPeer
 from core.aio.tunnel import StreamBook, TunnelDialer
 from core.pki.tokens import Token, parse
@@ -44,14 +43,6 @@ from core.protocol.preamble import EndpointKind, StreamRequest
 HOST = "127.0.0.1"
 #: Every command is bounded by this (seconds) unless it says otherwise.
 STEP_TIMEOUT = 600.0
-
-
-def raise_fd_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit: thousands of TLS connections need it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Echo(asyncio.Protocol):
@@ -93,7 +84,7 @@ class Host:
             loop = asyncio.get_running_loop()
             server = await loop.create_server(Echo, HOST, 0, backlog=1024)
             self.target_port = server.sockets[0].getsockname()[1]
-        return {"pid": os.getpid(), "fd_limit": raise_fd_limit(), "peers": len(self.names)}
+        return {"pid": os.getpid(), "fd_limit": raise_open_files_limit(), "peers": len(self.names)}
 
     # -- commands ----------------------------------------------------------------------
 
@@ -262,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=3600.0)
     parser.add_argument("--log", type=Path, default=None)
     args = parser.parse_args(argv)
-    raise_fd_limit()
+    raise_open_files_limit()
     logging.basicConfig(
         level=logging.WARNING,
         filename=args.log,

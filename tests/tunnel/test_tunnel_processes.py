@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -267,3 +269,32 @@ async def test_clients_vanishing_mid_reply_leave_the_session_up(tunnel: Tunnel) 
     (client_after,) = [p for p in relay_after["snapshot"]["peers"] if p["role"] == "client"]
     assert client_after["connected_at"] == client_before["connected_at"], "session was replaced"
     assert "session to the relay ended" not in tunnel.connect.log()
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open files limit in /proc")
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
+async def test_relay_and_agent_raise_their_open_files_limit(tmp_path: Path) -> None:
+    """Started with a shell's low soft limit on open files (256 here; 1,024 is usual), the
+    relay and the agent raise it to the hard limit before they serve: each session and
+    stream is a descriptor. Below 4,096 even then, they say so."""
+    t = Tunnel(tmp_path)
+    low = ["prlimit", "--nofile=256:8192", "--"]
+    lowest = ["prlimit", "--nofile=256:2048", "--"]
+    t.wrap = {"relay": low, "agent": lowest}
+    try:
+        await t.start_target()
+        relay = await t.start_relay()
+        agent = await t.start_agent()
+        assert _open_files_limit(relay.pid) == (8192, 8192)
+        assert _open_files_limit(agent.pid) == (2048, 2048)
+        assert "open files allowed" not in relay.log()
+        assert "only 2048 open files allowed (hard limit 2048)" in agent.log()
+    finally:
+        t.close()
