@@ -1,6 +1,7 @@
 """The ``wicket`` console entry point.
 
-With a sub-command it runs the headless CLI (``core.cli``) without importing Qt; with
+With a sub-command it runs the headless CLI (``core.cli``) without importing Qt or the
+service layer (kubectl runs ``wicket credential`` for every request it makes); with
 none (or ``--autostart``, how "Start at login" starts it) it starts the desktop app (or,
 when the app already runs, raises its window).
 """
@@ -10,9 +11,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from core.cli import AUTOSTART_FLAG
+from core.cli import main as cli_main  # (its commands import what they use, no more)
 from core.errors import AlreadyRunning, DisplayUnavailable
-from core.service import cli_main
-from core.service.freedesktop import AUTOSTART_FLAG
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,20 +18,35 @@ from core.aio.eventloop import LOOP_KINDS
 from core.errors import WicketError
 from core.logs import setup_logging
 
-#: Modules that each add one or more sub-commands (``register(subparsers)``).
-COMMAND_MODULES: tuple[str, ...] = (
-    "core.cli.secrets",
-    "core.cli.agent_bundle",
-    "core.cli.agent_health",
-    "core.cli.cluster",
-    "core.cli.demo",
-    "core.cli.desktop",
-    "core.cli.kubeconfig",
-    "core.cli.relay_bundle",
-    "core.cli.status",
-    "core.cli.tunnel",
-    "core.cli.up",
-)
+#: Each sub-command and the module that adds it (``register(subparsers)``): the whole
+#: command set. A command line names one, and only its module is imported: kubectl runs
+#: ``wicket credential`` for every request it makes, and importing every command's
+#: dependencies (the relay, the endpoints, the demo apiserver) tripled its start-up.
+#: tests/test_cli_commands.py checks this table against what the modules register.
+COMMANDS: dict[str, str] = {
+    "credential": "core.cli.secrets",
+    "agent-bundle": "core.cli.agent_bundle",
+    "agent-health": "core.cli.agent_health",
+    "cluster": "core.cli.cluster",
+    "demo": "core.cli.demo",
+    "desktop": "core.cli.desktop",
+    "kubeconfig": "core.cli.kubeconfig",
+    "relay-bundle": "core.cli.relay_bundle",
+    "status": "core.cli.status",
+    "relay": "core.cli.tunnel",
+    "agent": "core.cli.tunnel",
+    "connect": "core.cli.tunnel",
+    "up": "core.cli.up",
+}
+
+#: Every module that adds commands, in ``--help`` order.
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
+
+#: ``wicket --autostart``: the app started at login, its window hidden (no sub-command).
+AUTOSTART_FLAG = "--autostart"
+
+#: The options before the sub-command that take a value (``--log-level debug``).
+_GLOBAL_WITH_VALUE = ("--log-level", "--loop")
 
 
 def add_command(
@@ -56,7 +71,20 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command a command line names (the first word after the global options),
+    or None when it names none, or one this table does not know."""
+    words = iter(argv)
+    for word in words:
+        if word in _GLOBAL_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or (``command``) of that command's module alone."""
     parser = argparse.ArgumentParser(
         prog="wicket",
         description="Wicket: tunnels to Kubernetes apiservers in private networks.",
@@ -78,14 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
         " asyncio otherwise)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = COMMAND_MODULES if command not in COMMANDS else (COMMANDS[command],)
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a headless sub-command; returns the process exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -29,7 +29,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import fsutil
+from core import cli, fsutil
 from core.errors import ConfigError
 from core.paths import config_home, data_home, wicket_command
 from core.resources import APP_ID, resource
@@ -37,7 +37,7 @@ from core.resources import APP_ID, resource
 #: The hicolor sizes the icon theme spec expects of an application icon.
 ICON_SIZES = (16, 22, 24, 32, 48, 64, 128, 256, 512)
 #: ``wicket --autostart``: the app started at login, its window hidden.
-AUTOSTART_FLAG = "--autostart"
+AUTOSTART_FLAG = cli.AUTOSTART_FLAG
 ENTRY_NAME = f"{APP_ID}.desktop"
 METAINFO_NAME = f"{APP_ID}.metainfo.xml"
 #: The scalable icon's source (the PNGs are renders of it: scripts/render_icons.py).
