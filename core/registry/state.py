@@ -68,16 +68,19 @@ class RelayState:
 
     @property
     def store(self) -> RegistryStore:
-        with self._opening:
-            if self._closed:
-                raise RegistryError("the relay's registry is closed (the relay stopped)")
-        return self.open()
+        return self._open(reopen=False)
 
     def open(self) -> RegistryStore:
         """Open (or migrate) the registry now, before any other file is created: a
         refused state dir is then left exactly as it was."""
-        with self._opening:
-            self._closed = False
+        return self._open(reopen=True)
+
+    def _open(self, *, reopen: bool) -> RegistryStore:
+        with self._opening:  # the check and the open at once: a close cannot come between
+            if reopen:
+                self._closed = False
+            elif self._closed:
+                raise RegistryError("the relay's registry is closed (the relay stopped)")
             if self._store is None:
                 self._store = self.location.open(self._dir, utcnow())
             return self._store

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import socket
@@ -35,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
+from core.aio.eventloop import raise_open_files_limit
 from core.aio.status import read_all_status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,14 +65,6 @@ def free_port(stable: bool = False) -> int:
             port: int = sock.getsockname()[1]
             return port
     raise OSError("no free loopback port")
-
-
-def raise_fd_limit(want: int = 65536) -> None:
-    """Soft ``RLIMIT_NOFILE`` up to ``want`` (within the hard limit); children inherit it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class Process:
@@ -142,7 +134,7 @@ class Tunnel:
     """Relay, agent, connect and target processes for one test (``close()`` in teardown)."""
 
     def __init__(self, base: Path, *, log_level: str = "info", program: Path = WICKET) -> None:
-        raise_fd_limit()
+        raise_open_files_limit()  # (the target and this process; children inherit it)
         self.base = base
         self.log_level = log_level
         self.program = program  # the ``wicket`` to run (tests/packaging: the bundle)
